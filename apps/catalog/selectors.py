@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from django.http import Http404
+
+from apps.accounts.models import User
+
+from .models import LanguageModel, ModelVersion
+
+DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
+
+
+def chat_models_for(user: User) -> list[LanguageModel]:
+    """The chat models ``user`` may pick, in display order."""
+    return list(LanguageModel.objects.usable_by(user).for_task(LanguageModel.Task.CHAT))
+
+
+def access_model(user: User, slug: str, *, task: str | None = None) -> LanguageModel:
+    """The usable model ``slug`` for ``user``; 404 when it is missing, disabled or not visible."""
+    qs = LanguageModel.objects.usable_by(user)
+    if task is not None:
+        qs = qs.for_task(task)
+    model = qs.filter(slug=slug).first()
+    if model is None:
+        raise Http404(f"No model {slug!r} is available to you")
+    return model
+
+
+def active_version(model: LanguageModel) -> ModelVersion:
+    """The version that serves ``model``. Precondition: the model came from ``access_model``."""
+    version = model.active_version
+    if version is None:
+        raise Http404(f"Model {model.slug!r} has no active version")
+    return version

@@ -1,0 +1,130 @@
+"""The chat WebSocket: one connection per open conversation.
+
+Client → server actions: ``send`` {text}, ``stop``, ``regenerate``.
+Server → client events: ``message`` {html, replaces?} for a new or replaced turn, ``snapshot``
+{generation, text} and ``delta`` {generation, offset, text} while an answer streams, ``done``
+{generation, html} when it ends, ``error`` {message}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.http import Http404
+from django.template.loader import render_to_string
+
+from apps.core.errors import ErrorCode, ServiceError
+from apps.inference.models import Generation
+from apps.inference.streaming import generation_group
+
+from . import services
+from .models import Conversation, Message
+from .selectors import access_conversation, conversation_in_flight, message_for_generation
+
+MESSAGE_PARTIAL = "chat/conversation.html#message"
+
+
+def _render(message: Message) -> str:
+    return render_to_string(MESSAGE_PARTIAL, {"message": message})
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    conversation: Conversation
+
+    async def connect(self) -> None:
+        self.following: set[str] = set()
+        try:
+            self.conversation = await database_sync_to_async(access_conversation)(
+                self.scope["user"], self.scope["url_route"]["kwargs"]["conversation_id"]
+            )
+        except Http404:
+            await self.close()  # before accept: the handshake is refused
+            return
+        await self.accept()
+        in_flight = await database_sync_to_async(conversation_in_flight)(self.conversation)
+        if in_flight is not None:
+            await self._follow(str(in_flight.pk))
+
+    async def disconnect(self, code: int) -> None:
+        for generation_id in getattr(self, "following", set()):
+            await self.channel_layer.group_discard(
+                generation_group(generation_id), self.channel_name
+            )
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        action = content.get("action") if isinstance(content, dict) else None
+        try:
+            if action == "send":
+                await self._send_message(content.get("text"))
+            elif action == "regenerate":
+                await self._regenerate()
+            elif action == "stop":
+                await database_sync_to_async(services.chat_answer_stop)(
+                    conversation=self.conversation
+                )
+            else:
+                await self.send_json(
+                    {"type": "error", "message": "Unknown action; use send, stop or regenerate."}
+                )
+        except ServiceError as exc:
+            await self.send_json({"type": "error", "message": exc.message})
+
+    async def _send_message(self, text: Any) -> None:
+        if not isinstance(text, str):
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, "Type a message first.")
+
+        def send() -> tuple[str, str, str]:
+            user_message, answer = services.chat_message_send(
+                conversation=self.conversation, text=text
+            )
+            return _render(user_message), _render(answer), str(answer.generation_id)
+
+        user_html, answer_html, generation_id = await database_sync_to_async(send)()
+        await self.send_json({"type": "message", "html": user_html})
+        await self.send_json({"type": "message", "html": answer_html})
+        await self._follow(generation_id)
+
+    async def _regenerate(self) -> None:
+        def regenerate() -> tuple[int | None, str, str]:
+            replaced, answer = services.chat_answer_regenerate(conversation=self.conversation)
+            return (replaced.pk if replaced else None), _render(answer), str(answer.generation_id)
+
+        replaced_pk, html, generation_id = await database_sync_to_async(regenerate)()
+        await self.send_json({"type": "message", "html": html, "replaces": replaced_pk})
+        await self._follow(generation_id)
+
+    async def _follow(self, generation_id: str) -> None:
+        """Join the generation's group, then send the text stored so far (see streaming.py)."""
+        await self.channel_layer.group_add(generation_group(generation_id), self.channel_name)
+        self.following.add(generation_id)
+        generation = await database_sync_to_async(Generation.objects.only("output", "status").get)(
+            pk=generation_id
+        )
+        await self.send_json(
+            {"type": "snapshot", "generation": generation_id, "text": generation.output}
+        )
+        if generation.is_finished:
+            await self.generation_done({"generation": generation_id})
+
+    # -- channel layer events --------------------------------------------------------------
+    async def generation_delta(self, event: dict[str, Any]) -> None:
+        await self.send_json(
+            {
+                "type": "delta",
+                "generation": event["generation"],
+                "offset": event["offset"],
+                "text": event["text"],
+            }
+        )
+
+    async def generation_done(self, event: dict[str, Any]) -> None:
+        generation_id = event["generation"]
+        if generation_id not in self.following:
+            return
+        self.following.discard(generation_id)
+        await self.channel_layer.group_discard(generation_group(generation_id), self.channel_name)
+        message = await database_sync_to_async(message_for_generation)(generation_id)
+        html = await database_sync_to_async(_render)(message) if message else ""
+        await self.send_json({"type": "done", "generation": generation_id, "html": html})

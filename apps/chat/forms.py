@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from apps.core.errors import ServiceError
+from apps.inference.protocol import MAX_NEW_TOKENS, SamplingParams
+
+
+class RenameForm(forms.Form):
+    title = forms.CharField(max_length=200, required=False)
+
+
+class SettingsForm(forms.Form):
+    """The settings panel. Bounds come from SamplingParams, the one place that defines them."""
+
+    model = forms.CharField(max_length=200)
+    system_prompt = forms.CharField(max_length=8000, required=False, widget=forms.Textarea)
+    temperature = forms.FloatField()
+    top_p = forms.FloatField()
+    max_tokens = forms.IntegerField(max_value=MAX_NEW_TOKENS)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        numbers = {k: data[k] for k in ("temperature", "top_p", "max_tokens") if k in data}
+        if len(numbers) == 3:
+            try:
+                SamplingParams.parse(numbers)
+            except ServiceError as exc:
+                self.add_error(exc.param if exc.param in numbers else None, exc.message)
+        return data

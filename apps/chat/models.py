@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from apps.catalog.models import LanguageModel
+from apps.inference.models import Generation
+from apps.inference.protocol import SamplingParams
+
+_DEFAULTS = SamplingParams()
+
+
+class Conversation(models.Model):
+    """A chat thread with its model and settings; reachable only by its owner."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="+")
+    system_prompt = models.TextField(blank=True)
+    temperature = models.FloatField(default=_DEFAULTS.temperature)
+    top_p = models.FloatField(default=_DEFAULTS.top_p)
+    max_tokens = models.PositiveIntegerField(default=_DEFAULTS.max_tokens)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.display_title
+
+    @property
+    def display_title(self) -> str:
+        return self.title or "New chat"
+
+    def sampling_params(self) -> SamplingParams:
+        return SamplingParams(
+            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens
+        )
+
+
+class Message(models.Model):
+    """One turn. A user turn holds its text; an assistant turn is the output of its generation."""
+
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices)
+    content = models.TextField(blank=True)
+    generation = models.OneToOneField(
+        Generation, on_delete=models.SET_NULL, null=True, blank=True, related_name="message"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.role} message {self.pk}"
+
+    @property
+    def text(self) -> str:
+        if self.role == self.Role.ASSISTANT and self.generation is not None:
+            return self.generation.output
+        return self.content

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from apps.catalog.models import LanguageModel
+from apps.catalog.selectors import access_model, chat_models_for
+from apps.core.errors import ServiceError
+
+from . import services
+from .forms import RenameForm, SettingsForm
+from .selectors import access_conversation, conversation_messages, conversations_for
+
+
+def _page(
+    request: HttpRequest, conversation=None, *, form: SettingsForm | None = None, status: int = 200
+) -> HttpResponse:
+    context = {
+        "conversations": conversations_for(request.user),
+        "conversation": conversation,
+        "models": chat_models_for(request.user),
+    }
+    if conversation is not None:
+        context["messages_list"] = conversation_messages(conversation)
+        context["form"] = form or _settings_form(conversation)
+    return render(request, "chat/conversation.html", context, status=status)
+
+
+def _settings_form(conversation) -> SettingsForm:
+    return SettingsForm(
+        initial={
+            "model": conversation.model.slug,
+            "system_prompt": conversation.system_prompt,
+            "temperature": conversation.temperature,
+            "top_p": conversation.top_p,
+            "max_tokens": conversation.max_tokens,
+        }
+    )
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("chat-index" if request.user.is_authenticated else "accounts-login")
+
+
+@login_required
+@require_GET
+def chat_index(request: HttpRequest) -> HttpResponse:
+    return _page(request)
+
+
+@login_required
+@require_POST
+def conversation_new(request: HttpRequest) -> HttpResponse:
+    try:
+        conversation = services.conversation_create(owner=request.user)
+    except ServiceError as exc:
+        return HttpResponse(exc.message, status=409)
+    return redirect("chat-conversation", conversation_id=conversation.pk)
+
+
+@login_required
+@require_GET
+def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    return _page(request, access_conversation(request.user, conversation_id))
+
+
+@login_required
+@require_POST
+def conversation_rename(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = access_conversation(request.user, conversation_id)
+    form = RenameForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse(form.errors.as_text(), status=400)
+    services.conversation_rename(conversation=conversation, title=form.cleaned_data["title"])
+    if request.htmx:
+        return render(
+            request,
+            "chat/conversation.html#conversation-item",
+            {"item": conversation, "conversation": conversation},
+        )
+    return redirect("chat-conversation", conversation_id=conversation.pk)
+
+
+@login_required
+@require_POST
+def conversation_delete(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = access_conversation(request.user, conversation_id)
+    services.conversation_delete(conversation=conversation)
+    if request.htmx:
+        return HttpResponseClientRedirect("/chat/")
+    return redirect("chat-index")
+
+
+@login_required
+@require_POST
+def conversation_settings(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = access_conversation(request.user, conversation_id)
+    form = SettingsForm(request.POST)
+    model: LanguageModel | None = None
+    if form.is_valid():
+        try:
+            model = access_model(
+                request.user, form.cleaned_data["model"], task=LanguageModel.Task.CHAT
+            )
+        except Http404:
+            form.add_error(
+                "model", f"Unknown model {form.cleaned_data['model']!r}; pick one from the list."
+            )
+    if model is None or not form.is_valid():
+        context = {
+            "conversation": conversation,
+            "form": form,
+            "models": chat_models_for(request.user),
+        }
+        return render(request, "chat/conversation.html#settings", context, status=400)
+    services.conversation_update_settings(
+        conversation=conversation,
+        model=model,
+        system_prompt=form.cleaned_data["system_prompt"],
+        temperature=form.cleaned_data["temperature"],
+        top_p=form.cleaned_data["top_p"],
+        max_tokens=form.cleaned_data["max_tokens"],
+    )
+    context = {
+        "conversation": conversation,
+        "form": _settings_form(conversation),
+        "models": chat_models_for(request.user),
+        "saved": True,
+    }
+    return render(request, "chat/conversation.html#settings", context)

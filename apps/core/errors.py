@@ -1,0 +1,34 @@
+"""Error codes shared by the engine, the chat and the API. Each says whether retrying can help."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    INVALID_PARAMETER = "invalid_parameter"
+    CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+    MODEL_NOT_FOUND = "model_not_found"
+    MODEL_LOAD_FAILED = "model_load_failed"
+    TIMEOUT = "timeout"
+    WORKER_LOST = "worker_lost"
+    INTERNAL = "internal_error"
+
+    @property
+    def retryable(self) -> bool:
+        return self in {
+            ErrorCode.TIMEOUT,
+            ErrorCode.WORKER_LOST,
+            ErrorCode.INTERNAL,
+            ErrorCode.MODEL_LOAD_FAILED,
+        }
+
+
+class ServiceError(Exception):
+    """A rejected request: carries a code, a message a person can act on, and the field at fault."""
+
+    def __init__(self, code: ErrorCode, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param

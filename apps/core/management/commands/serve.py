@@ -1,0 +1,60 @@
+"""``manage.py serve``: the ASGI server, plus the embedded Celery worker when the broker is in memory.
+
+With REDIS_URL set the workers are separate ``celery worker`` processes and this only serves HTTP
+and WebSockets. Without it (the embedded default) the same Celery app, tasks and engine run in a
+worker inside this process, fed through Celery's in-memory broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import uvicorn
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from apps.core.queues import Queue
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Serve the platform (and, on the embedded default, run the inference worker in-process)."
+
+    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+
+    def handle(self, *args: object, **options: object) -> None:
+        with contextlib.ExitStack() as stack:
+            if settings.CELERY_BROKER_URL.startswith("memory://"):
+                from celery.contrib.testing.worker import start_worker
+
+                from playground.celery import app
+
+                stack.enter_context(
+                    start_worker(
+                        app,
+                        pool="threads",
+                        concurrency=settings.INFERENCE_CONCURRENCY,
+                        queues=[Queue.INFERENCE.value],
+                        perform_ping_check=False,
+                        loglevel="INFO",
+                        shutdown_timeout=30,
+                    )
+                )
+                # start_worker's test controller skips the worker_ready signal; warm up directly.
+                from apps.inference.warmup import warm_models_in_background
+
+                warm_models_in_background()
+                self.stdout.write("Embedded inference worker started (in-memory broker).")
+            self.stdout.write(f"Serving on http://{options['host']}:{options['port']}")
+            uvicorn.run(
+                "playground.asgi:application",
+                host=str(options["host"]),
+                port=int(options["port"]),  # type: ignore[call-overload]
+                log_level="info",
+                lifespan="off",
+                ws_ping_interval=20,
+            )

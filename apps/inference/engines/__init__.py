@@ -1,0 +1,58 @@
+"""One engine per model version per worker process, created on first use.
+
+Importing this package does not import torch: the transformers backend is imported only when a
+worker first needs it, so web processes never load it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from django.conf import settings
+
+from apps.inference.protocol import ModelSpec
+
+from .base import EngineClient
+
+_engines: dict[str, EngineClient] = {}
+_lock = threading.Lock()
+
+
+def get_engine(spec: ModelSpec) -> EngineClient:
+    """The engine serving ``spec`` in this process; loading starts on the first call."""
+    with _lock:
+        engine = _engines.get(spec.key)
+        if engine is not None and _failed(engine):
+            engine = None  # a version that failed to load gets a fresh attempt
+        if engine is None:
+            engine = _engines[spec.key] = _create(spec)
+        return engine
+
+
+def _failed(engine: EngineClient) -> bool:
+    try:
+        engine.check_health()
+    except RuntimeError:
+        return True
+    return False
+
+
+def _create(spec: ModelSpec) -> EngineClient:
+    if settings.INFERENCE_ENGINE == "fake":
+        from .fake import FakeEngine
+
+        return FakeEngine(spec)
+    from .transformers_backend import TransformersEngine
+
+    return TransformersEngine(
+        spec,
+        cache_dir=settings.MODEL_CACHE_DIR,
+        device=settings.INFERENCE_DEVICE,
+        dtype=settings.INFERENCE_DTYPE,
+        threads=settings.INFERENCE_THREADS,
+    )
+
+
+def loaded_engines() -> dict[str, EngineClient]:
+    with _lock:
+        return dict(_engines)

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from apps.catalog.models import ModelVersion
+
+
+class GenerationQuerySet(models.QuerySet["Generation"]):
+    def in_flight(self) -> GenerationQuerySet:
+        return self.filter(status__in=Generation.IN_FLIGHT)
+
+
+class Generation(models.Model):
+    """One request to a model, from the chat or the API: its input, output, state and figures.
+
+    The worker writes ``output`` as it goes, so a reader always finds the text streamed so far.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    IN_FLIGHT = (Status.QUEUED, Status.RUNNING)
+
+    class Kind(models.TextChoices):
+        CHAT = "chat"
+        COMPLETION = "completion"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generations"
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="generations"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    messages = models.JSONField(null=True, blank=True)  # chat input, as sent to the chat template
+    prompt = models.TextField(blank=True)  # completion input
+    params = models.JSONField(default=dict)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    output = models.TextField(blank=True)
+    finish_reason = models.CharField(max_length=20, blank=True)
+    error_code = models.CharField(max_length=50, blank=True)
+    error_message = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_second = models.FloatField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = GenerationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status not in self.IN_FLIGHT
+
+    @property
+    def param_summary(self) -> str:
+        keys = ("temperature", "top_p", "max_tokens")
+        return ", ".join(f"{k} {self.params[k]}" for k in keys if k in self.params)

@@ -1,0 +1,214 @@
+"""Creating, cancelling and running generations. The worker side is ``generation_run``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.accounts.models import User
+from apps.catalog.models import ModelVersion
+from apps.core.errors import ErrorCode
+
+from .models import Generation
+from .protocol import (
+    EngineError,
+    Finished,
+    GenerationRequest,
+    Idle,
+    ModelSpec,
+    SamplingParams,
+    TokenDelta,
+)
+from .streaming import publish
+
+logger = logging.getLogger(__name__)
+
+
+def model_spec(version: ModelVersion) -> ModelSpec:
+    return ModelSpec(
+        key=f"{version.model.slug}@{version.label}",
+        source_kind=version.source_kind,  # type: ignore[arg-type]
+        source=version.source,
+        context_length=version.context_length,
+    )
+
+
+def generation_create(
+    *,
+    user: User,
+    model_version: ModelVersion,
+    params: SamplingParams,
+    messages: list[dict[str, str]] | None = None,
+    prompt: str = "",
+) -> Generation:
+    """Record a generation and enqueue it on the inference queue once the transaction commits.
+
+    Precondition: ``model_version`` came through ``access_model`` for ``user``; ``params`` are
+    validated. Call inside the caller's ``transaction.atomic`` when other rows go with it.
+    """
+    from .tasks import run_generation
+
+    generation = Generation.objects.create(
+        user=user,
+        model_version=model_version,
+        kind=Generation.Kind.CHAT if messages is not None else Generation.Kind.COMPLETION,
+        messages=messages,
+        prompt=prompt,
+        params=params.model_dump(mode="json"),
+    )
+    transaction.on_commit(lambda: run_generation.delay(str(generation.id)))
+    return generation
+
+
+def generation_cancel(*, generation: Generation) -> bool:
+    """Ask the worker to stop ``generation``; the text so far is kept. False if already finished."""
+    updated = Generation.objects.filter(pk=generation.pk, status__in=Generation.IN_FLIGHT).update(
+        cancel_requested=True
+    )
+    return bool(updated)
+
+
+def generation_run(*, generation_id: str) -> None:
+    """Run one generation to its end on this worker. Idempotent: a finished one is left alone.
+
+    Writes the output as it streams (before each published delta), then the final state and
+    figures. Never raises: every failure ends as a failed row with a code and a readable reason.
+    """
+    generation = (
+        Generation.objects.select_related("model_version__model").filter(pk=generation_id).first()
+    )
+    if generation is None or generation.is_finished:
+        return
+    if generation.cancel_requested:
+        _finish(generation, Generation.Status.CANCELLED, finish_reason="cancelled")
+        return
+    # A generation found running was interrupted by a lost worker: it starts over.
+    now = timezone.now()
+    Generation.objects.filter(pk=generation.pk).update(
+        status=Generation.Status.RUNNING,
+        started_at=now,
+        output="",
+        completion_tokens=0,
+        attempts=generation.attempts + 1,
+    )
+    generation.status, generation.started_at, generation.output = Generation.Status.RUNNING, now, ""
+    try:
+        _stream(generation)
+    except SoftTimeLimitExceeded:
+        _fail(generation, ErrorCode.TIMEOUT, "The answer took too long and was stopped.")
+    except Exception:
+        logger.exception("generation %s failed", generation.pk)
+        _fail(generation, ErrorCode.INTERNAL, "The worker failed while answering; try again.")
+
+
+def _stream(generation: Generation) -> None:
+    from .engines import get_engine
+
+    params = SamplingParams.model_validate(generation.params)
+    engine = get_engine(model_spec(generation.model_version))
+    request = GenerationRequest(
+        request_id=str(generation.pk),
+        params=params,
+        messages=generation.messages,
+        prompt=generation.prompt if generation.messages is None else None,
+        deadline_s=settings.INFERENCE_MAX_SECONDS,
+    )
+    started = time.monotonic()
+    created_lag = (timezone.now() - generation.created_at).total_seconds()
+    text, pending = "", ""
+    first_token_at = last_token_at = None
+    last_flush = last_cancel_check = started
+    for event in engine.generate(request, idle_every=settings.CANCEL_POLL_SECONDS):
+        now = time.monotonic()
+        if isinstance(event, TokenDelta):
+            if first_token_at is None:
+                first_token_at = now
+            last_token_at = now
+            pending += event.text
+        if pending and (now - last_flush >= settings.STREAM_FLUSH_SECONDS or len(text) == 0):
+            text = _flush(generation, text, pending)
+            pending, last_flush = "", now
+        if now - last_cancel_check >= settings.CANCEL_POLL_SECONDS:
+            last_cancel_check = now
+            if Generation.objects.filter(pk=generation.pk, cancel_requested=True).exists():
+                engine.abort(request.request_id)
+        if isinstance(event, Idle | TokenDelta):
+            continue
+        if pending:
+            text = _flush(generation, text, pending)
+        generation.output = text
+        if isinstance(event, EngineError):
+            _fail(generation, event.code, event.message)
+            return
+        assert isinstance(event, Finished)
+        generation.prompt_tokens = event.prompt_tokens
+        generation.completion_tokens = event.completion_tokens
+        if first_token_at is not None:
+            generation.ttft_ms = round((created_lag + first_token_at - started) * 1000)
+            if event.completion_tokens > 1 and last_token_at > first_token_at:
+                generation.tokens_per_second = round(
+                    (event.completion_tokens - 1) / (last_token_at - first_token_at), 2
+                )
+        if event.finish_reason == "cancelled":
+            status = Generation.Status.CANCELLED
+        elif event.finish_reason == "timeout":
+            generation.error_code = ErrorCode.TIMEOUT
+            generation.error_message = "The answer reached the time limit and was stopped."
+            status = Generation.Status.FAILED
+        else:
+            status = Generation.Status.SUCCEEDED
+        _finish(generation, status, finish_reason=event.finish_reason)
+        return
+
+
+def _flush(generation: Generation, text: str, pending: str) -> str:
+    Generation.objects.filter(pk=generation.pk).update(output=text + pending)
+    publish(
+        generation.pk,
+        {
+            "type": "generation.delta",
+            "generation": str(generation.pk),
+            "offset": len(text),
+            "text": pending,
+        },
+    )
+    return text + pending
+
+
+def _fail(generation: Generation, code: ErrorCode, message: str) -> None:
+    generation.error_code = code
+    generation.error_message = message
+    _finish(generation, Generation.Status.FAILED, finish_reason="error")
+
+
+def _finish(generation: Generation, status: str, *, finish_reason: str) -> None:
+    generation.status = status
+    generation.finish_reason = finish_reason
+    generation.finished_at = timezone.now()
+    fields: dict[str, Any] = {
+        f: getattr(generation, f)
+        for f in (
+            "status",
+            "finish_reason",
+            "finished_at",
+            "error_code",
+            "error_message",
+            "prompt_tokens",
+            "completion_tokens",
+            "ttft_ms",
+            "tokens_per_second",
+        )
+    }
+    if status != Generation.Status.FAILED or generation.output:
+        fields["output"] = generation.output
+    Generation.objects.filter(pk=generation.pk).update(**fields)
+    publish(
+        generation.pk,
+        {"type": "generation.done", "generation": str(generation.pk), "status": status},
+    )

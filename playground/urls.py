@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from apps.chat import views as chat_views
+
+urlpatterns = [
+    path("", chat_views.home, name="home"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("apps.accounts.urls")),
+    path("chat/", include("apps.chat.urls")),
+]
