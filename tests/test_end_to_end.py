@@ -1,0 +1,58 @@
+"""The production shape end to end: the real packaged model in a separate `celery worker` process,
+Postgres, Redis as broker and channel layer, and the chat WebSocket through the ASGI stack."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from apps.chat.models import Conversation
+from apps.inference.models import Generation
+from tests.chat.conftest import communicator
+from tests.chat.test_consumers import joined, receive_until
+from tests.helpers import ROOT, Process, child_env
+
+
+@pytest.fixture(scope="module")
+def worker_process(django_db_setup, tmp_path_factory):
+    db = settings.DATABASES["default"]
+    database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    worker = Process(
+        [str(ROOT / ".venv/bin/celery"), "-A", "playground", "worker", "-Q", "inference",
+         "--pool", "threads", "--concurrency", "4", "--loglevel", "INFO",
+         "--hostname", "e2e@%h"],
+        env=child_env(DATABASE_URL=database_url, REDIS_URL=settings.REDIS_URL,
+                      MODEL_CACHE_DIR=str(settings.MODEL_CACHE_DIR)),
+        log=tmp_path_factory.mktemp("worker") / "worker.log",
+    )
+    try:
+        worker.wait_for_log("ready.", timeout=120)
+        worker.wait_for_log("loaded smollm2-135m-instruct@q4_1", timeout=300)
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.mark.model
+@pytest.mark.django_db(transaction=True)
+async def test_the_packaged_model_answers_through_a_real_worker(worker_process, owner, chat_model):
+    conversation = await database_sync_to_async(Conversation.objects.create)(
+        owner=owner, model=chat_model, temperature=0.0, max_tokens=32)
+    ws = await communicator(owner, conversation.pk)
+    assert (await ws.connect())[0]
+    await ws.send_json_to({"action": "send", "text": "What is the capital of France?"})
+    events = await receive_until(ws, "done", timeout=120)
+    generation_id = events[-1]["generation"]
+    generation = await database_sync_to_async(Generation.objects.get)(pk=generation_id)
+
+    streamed = joined(events, generation_id)
+    assert generation.status == Generation.Status.SUCCEEDED
+    assert streamed == generation.output
+    assert "Paris" in generation.output
+    assert len([e for e in events if e["type"] == "delta"]) >= 3
+    assert generation.prompt_tokens > 10 and 0 < generation.completion_tokens <= 32
+    assert generation.ttft_ms is not None and generation.tokens_per_second > 0
+    assert generation.params["temperature"] == 0.0
+    assert "Paris" in events[-1]["html"] and "tok/s" in events[-1]["html"]
+    await ws.disconnect()
