@@ -28,7 +28,6 @@ def worker_process(django_db_setup, tmp_path_factory):
     )
     try:
         worker.wait_for_log("ready.", timeout=120)
-        worker.wait_for_log("loaded smollm2-135m-instruct@q4_1", timeout=300)
         yield worker
     finally:
         worker.stop()
