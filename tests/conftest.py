@@ -36,15 +36,21 @@ def _redis_clean() -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _end_stray_connections(django_db_setup, django_db_blocker) -> Iterator[None]:
+def _end_stray_connections(django_db_setup) -> Iterator[None]:
     """Worker threads and sync_to_async threads keep database connections open; end them at the
     close of the session so the test database can be dropped."""
-    yield
-    from django.db import connection
+    import psycopg
 
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    db = dict(settings.DATABASES["default"])
+    yield
+    with psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname="postgres", autocommit=True
+    ) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [db["NAME"]],
+        )
 
 
 @pytest.fixture
@@ -87,6 +93,12 @@ def inline_worker(fake_engine, transactional_db) -> Iterator[None]:
 
     from playground.celery import app
 
-    with start_worker(app, pool="threads", concurrency=4, queues=["inference"],
-                      perform_ping_check=False, shutdown_timeout=20):
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=4,
+        queues=["inference"],
+        perform_ping_check=False,
+        shutdown_timeout=20,
+    ):
         yield

@@ -21,8 +21,9 @@ def csrf(html: str) -> str:
 @pytest.mark.model
 def test_make_run_serves_a_streamed_chat(tmp_path):
     port = free_port()
-    env = child_env(PLAYGROUND_VAR_DIR=str(tmp_path / "var"),
-                    MODEL_CACHE_DIR=str(settings.MODEL_CACHE_DIR))
+    env = child_env(
+        PLAYGROUND_VAR_DIR=str(tmp_path / "var"), MODEL_CACHE_DIR=str(settings.MODEL_CACHE_DIR)
+    )
     env.pop("DATABASE_URL")
     env.pop("REDIS_URL")
     server = Process(["make", "run", f"PORT={port}"], env=env, log=tmp_path / "server.log")
@@ -34,23 +35,40 @@ def test_make_run_serves_a_streamed_chat(tmp_path):
 
         with httpx.Client(base_url=base, follow_redirects=True, timeout=30) as client:
             page = client.get("/accounts/signup/")
-            page = client.post("/accounts/signup/", data={
-                "csrfmiddlewaretoken": csrf(page.text), "username": "alice",
-                "password1": "a-long-passphrase-42", "password2": "a-long-passphrase-42"})
+            page = client.post(
+                "/accounts/signup/",
+                data={
+                    "csrfmiddlewaretoken": csrf(page.text),
+                    "username": "alice",
+                    "password1": "a-long-passphrase-42",
+                    "password2": "a-long-passphrase-42",
+                },
+            )
             assert page.url.path == "/chat/"
             page = client.post("/chat/new/", data={"csrfmiddlewaretoken": csrf(page.text)})
             conversation = page.url.path.split("/")[2]
-            saved = client.post(f"/chat/{conversation}/settings/", headers={
-                "X-CSRFToken": csrf(page.text)}, data={
-                "model": "smollm2-135m-instruct", "system_prompt": "", "temperature": "0",
-                "top_p": "1", "max_tokens": "24"})
+            saved = client.post(
+                f"/chat/{conversation}/settings/",
+                headers={"X-CSRFToken": csrf(page.text)},
+                data={
+                    "model": "smollm2-135m-instruct",
+                    "system_prompt": "",
+                    "temperature": "0",
+                    "top_p": "1",
+                    "max_tokens": "24",
+                },
+            )
             assert saved.status_code == 200
             cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
 
         async def chat() -> tuple[str, str]:
-            async with websockets.connect(f"ws://127.0.0.1:{port}/ws/chat/{conversation}/",
-                                          additional_headers={"Cookie": cookie, "Origin": base}) as ws:
-                await ws.send(json.dumps({"action": "send", "text": "What is the capital of France?"}))
+            async with websockets.connect(
+                f"ws://127.0.0.1:{port}/ws/chat/{conversation}/",
+                additional_headers={"Cookie": cookie, "Origin": base},
+            ) as ws:
+                await ws.send(
+                    json.dumps({"action": "send", "text": "What is the capital of France?"})
+                )
                 text = ""
                 while True:
                     event = json.loads(await asyncio.wait_for(ws.recv(), 180))
@@ -63,8 +81,9 @@ def test_make_run_serves_a_streamed_chat(tmp_path):
         assert "Paris" in text
         assert text.strip().split()[0] in html and "tok/s" in html
         # Reloading the page shows the stored answer.
-        with httpx.Client(base_url=base, timeout=30, cookies=dict(
-                c.split("=", 1) for c in cookie.split("; "))) as client:
+        with httpx.Client(
+            base_url=base, timeout=30, cookies=dict(c.split("=", 1) for c in cookie.split("; "))
+        ) as client:
             assert "Paris" in client.get(f"/chat/{conversation}/").text
     finally:
         server.stop()

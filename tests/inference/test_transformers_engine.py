@@ -21,8 +21,13 @@ from apps.inference.protocol import (
 
 
 def run(engine, *, messages=None, prompt=None, deadline_s=None, **params):
-    request = GenerationRequest(request_id=str(uuid.uuid4()), params=SamplingParams(**params),
-                                messages=messages, prompt=prompt, deadline_s=deadline_s)
+    request = GenerationRequest(
+        request_id=str(uuid.uuid4()),
+        params=SamplingParams(**params),
+        messages=messages,
+        prompt=prompt,
+        deadline_s=deadline_s,
+    )
     events = [e for e in engine.generate(request) if not isinstance(e, Idle)]
     text = "".join(e.text for e in events if isinstance(e, TokenDelta))
     return text, events[-1], events
@@ -30,8 +35,9 @@ def run(engine, *, messages=None, prompt=None, deadline_s=None, **params):
 
 @pytest.fixture(scope="module")
 def tiny_engine(tiny_model_dir):
-    spec = ModelSpec(key="tiny@1", source_kind="local", source=str(tiny_model_dir),
-                     context_length=128)
+    spec = ModelSpec(
+        key="tiny@1", source_kind="local", source=str(tiny_model_dir), context_length=128
+    )
     engine = TransformersEngine(spec, cache_dir=tiny_model_dir, dtype="float32")
     engine.wait_loaded(timeout=60)
     return engine
@@ -52,9 +58,15 @@ def test_greedy_is_deterministic_and_respects_max_tokens(tiny_engine):
 
 
 def test_a_seed_repeats_a_sampled_answer(tiny_engine):
-    a = run(tiny_engine, messages=HELLO, temperature=1.0, top_k=50, top_p=0.9, seed=7, max_tokens=16)
-    b = run(tiny_engine, messages=HELLO, temperature=1.0, top_k=50, top_p=0.9, seed=7, max_tokens=16)
-    c = run(tiny_engine, messages=HELLO, temperature=1.0, top_k=50, top_p=0.9, seed=8, max_tokens=16)
+    a = run(
+        tiny_engine, messages=HELLO, temperature=1.0, top_k=50, top_p=0.9, seed=7, max_tokens=16
+    )
+    b = run(
+        tiny_engine, messages=HELLO, temperature=1.0, top_k=50, top_p=0.9, seed=7, max_tokens=16
+    )
+    c = run(
+        tiny_engine, messages=HELLO, temperature=1.0, top_k=50, top_p=0.9, seed=8, max_tokens=16
+    )
     assert a[0] == b[0]
     assert a[0] != c[0]
 
@@ -73,8 +85,11 @@ def test_prompt_plus_max_tokens_over_the_context_is_an_error(tiny_engine):
 
 
 def test_abort_stops_the_request_and_keeps_its_text(tiny_engine):
-    request = GenerationRequest(request_id="abort-me", params=SamplingParams(temperature=0,
-                                max_tokens=100), prompt="Once upon a time")
+    request = GenerationRequest(
+        request_id="abort-me",
+        params=SamplingParams(temperature=0, max_tokens=100),
+        prompt="Once upon a time",
+    )
     stream = tiny_engine.generate(request)
     collected = []
     for event in stream:
@@ -95,8 +110,9 @@ def test_deadline_ends_the_request(tiny_engine):
 
 def test_requests_from_many_threads_each_get_their_own_stream(tiny_engine):
     results: dict[int, str] = {}
-    alone = {i: run(tiny_engine, prompt=f"Story {i}", temperature=0, max_tokens=8)[0]
-             for i in range(3)}
+    alone = {
+        i: run(tiny_engine, prompt=f"Story {i}", temperature=0, max_tokens=8)[0] for i in range(3)
+    }
 
     def worker(i: int) -> None:
         results[i] = run(tiny_engine, prompt=f"Story {i}", temperature=0, max_tokens=8)[0]
@@ -110,8 +126,9 @@ def test_requests_from_many_threads_each_get_their_own_stream(tiny_engine):
 
 
 def test_a_model_that_cannot_load_reports_it_on_each_request(tmp_path):
-    spec = ModelSpec(key="broken@1", source_kind="local", source=str(tmp_path / "missing"),
-                     context_length=128)
+    spec = ModelSpec(
+        key="broken@1", source_kind="local", source=str(tmp_path / "missing"), context_length=128
+    )
     engine = TransformersEngine(spec, cache_dir=tmp_path)
     _, last, _ = run(engine, prompt="hi")
     assert isinstance(last, EngineError)
@@ -127,8 +144,12 @@ def test_a_model_that_cannot_load_reports_it_on_each_request(tmp_path):
 @pytest.mark.model
 def test_smollm_answers_a_question(smollm_engine):
     started = time.monotonic()
-    text, last, _ = run(smollm_engine, messages=[{"role": "user", "content":
-                        "What is the capital of France?"}], temperature=0, max_tokens=24)
+    text, last, _ = run(
+        smollm_engine,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        temperature=0,
+        max_tokens=24,
+    )
     assert isinstance(last, Finished)
     assert "Paris" in text
     assert last.prompt_tokens > 10
@@ -139,7 +160,8 @@ def test_smollm_answers_a_question(smollm_engine):
 def test_smollm_stops_at_a_stop_sequence(smollm_engine):
     question = [{"role": "user", "content": "What is the capital of France?"}]
     full, _, _ = run(smollm_engine, messages=question, temperature=0, max_tokens=24)
-    cut, last, _ = run(smollm_engine, messages=question, temperature=0, max_tokens=24,
-                       stop=["Paris"])
+    cut, last, _ = run(
+        smollm_engine, messages=question, temperature=0, max_tokens=24, stop=["Paris"]
+    )
     assert last.finish_reason == "stop"
     assert cut == full[: full.index("Paris")]
