@@ -46,6 +46,14 @@
       if (node.dataset.generation && node.classList.contains("streaming")) setBusy(true);
       scrollDown();
     },
+    conversation(event) {
+      const item = fromHTML(event.html);
+      const old = document.getElementById(item.id);
+      if (old) old.replaceWith(item);
+      const title = document.querySelector(".rename input[name=title]");
+      if (title && !title.value) title.value = event.title;
+      document.title = `${event.title} · Playground`;
+    },
     snapshot(event) {
       const known = texts.get(event.generation) || "";
       if (event.text.length >= known.length) setText(event.generation, event.text);

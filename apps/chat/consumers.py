@@ -1,7 +1,8 @@
 """The chat WebSocket: one connection per open conversation.
 
 Client → server actions: ``send`` {text}, ``stop``, ``regenerate``.
-Server → client events: ``message`` {html, replaces?} for a new or replaced turn, ``snapshot``
+Server → client events: ``message`` {html, replaces?} for a new or replaced turn, ``conversation``
+{title, html} for its updated sidebar entry, ``snapshot``
 {generation, text} and ``delta`` {generation, offset, text} while an answer streams, ``done``
 {generation, html} when it ends, ``error`` {message}.
 """
@@ -24,6 +25,7 @@ from .models import Conversation, Message
 from .selectors import access_conversation, conversation_in_flight, message_for_generation
 
 MESSAGE_PARTIAL = "chat/conversation.html#message"
+ITEM_PARTIAL = "chat/conversation.html#conversation-item"
 
 
 def _render(message: Message) -> str:
@@ -75,15 +77,21 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if not isinstance(text, str):
             raise ServiceError(ErrorCode.INVALID_PARAMETER, "Type a message first.")
 
-        def send() -> tuple[str, str, str]:
+        def send() -> tuple[str, str, str, str]:
             user_message, answer = services.chat_message_send(
                 conversation=self.conversation, text=text
             )
-            return _render(user_message), _render(answer), str(answer.generation_id)
+            item = render_to_string(
+                ITEM_PARTIAL, {"item": self.conversation, "conversation": self.conversation}
+            )
+            return _render(user_message), _render(answer), str(answer.generation_id), item
 
-        user_html, answer_html, generation_id = await database_sync_to_async(send)()
+        user_html, answer_html, generation_id, item_html = await database_sync_to_async(send)()
         await self.send_json({"type": "message", "html": user_html})
         await self.send_json({"type": "message", "html": answer_html})
+        await self.send_json(
+            {"type": "conversation", "title": self.conversation.display_title, "html": item_html}
+        )
         await self._follow(generation_id)
 
     async def _regenerate(self) -> None:

@@ -48,14 +48,20 @@ def rows(conversation):
 
 
 async def test_send_streams_the_answer_and_stores_it(owner, conversation):
+    conversation.title = ""
+    await database_sync_to_async(conversation.save)()
     ws = await communicator(owner, conversation.pk)
     connected, _ = await ws.connect()
     assert connected
     await ws.send_json_to({"action": "send", "text": "hello there friend"})
     events = await receive_until(ws, "done")
-    assert [e["type"] for e in events[:3]] == ["message", "message", "snapshot"]
+    assert [e["type"] for e in events[:4]] == ["message", "message", "conversation", "snapshot"]
     assert "hello there friend" in events[0]["html"]
-    generation = events[2]["generation"]
+    # The first message names the conversation, and the sidebar entry follows.
+    assert events[2]["title"] == "hello there friend"
+    assert f'id="conv-{conversation.pk}"' in events[2]["html"]
+    assert ">hello there friend</a>" in events[2]["html"]
+    generation = events[3]["generation"]
     deltas = [e for e in events if e["type"] == "delta"]
     assert len(deltas) >= 2  # it streamed, not one lump
     assert joined(events, generation) == "Echo: hello there friend"

@@ -148,6 +148,10 @@ class TransformersEngine(QueuedEngine):
         if self.tokenizer.eos_token_id is not None:
             eos_ids.add(self.tokenizer.eos_token_id)
         self.eos_ids = eos_ids
+        # The first forward pass pays for kernel selection; pay it here, not in a user's request.
+        with torch.inference_mode():
+            warmup = [self.tokenizer.eos_token_id or 0] * 8
+            self.model(input_ids=torch.tensor([warmup], device=self.device))
         logger.info(
             "loaded %s on %s as %s in %.1fs",
             self.spec.key,
