@@ -36,6 +36,7 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy apps playground
 	$(PY) manage.py makemigrations --check --dry-run
 
 format: install

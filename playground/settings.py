@@ -88,7 +88,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "playground.sqlite3",
+            "NAME": str(VAR_DIR / "playground.sqlite3"),
             # The embedded worker thread writes while the server reads.
             "OPTIONS": {
                 "timeout": 20,

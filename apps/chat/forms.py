@@ -23,7 +23,9 @@ class SettingsForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        numbers = {k: data[k] for k in ("temperature", "top_p", "max_tokens") if k in data}
+        numbers: dict[str, Any] = {
+            k: data[k] for k in ("temperature", "top_p", "max_tokens") if k in data
+        }
         if len(numbers) == 3:
             try:
                 SamplingParams.parse(numbers)

@@ -44,7 +44,7 @@ def conversation_in_flight(conversation: Conversation) -> Generation | None:
     )
 
 
-def message_for_generation(generation_id: object) -> Message | None:
+def message_for_generation(generation_id: str | uuid.UUID) -> Message | None:
     return (
         Message.objects.select_related("generation__model_version__model")
         .filter(generation_id=generation_id)

@@ -9,16 +9,22 @@ from django_htmx.http import HttpResponseClientRedirect
 from apps.catalog.models import LanguageModel
 from apps.catalog.selectors import access_model, chat_models_for
 from apps.core.errors import ServiceError
+from apps.core.http import AuthedHttpRequest
 
 from . import services
 from .forms import RenameForm, SettingsForm
+from .models import Conversation
 from .selectors import access_conversation, conversation_messages, conversations_for
 
 
 def _page(
-    request: HttpRequest, conversation=None, *, form: SettingsForm | None = None, status: int = 200
+    request: AuthedHttpRequest,
+    conversation: Conversation | None = None,
+    *,
+    form: SettingsForm | None = None,
+    status: int = 200,
 ) -> HttpResponse:
-    context = {
+    context: dict[str, object] = {
         "conversations": conversations_for(request.user),
         "conversation": conversation,
         "models": chat_models_for(request.user),
@@ -29,7 +35,7 @@ def _page(
     return render(request, "chat/conversation.html", context, status=status)
 
 
-def _settings_form(conversation) -> SettingsForm:
+def _settings_form(conversation: Conversation) -> SettingsForm:
     return SettingsForm(
         initial={
             "model": conversation.model.slug,
@@ -48,13 +54,13 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def chat_index(request: HttpRequest) -> HttpResponse:
+def chat_index(request: AuthedHttpRequest) -> HttpResponse:
     return _page(request)
 
 
 @login_required
 @require_POST
-def conversation_new(request: HttpRequest) -> HttpResponse:
+def conversation_new(request: AuthedHttpRequest) -> HttpResponse:
     try:
         conversation = services.conversation_create(owner=request.user)
     except ServiceError as exc:
@@ -64,13 +70,13 @@ def conversation_new(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_detail(request: AuthedHttpRequest, conversation_id: str) -> HttpResponse:
     return _page(request, access_conversation(request.user, conversation_id))
 
 
 @login_required
 @require_POST
-def conversation_rename(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_rename(request: AuthedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = access_conversation(request.user, conversation_id)
     form = RenameForm(request.POST)
     if not form.is_valid():
@@ -87,7 +93,7 @@ def conversation_rename(request: HttpRequest, conversation_id: str) -> HttpRespo
 
 @login_required
 @require_POST
-def conversation_delete(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_delete(request: AuthedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = access_conversation(request.user, conversation_id)
     services.conversation_delete(conversation=conversation)
     if request.htmx:
@@ -97,7 +103,7 @@ def conversation_delete(request: HttpRequest, conversation_id: str) -> HttpRespo
 
 @login_required
 @require_POST
-def conversation_settings(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_settings(request: AuthedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = access_conversation(request.user, conversation_id)
     form = SettingsForm(request.POST)
     model: LanguageModel | None = None

@@ -10,7 +10,7 @@ loop that owns the queues, so messages reach the consumers at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer
@@ -21,14 +21,14 @@ class ThreadSafeInMemoryChannelLayer(InMemoryChannelLayer):
         super().__init__(*args, **kwargs)
         self._home: asyncio.AbstractEventLoop | None = None
 
-    async def _on_home(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    async def _on_home(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
         current = asyncio.get_running_loop()
         home = self._home
         if home is None or home.is_closed() or not home.is_running():
             self._home = home = current
         if home is current:
             return await fn(*args)
-        future = asyncio.run_coroutine_threadsafe(fn(*args), home)  # type: ignore[arg-type]
+        future = asyncio.run_coroutine_threadsafe(fn(*args), home)
         return await asyncio.wrap_future(future)
 
     async def receive(self, channel: str) -> Any:

@@ -122,7 +122,8 @@ def _stream(generation: Generation) -> None:
     started = time.monotonic()
     created_lag = (timezone.now() - generation.created_at).total_seconds()
     text, pending = "", ""
-    first_token_at = last_token_at = None
+    first_token_at: float | None = None
+    last_token_at: float | None = None
     last_flush = last_cancel_check = started
     for event in engine.generate(request, idle_every=settings.CANCEL_POLL_SECONDS):
         now = time.monotonic()
@@ -149,7 +150,7 @@ def _stream(generation: Generation) -> None:
         assert isinstance(event, Finished)
         generation.prompt_tokens = event.prompt_tokens
         generation.completion_tokens = event.completion_tokens
-        if first_token_at is not None:
+        if first_token_at is not None and last_token_at is not None:
             generation.ttft_ms = round((created_lag + first_token_at - started) * 1000)
             if event.completion_tokens > 1 and last_token_at > first_token_at:
                 generation.tokens_per_second = round(

@@ -82,7 +82,7 @@ def gguf_to_safetensors(gguf: Path, target: Path) -> Path:
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
         # The weights are dequantized now; drop the GGUF marker so save_pretrained accepts them.
@@ -139,9 +139,10 @@ class TransformersEngine(QueuedEngine):
         location, _ = self._weights_location()
         started = time.monotonic()
         self.tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
-        self.model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             location, dtype=self.dtype, use_safetensors=True, trust_remote_code=False
-        ).to(self.device)
+        )
+        self.model = model.to(self.device)
         self.model.eval()
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])

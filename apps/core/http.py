@@ -1,0 +1,11 @@
+from django.http import HttpRequest
+from django_htmx.middleware import HtmxDetails
+
+from apps.accounts.models import User
+
+
+class AuthedHttpRequest(HttpRequest):
+    """The request a ``login_required`` view gets, after django-htmx's middleware (for typing)."""
+
+    user: User
+    htmx: HtmxDetails
