@@ -67,11 +67,27 @@ def generation_create(
 
 
 def generation_cancel(*, generation: Generation) -> bool:
-    """Ask the worker to stop ``generation``; the text so far is kept. False if already finished."""
-    updated = Generation.objects.filter(pk=generation.pk, status__in=Generation.IN_FLIGHT).update(
-        cancel_requested=True
-    )
-    return bool(updated)
+    """Stop ``generation``, keeping the text so far. False if it had already finished.
+
+    One still queued is cancelled here and now (a worker that picks it up later leaves it alone),
+    so a stop works even while no worker is there; a running one is stopped by its worker, which
+    polls ``cancel_requested``.
+    """
+    in_flight = Generation.objects.filter(pk=generation.pk, status__in=Generation.IN_FLIGHT)
+    if in_flight.filter(status=Generation.Status.QUEUED).update(
+        status=Generation.Status.CANCELLED,
+        cancel_requested=True,
+        finish_reason="cancelled",
+        finished_at=timezone.now(),
+    ):
+        done = {
+            "type": "generation.done",
+            "generation": str(generation.pk),
+            "status": Generation.Status.CANCELLED,
+        }
+        transaction.on_commit(lambda: publish(generation.pk, done))
+        return True
+    return bool(in_flight.update(cancel_requested=True))
 
 
 def generation_run(*, generation_id: str) -> None:
@@ -90,13 +106,15 @@ def generation_run(*, generation_id: str) -> None:
         return
     # A generation found running was interrupted by a lost worker: it starts over.
     now = timezone.now()
-    Generation.objects.filter(pk=generation.pk).update(
+    claimed = Generation.objects.filter(pk=generation.pk, status__in=Generation.IN_FLIGHT).update(
         status=Generation.Status.RUNNING,
         started_at=now,
         output="",
         completion_tokens=0,
         attempts=generation.attempts + 1,
     )
+    if not claimed:  # cancelled while this task was on its way
+        return
     generation.status, generation.started_at, generation.output = Generation.Status.RUNNING, now, ""
     try:
         _stream(generation)

@@ -119,3 +119,17 @@ def test_a_model_that_fails_to_load_fails_the_generation_not_the_worker(
     assert (generation.status, generation.error_code) == ("failed", "model_load_failed")
     assert generation.error_message.startswith("The model could not be loaded: ")
     assert "is not a folder" in generation.error_message
+
+
+def test_stopping_a_queued_generation_cancels_it_at_once(owner, version):
+    from apps.inference.services import generation_cancel
+
+    generation = make(owner, version)
+    assert generation_cancel(generation=generation)
+    generation.refresh_from_db()
+    assert (generation.status, generation.finish_reason) == ("cancelled", "cancelled")
+    # The task, arriving later, leaves it alone.
+    run_generation.apply(args=[str(generation.pk)])
+    generation.refresh_from_db()
+    assert (generation.status, generation.attempts, generation.output) == ("cancelled", 0, "")
+    assert not generation_cancel(generation=generation)
