@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "apps.catalog",
     "apps.inference",
     "apps.chat",
+    "apps.api",
 ]
 
 MIDDLEWARE = [

@@ -8,4 +8,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("apps.accounts.urls")),
     path("chat/", include("apps.chat.urls")),
+    path("v1/", include("apps.api.urls")),
 ]

@@ -16,6 +16,7 @@ from django.conf import settings
 from apps.catalog.models import LanguageModel, ModelVersion
 from apps.catalog.packaged import register_packaged_models
 from tests.factories import UserFactory
+from tests.helpers import ROOT, Process, child_env, free_port
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -102,3 +103,60 @@ def inline_worker(fake_engine, transactional_db) -> Iterator[None]:
         shutdown_timeout=20,
     ):
         yield
+
+
+def _test_database_url() -> str:
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.fixture(scope="module")
+def real_worker(django_db_setup, tmp_path_factory) -> Iterator[Process]:
+    """A `celery worker` process serving the inference queue with the real engine, on the test
+    database and the Redis broker. Module-scoped: it must not overlap ``inline_worker``."""
+    worker = Process(
+        [
+            str(ROOT / ".venv/bin/celery"),
+            "-A",
+            "playground",
+            "worker",
+            "-Q",
+            "inference",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "4",
+            "--loglevel",
+            "INFO",
+            "--hostname",
+            "test@%h",
+        ],
+        env=child_env(
+            DATABASE_URL=_test_database_url(),
+            REDIS_URL=settings.REDIS_URL,
+            MODEL_CACHE_DIR=str(settings.MODEL_CACHE_DIR),
+        ),
+        log=tmp_path_factory.mktemp("worker") / "worker.log",
+    )
+    try:
+        worker.wait_for_log("ready.", timeout=120)
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.fixture(scope="module")
+def live_server_url(django_db_setup, tmp_path_factory) -> Iterator[str]:
+    """`manage.py serve` in the production shape (test database, Redis), as a separate process."""
+    port = free_port()
+    server = Process(
+        [str(ROOT / ".venv/bin/python"), "manage.py", "serve", "--port", str(port)],
+        env=child_env(DATABASE_URL=_test_database_url(), REDIS_URL=settings.REDIS_URL),
+        log=tmp_path_factory.mktemp("server") / "server.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_for_http(f"{url}/accounts/login/", timeout=60)
+        yield url
+    finally:
+        server.stop()

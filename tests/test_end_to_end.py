@@ -5,53 +5,16 @@ from __future__ import annotations
 
 import pytest
 from channels.db import database_sync_to_async
-from django.conf import settings
 
 from apps.chat.models import Conversation
 from apps.inference.models import Generation
 from tests.chat.conftest import communicator
 from tests.chat.test_consumers import joined, receive_until
-from tests.helpers import ROOT, Process, child_env
-
-
-@pytest.fixture(scope="module")
-def worker_process(django_db_setup, tmp_path_factory):
-    db = settings.DATABASES["default"]
-    database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    worker = Process(
-        [
-            str(ROOT / ".venv/bin/celery"),
-            "-A",
-            "playground",
-            "worker",
-            "-Q",
-            "inference",
-            "--pool",
-            "threads",
-            "--concurrency",
-            "4",
-            "--loglevel",
-            "INFO",
-            "--hostname",
-            "e2e@%h",
-        ],
-        env=child_env(
-            DATABASE_URL=database_url,
-            REDIS_URL=settings.REDIS_URL,
-            MODEL_CACHE_DIR=str(settings.MODEL_CACHE_DIR),
-        ),
-        log=tmp_path_factory.mktemp("worker") / "worker.log",
-    )
-    try:
-        worker.wait_for_log("ready.", timeout=120)
-        yield worker
-    finally:
-        worker.stop()
 
 
 @pytest.mark.model
 @pytest.mark.django_db(transaction=True)
-async def test_the_packaged_model_answers_through_a_real_worker(worker_process, owner, chat_model):
+async def test_the_packaged_model_answers_through_a_real_worker(real_worker, owner, chat_model):
     conversation = await database_sync_to_async(Conversation.objects.create)(
         owner=owner, model=chat_model, temperature=0.0, max_tokens=32
     )

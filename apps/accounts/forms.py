@@ -1,9 +1,31 @@
-from django.contrib.auth.forms import UserCreationForm
+from __future__ import annotations
 
-from .models import User
+from datetime import datetime, timedelta
+
+from django import forms
+from django.contrib.auth.forms import UserCreationForm
+from django.utils import timezone
+
+from .models import ApiKey, User
 
 
 class SignUpForm(UserCreationForm):
     class Meta(UserCreationForm.Meta):
         model = User
         fields = ("username",)
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKey.Scope.choices,
+        initial=[ApiKey.Scope.INFERENCE],
+        widget=forms.CheckboxSelectMultiple,
+    )
+    expires_in_days = forms.IntegerField(
+        min_value=1, max_value=3650, required=False, help_text="Leave empty for no expiry."
+    )
+
+    def expires_at(self) -> datetime | None:
+        days = self.cleaned_data.get("expires_in_days")
+        return timezone.now() + timedelta(days=days) if days else None

@@ -13,4 +13,6 @@ urlpatterns = [
         name="accounts-login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="accounts-logout"),
+    path("keys/", views.api_keys, name="accounts-keys"),
+    path("keys/<int:api_key_id>/revoke/", views.api_key_revoke_view, name="accounts-key-revoke"),
 ]

@@ -1,10 +1,14 @@
 from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
-from .forms import SignUpForm
-from .services import user_sign_up
+from apps.core.http import AuthedHttpRequest
+
+from .forms import ApiKeyForm, SignUpForm
+from .selectors import access_api_key, api_keys_for
+from .services import api_key_issue, api_key_revoke, user_sign_up
 
 
 @require_http_methods(["GET", "POST"])
@@ -21,3 +25,37 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(
         request, "accounts/signup.html", {"form": form}, status=400 if form.errors else 200
     )
+
+
+def _keys_context(
+    request: AuthedHttpRequest, form: ApiKeyForm, **extra: object
+) -> dict[str, object]:
+    return {"keys": api_keys_for(request.user), "form": form, **extra}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_keys(request: AuthedHttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return render(request, "accounts/keys.html", _keys_context(request, ApiKeyForm()))
+    form = ApiKeyForm(request.POST)
+    template = "accounts/keys.html#keys-panel" if request.htmx else "accounts/keys.html"
+    if not form.is_valid():
+        return render(request, template, _keys_context(request, form), status=400)
+    api_key, key = api_key_issue(
+        user=request.user,
+        name=form.cleaned_data["name"],
+        scopes=form.cleaned_data["scopes"],
+        expires_at=form.expires_at(),
+    )
+    context = _keys_context(request, ApiKeyForm(), new_key=key, new_key_row=api_key)
+    return render(request, template, context, status=201)
+
+
+@login_required
+@require_POST
+def api_key_revoke_view(request: AuthedHttpRequest, api_key_id: int) -> HttpResponse:
+    api_key = api_key_revoke(api_key=access_api_key(request.user, api_key_id))
+    if request.htmx:
+        return render(request, "accounts/keys.html#key-row", {"key": api_key})
+    return redirect("accounts-keys")

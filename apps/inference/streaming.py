@@ -9,10 +9,16 @@ Event types (consumers implement the handlers ``generation_delta`` and ``generat
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+
+# How long a follower waits for a message before it looks at the database itself.
+RECHECK_SECONDS = 5.0
 
 
 def generation_group(generation_id: object) -> str:
@@ -23,3 +29,61 @@ def publish(generation_id: object, event: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is not None:
         async_to_sync(layer.group_send)(generation_group(generation_id), event)
+
+
+async def follow(generation_ids: list[str]) -> AsyncGenerator[tuple[str, str, Any]]:
+    """Stream the text of running generations, from outside the worker (views, API).
+
+    Yields ``("text", id, new_text)`` and, once per generation, ``("done", id, row)`` with the
+    finished Generation row. The text yielded for a generation always adds up to its stored output,
+    even when a delta was lost on the way: the row is the record, the deltas only make it fast.
+    """
+    from .models import Generation
+
+    def rows() -> dict[str, Generation]:
+        found = Generation.objects.filter(pk__in=generation_ids)
+        return {str(g.pk): g for g in found}
+
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    for generation_id in generation_ids:
+        await layer.group_add(generation_group(generation_id), channel)
+    sent = dict.fromkeys(generation_ids, 0)
+    pending = set(generation_ids)
+    recheck = True  # first look: text may have been written before we joined the groups
+    try:
+        while pending:
+            if recheck:
+                recheck = False
+                for generation_id, row in (await database_sync_to_async(rows)()).items():
+                    if generation_id not in pending:
+                        continue
+                    if len(row.output) > sent[generation_id]:
+                        yield "text", generation_id, row.output[sent[generation_id] :]
+                        sent[generation_id] = len(row.output)
+                    if row.is_finished:
+                        pending.discard(generation_id)
+                        yield "done", generation_id, row
+                continue
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), RECHECK_SECONDS)
+            except TimeoutError:
+                recheck = True  # a quiet spell: make sure nothing was missed
+                continue
+            generation_id = message["generation"]
+            if generation_id not in pending:
+                continue
+            if message["type"] != "generation.delta":
+                recheck = True  # finished: the row has the final text and figures
+                continue
+            start, text = message["offset"], message["text"]
+            if start + len(text) <= sent[generation_id]:
+                continue
+            if start > sent[generation_id]:
+                recheck = True  # a delta went missing
+                continue
+            yield "text", generation_id, text[sent[generation_id] - start :]
+            sent[generation_id] = start + len(text)
+    finally:
+        for generation_id in generation_ids:
+            await layer.group_discard(generation_group(generation_id), channel)

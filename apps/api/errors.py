@@ -1,0 +1,65 @@
+"""Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+from django.http import JsonResponse
+
+from apps.core.errors import ErrorCode, ServiceError
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    @classmethod
+    def from_service(cls, error: ServiceError) -> ApiError:
+        status = 404 if error.code == ErrorCode.MODEL_NOT_FOUND else 400
+        return cls(status, error.message, code=error.code, param=error.param)
+
+    def response(self) -> JsonResponse:
+        body = {
+            "error": {
+                "message": self.message,
+                "type": _TYPES.get(self.status, "api_error"),
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+        response = JsonResponse(body, status=self.status)
+        for name, value in self.headers.items():
+            response[name] = value
+        return response
+
+
+# How a failed generation answers, by its error code.
+GENERATION_FAILURE_STATUS = {
+    ErrorCode.CONTEXT_LENGTH_EXCEEDED: 400,
+    ErrorCode.INVALID_PARAMETER: 400,
+    ErrorCode.MODEL_LOAD_FAILED: 503,
+    ErrorCode.TIMEOUT: 504,
+    ErrorCode.WORKER_LOST: 503,
+    ErrorCode.INTERNAL: 500,
+}

@@ -1,0 +1,102 @@
+"""Request bodies of the /v1 endpoints. Unknown fields are refused by name."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from apps.core.errors import ErrorCode, ServiceError
+
+MAX_CHOICES = 4
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class _Sampling(_Strict):
+    model: str
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    max_tokens: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None  # accepted for compatibility; usage is tracked per key and account
+
+    def sampling(self) -> dict[str, Any]:
+        """The engine's sampling parameters; OpenAI's default temperature is 1."""
+        values = {
+            "temperature": 1.0 if self.temperature is None else self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repetition_penalty": self.repetition_penalty,
+            "max_tokens": self.max_tokens,
+            "stop": self.stop,
+            "seed": self.seed,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = None
+
+    def sampling(self) -> dict[str, Any]:
+        values = super().sampling()
+        if self.max_completion_tokens is not None:
+            values["max_tokens"] = self.max_completion_tokens
+        return values
+
+
+class CompletionRequest(_Sampling):
+    prompt: str = Field(min_length=1)
+
+
+def parse(schema: type[_Strict], data: Any) -> Any:
+    """Validate a request body; raise ServiceError naming the field at fault."""
+    if not isinstance(data, dict):
+        raise ServiceError(ErrorCode.INVALID_PARAMETER, "The request body must be a JSON object.")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        param = ".".join(str(p) for p in error["loc"]) or None
+        if error["type"] == "extra_forbidden":
+            message = f"Unknown parameter: {param}"
+        elif error["type"] == "missing":
+            message = f"Missing required parameter: {param}"
+        elif param == "messages" and error["type"] == "too_short":
+            message = "messages must contain at least one message"
+        else:
+            message = f"Invalid value for {param}: {error['msg']}"
+        raise ServiceError(ErrorCode.INVALID_PARAMETER, message, param=param) from None

@@ -1,0 +1,77 @@
+"""Starting completions for the API: the same generations, queue and engine as the chat."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.http import Http404
+
+from apps.accounts.models import ApiKey
+from apps.catalog.models import LanguageModel
+from apps.catalog.selectors import access_model, active_version
+from apps.core.errors import ErrorCode, ServiceError
+from apps.inference.models import Generation
+from apps.inference.protocol import SamplingParams
+from apps.inference.services import generation_cancel, generation_create
+
+from .schemas import ChatCompletionRequest, CompletionRequest
+
+
+def _model_for(api_key: ApiKey, slug: str) -> LanguageModel:
+    try:
+        return access_model(api_key.user, slug)
+    except Http404:
+        raise ServiceError(
+            ErrorCode.MODEL_NOT_FOUND,
+            f"The model {slug!r} does not exist or you do not have access to it.",
+            param="model",
+        ) from None
+
+
+def completion_start(
+    *, api_key: ApiKey, body: ChatCompletionRequest | CompletionRequest
+) -> list[Generation]:
+    """Validate and enqueue ``body.n`` generations for the key's account; nothing is written on a
+    bad request. Precondition: the key allows inference."""
+    model = _model_for(api_key, body.model)
+    is_chat = isinstance(body, ChatCompletionRequest)
+    expected = (
+        LanguageModel.Task.CHAT
+        if is_chat
+        else (LanguageModel.Task.CHAT, LanguageModel.Task.COMPLETION)
+    )
+    if model.task not in expected:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            f"The model {model.slug!r} is a {model.task} model; it cannot be used here.",
+            param="model",
+        )
+    params = SamplingParams.parse(body.sampling())
+    messages = None
+    if isinstance(body, ChatCompletionRequest):
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in body.messages
+        ]
+    version = active_version(model)
+    with transaction.atomic():
+        generations = []
+        for i in range(body.n):
+            choice_params = params
+            if params.seed is not None and i:
+                choice_params = params.model_copy(update={"seed": params.seed + i})
+            generations.append(
+                generation_create(
+                    user=api_key.user,
+                    model_version=version,
+                    params=choice_params,
+                    messages=messages,
+                    prompt="" if messages is not None else body.prompt,  # type: ignore[union-attr]
+                )
+            )
+    return generations
+
+
+def completion_cancel(*, generations: list[Generation]) -> None:
+    """The client went away: stop whatever is still running."""
+    for generation in generations:
+        generation_cancel(generation=generation)

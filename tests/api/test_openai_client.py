@@ -1,0 +1,273 @@
+"""The /v1 API with the official `openai` client against a live server (the production shape:
+ASGI server process, a real `celery worker` with the packaged model, Postgres, Redis)."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import httpx
+import openai
+import pytest
+from django.utils import timezone
+
+from apps.accounts.models import ApiKey
+from apps.accounts.services import api_key_issue, api_key_revoke
+from apps.inference.models import Generation
+
+pytestmark = [
+    pytest.mark.model,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("real_worker"),
+]
+
+MODEL = "smollm2-135m-instruct"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def client_for(url: str, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
+
+
+@pytest.fixture
+def key(owner, chat_model) -> str:
+    return api_key_issue(user=owner, name="tests", scopes=[ApiKey.Scope.INFERENCE])[1]
+
+
+@pytest.fixture
+def client(live_server_url, key) -> openai.OpenAI:
+    return client_for(live_server_url, key)
+
+
+def test_models_lists_what_the_account_may_use(client, live_server_url, chat_model, stranger):
+    assert sorted(m.id for m in client.models.list()) == ["all-minilm-l6-v2", MODEL]
+    assert client.models.retrieve(MODEL).id == MODEL
+    chat_model.visibility = "staff"
+    chat_model.save()
+    assert [m.id for m in client.models.list()] == ["all-minilm-l6-v2"]
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve(MODEL)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4)
+    stranger.is_staff = True
+    stranger.save()
+    staff_key = api_key_issue(user=stranger, name="staff", scopes=["inference"])[1]
+    assert MODEL in [m.id for m in client_for(live_server_url, staff_key).models.list()]
+
+
+def test_chat_completion(client, owner):
+    response = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, temperature=0, max_tokens=24
+    )
+    choice = response.choices[0]
+    assert "Paris" in choice.message.content
+    assert choice.message.role == "assistant" and choice.finish_reason in ("stop", "length")
+    assert response.id.startswith("chatcmpl-") and response.model == MODEL
+    row = Generation.objects.get(user=owner)
+    assert row.output == choice.message.content
+    assert (response.usage.prompt_tokens, response.usage.completion_tokens) == (
+        row.prompt_tokens,
+        row.completion_tokens,
+    )
+    assert response.usage.total_tokens == row.prompt_tokens + row.completion_tokens
+
+
+def test_streamed_chat_completion_joins_into_the_stored_answer(client, owner):
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=QUESTION,
+            temperature=0,
+            max_tokens=24,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 3
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    usage = chunks[-1].usage
+    row = Generation.objects.get(user=owner)
+    assert text == row.output and "Paris" in text
+    assert (usage.prompt_tokens, usage.completion_tokens) == (
+        row.prompt_tokens,
+        row.completion_tokens,
+    )
+
+
+def test_n_choices_with_a_seed(client, owner):
+    response = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, temperature=1.0, seed=3, n=2, max_tokens=8
+    )
+    assert [c.index for c in response.choices] == [0, 1]
+    rows = Generation.objects.filter(user=owner).order_by("created_at")
+    assert [r.params["seed"] for r in rows] == [3, 4]
+    assert response.usage.completion_tokens == sum(r.completion_tokens for r in rows)
+
+
+def test_completions(client):
+    response = client.completions.create(
+        model=MODEL, prompt="The capital of France is", temperature=0, max_tokens=6
+    )
+    assert response.object == "text_completion"
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(
+            model=MODEL, prompt="The capital of France is", temperature=0, max_tokens=6, stream=True
+        )
+        if c.choices
+    )
+    assert streamed == response.choices[0].text
+    assert "Paris" in streamed
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param", "message"),
+    [
+        (
+            {"temperature": 3},
+            "temperature",
+            "Invalid value for temperature: Input should be less than or equal to 2",
+        ),
+        (
+            {"extra_body": {"frequency_penalty": 1}},
+            "frequency_penalty",
+            "Unknown parameter: frequency_penalty",
+        ),
+        ({"messages": []}, "messages", "messages must contain at least one message"),
+        ({"n": 9}, "n", "Invalid value for n: Input should be less than or equal to 4"),
+        (
+            {"max_tokens": 0},
+            "max_tokens",
+            "Invalid value for max_tokens: Input should be greater than or equal to 1",
+        ),
+    ],
+)
+def test_bad_parameters_are_400_naming_the_parameter_and_write_nothing(
+    client, kwargs, param, message
+):
+    arguments = {"model": MODEL, "messages": QUESTION, **kwargs}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(**arguments)
+    assert caught.value.status_code == 400
+    assert caught.value.body == {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": param,
+        "code": "invalid_parameter",
+    }
+    assert not Generation.objects.exists()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_prompt_over_the_context_is_400_context_length_exceeded(client, stream):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=MODEL,
+            max_tokens=16,
+            stream=stream,
+            messages=[{"role": "user", "content": "word " * 9000}],
+        )
+    assert caught.value.body["code"] == "context_length_exceeded"
+    assert caught.value.body["param"] == "messages"
+    assert "exceed the model's context of 8192 tokens" in caught.value.body["message"]
+
+
+def test_unknown_model_is_404(client):
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="gpt-17", messages=QUESTION)
+    assert caught.value.body["code"] == "model_not_found"
+    assert not Generation.objects.exists()
+
+
+def test_missing_bad_expired_and_revoked_keys_are_401(live_server_url, owner, key):
+    missing = httpx.get(f"{live_server_url}/v1/models")
+    assert missing.status_code == 401
+    assert missing.json() == {
+        "error": {
+            "message": "Missing API key: send it as 'Authorization: Bearer <key>'.",
+            "type": "authentication_error",
+            "param": None,
+            "code": "missing_api_key",
+        }
+    }
+    for bad in ["pg-nope", key[:-2] + "xx"]:
+        with pytest.raises(openai.AuthenticationError):
+            client_for(live_server_url, bad).models.list()
+    expired_row, expired = api_key_issue(
+        user=owner,
+        name="old",
+        scopes=["inference"],
+        expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    with pytest.raises(openai.AuthenticationError):
+        client_for(live_server_url, expired).models.list()
+    client = client_for(live_server_url, key)
+    assert client.models.list().data
+    api_key_revoke(api_key=ApiKey.objects.get(user=owner, name="tests"))
+    with pytest.raises(openai.AuthenticationError) as caught:
+        client.models.list()
+    assert caught.value.body["code"] == "invalid_api_key"
+
+
+def test_a_read_only_key_is_403_for_generation(live_server_url, owner, chat_model):
+    key = api_key_issue(user=owner, name="ro", scopes=[ApiKey.Scope.READ_ONLY])[1]
+    client = client_for(live_server_url, key)
+    assert client.models.list().data
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client.chat.completions.create(model=MODEL, messages=QUESTION)
+    assert caught.value.body["code"] == "insufficient_scope"
+    assert not Generation.objects.exists()
+
+
+def test_a_body_too_large_is_413(live_server_url, key):
+    response = httpx.post(
+        f"{live_server_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        content=b'{"model": "x", "pad": "' + b"x" * 3_000_000 + b'"}',
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_a_client_that_disconnects_mid_stream_cancels_its_generation(live_server_url, key, owner):
+    with httpx.stream(
+        "POST",
+        f"{live_server_url}/v1/chat/completions",
+        timeout=60,
+        headers={"Authorization": f"Bearer {key}"},
+        json={
+            "model": MODEL,
+            "messages": QUESTION,
+            "max_tokens": 400,
+            "stream": True,
+            "temperature": 1.0,
+            "seed": 1,
+        },
+    ) as response:
+        assert response.headers["x-accel-buffering"] == "no"
+        lines = 0
+        for line in response.iter_lines():
+            lines += line.startswith("data:")
+            if lines == 4:
+                break
+    closed = time.monotonic()
+    while time.monotonic() - closed < 5:
+        row = Generation.objects.get(user=owner)
+        if row.is_finished:
+            break
+        time.sleep(0.05)
+    assert row.status == Generation.Status.CANCELLED
+    assert time.monotonic() - closed < 1.5  # noticed within a second, plus the polling here
+    assert 0 < row.completion_tokens < 400
+
+
+def test_another_accounts_key_cannot_see_a_private_model(live_server_url, stranger, chat_model):
+    chat_model.visibility = "staff"
+    chat_model.save()
+    key = api_key_issue(user=stranger, name="s", scopes=["inference"])[1]
+    client = client_for(live_server_url, key)
+    assert MODEL not in [m.id for m in client.models.list()]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=MODEL, messages=QUESTION)
