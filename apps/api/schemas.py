@@ -100,3 +100,37 @@ def parse(schema: type[_Strict], data: Any) -> Any:
         else:
             message = f"Invalid value for {param}: {error['msg']}"
         raise ServiceError(ErrorCode.INVALID_PARAMETER, message, param=param) from None
+
+
+MAX_EMBEDDING_INPUTS = 256
+
+
+class EmbeddingRequest(_Strict):
+    model: str
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+    def inputs(self) -> list[str]:
+        """The inputs as a list; raises ServiceError for an empty one or too many."""
+        items = [self.input] if isinstance(self.input, str) else self.input
+        if not items:
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER, "input must not be an empty list", param="input"
+            )
+        if len(items) > MAX_EMBEDDING_INPUTS:
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                f"input has {len(items)} items; at most {MAX_EMBEDDING_INPUTS} "
+                "are accepted per request",
+                param="input",
+            )
+        for index, item in enumerate(items):
+            if not item.strip():
+                raise ServiceError(
+                    ErrorCode.INVALID_PARAMETER,
+                    f"input[{index}] is empty; every input needs some text",
+                    param="input",
+                )
+        return items

@@ -9,11 +9,11 @@ from apps.accounts.models import ApiKey
 from apps.catalog.models import LanguageModel
 from apps.catalog.selectors import access_model, active_version
 from apps.core.errors import ErrorCode, ServiceError
-from apps.inference.models import Generation
+from apps.inference.models import EmbeddingBatch, Generation
 from apps.inference.protocol import SamplingParams
-from apps.inference.services import generation_cancel, generation_create
+from apps.inference.services import embedding_create, generation_cancel, generation_create
 
-from .schemas import ChatCompletionRequest, CompletionRequest
+from .schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 
 def _model_for(api_key: ApiKey, slug: str) -> LanguageModel:
@@ -75,3 +75,30 @@ def completion_cancel(*, generations: list[Generation]) -> None:
     """The client went away: stop whatever is still running."""
     for generation in generations:
         generation_cancel(generation=generation)
+
+
+EMBEDDING_DIMENSIONS = {"all-minilm-l6-v2": 384}
+
+
+def embedding_start(*, api_key: ApiKey, body: EmbeddingRequest) -> EmbeddingBatch:
+    """Validate and enqueue an embeddings request; nothing is written on a bad request."""
+    model = _model_for(api_key, body.model)
+    if model.task != LanguageModel.Task.EMBEDDINGS:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            f"The model {model.slug!r} is a {model.task} model, not an embeddings model.",
+            param="model",
+        )
+    inputs = body.inputs()
+    native = EMBEDDING_DIMENSIONS.get(model.slug)
+    if body.dimensions is not None and body.dimensions != native:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            f"The model {model.slug!r} gives {native}-dimensional embeddings; "
+            "dimensions cannot be changed.",
+            param="dimensions",
+        )
+    with transaction.atomic():
+        return embedding_create(
+            user=api_key.user, model_version=active_version(model), inputs=inputs
+        )

@@ -7,4 +7,5 @@ urlpatterns = [
     path("models/<str:model_id>", views.model_detail, name="api-model"),
     path("chat/completions", views.chat_completions, name="api-chat-completions"),
     path("completions", views.completions, name="api-completions"),
+    path("embeddings", views.embeddings, name="api-embeddings"),
 ]

@@ -4,11 +4,13 @@ generation's deltas (apps.inference.streaming.follow) while a Celery worker prod
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
 from functools import wraps
 from typing import Any
 
+import numpy as np
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -18,13 +20,13 @@ from django.views.decorators.csrf import csrf_exempt
 from apps.accounts.models import ApiKey
 from apps.catalog.models import LanguageModel
 from apps.core.errors import ErrorCode, ServiceError
-from apps.inference.models import Generation
-from apps.inference.streaming import follow
+from apps.inference.models import EmbeddingBatch, Generation
+from apps.inference.streaming import embedding_group, follow, wait_finished
 
 from .auth import authenticate
 from .errors import GENERATION_FAILURE_STATUS, ApiError
-from .schemas import ChatCompletionRequest, CompletionRequest, parse
-from .services import completion_cancel, completion_start
+from .schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse
+from .services import completion_cancel, completion_start, embedding_start
 
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
@@ -107,6 +109,37 @@ async def chat_completions(request: HttpRequest, api_key: ApiKey) -> HttpRespons
 async def completions(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
     body = parse(CompletionRequest, _json_body(request))
     return await _complete(api_key, body, chat=False)
+
+
+@api_view("POST", scope=ApiKey.Scope.INFERENCE)
+async def embeddings(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
+    body = parse(EmbeddingRequest, _json_body(request))
+    batch = await sync_to_async(embedding_start)(api_key=api_key, body=body)
+    batch = await wait_finished(
+        embedding_group(batch.pk), lambda: EmbeddingBatch.objects.get(pk=batch.pk)
+    )
+    if batch.status == EmbeddingBatch.Status.FAILED:
+        code = ErrorCode(batch.error_code)
+        raise ApiError(
+            GENERATION_FAILURE_STATUS[code],
+            batch.error_message,
+            code=code.value,
+            param="input" if code == ErrorCode.CONTEXT_LENGTH_EXCEEDED else None,
+        )
+    data = []
+    for index, encoded in enumerate(batch.vectors):
+        vector: Any = encoded
+        if body.encoding_format == "float":
+            vector = np.frombuffer(base64.b64decode(encoded), dtype=np.float32).tolist()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    return JsonResponse(
+        {
+            "object": "list",
+            "data": data,
+            "model": body.model,
+            "usage": {"prompt_tokens": batch.prompt_tokens, "total_tokens": batch.prompt_tokens},
+        }
+    )
 
 
 # -- completions -----------------------------------------------------------------------------

@@ -76,3 +76,33 @@ class Generation(models.Model):
     def param_summary(self) -> str:
         keys = ("temperature", "top_p", "max_tokens")
         return ", ".join(f"{k} {self.params[k]}" for k in keys if k in self.params)
+
+
+class EmbeddingBatch(models.Model):
+    """One embeddings request: its inputs, state, token count and (base64 float32) vectors."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="embedding_batches"
+    )
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    inputs = models.JSONField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    vectors = models.JSONField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    error_code = models.CharField(max_length=50, blank=True)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"embeddings {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status != self.Status.QUEUED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from typing import Any
@@ -15,7 +16,7 @@ from apps.accounts.models import User
 from apps.catalog.models import ModelVersion
 from apps.core.errors import ErrorCode
 
-from .models import Generation
+from .models import EmbeddingBatch, Generation
 from .protocol import (
     EngineError,
     Finished,
@@ -25,7 +26,7 @@ from .protocol import (
     SamplingParams,
     TokenDelta,
 )
-from .streaming import publish
+from .streaming import embedding_group, publish, publish_to
 
 logger = logging.getLogger(__name__)
 
@@ -231,3 +232,50 @@ def _finish(generation: Generation, status: str, *, finish_reason: str) -> None:
         generation.pk,
         {"type": "generation.done", "generation": str(generation.pk), "status": status},
     )
+
+
+def embedding_create(
+    *, user: User, model_version: ModelVersion, inputs: list[str]
+) -> EmbeddingBatch:
+    """Record an embeddings request and enqueue it once the transaction commits. Precondition:
+    ``model_version`` came through ``access_model`` for ``user`` and ``inputs`` are validated."""
+    from .tasks import run_embedding
+
+    batch = EmbeddingBatch.objects.create(user=user, model_version=model_version, inputs=inputs)
+    transaction.on_commit(lambda: run_embedding.delay(str(batch.pk)))
+    return batch
+
+
+def embedding_run(*, batch_id: str) -> None:
+    """Embed one batch on this worker. Idempotent; never raises: failures end as a failed row."""
+    from .engines import get_embedder
+
+    batch = (
+        EmbeddingBatch.objects.select_related("model_version__model").filter(pk=batch_id).first()
+    )
+    if batch is None or batch.is_finished:
+        return
+    result: Any
+    try:
+        embedder = get_embedder(model_spec(batch.model_version))
+    except Exception as exc:  # a model that cannot load must not take the worker down
+        logger.exception("embedding model for batch %s failed to load", batch.pk)
+        result = EngineError(ErrorCode.MODEL_LOAD_FAILED, f"The model could not be loaded: {exc}")
+    else:
+        try:
+            result = embedder.embed(batch.inputs)
+        except Exception:
+            logger.exception("embedding batch %s failed", batch.pk)
+            result = EngineError(
+                ErrorCode.INTERNAL, "The worker failed while embedding; try again."
+            )
+    if isinstance(result, EngineError):
+        batch.status = EmbeddingBatch.Status.FAILED
+        batch.error_code, batch.error_message = result.code, result.message
+    else:
+        batch.status = EmbeddingBatch.Status.SUCCEEDED
+        batch.vectors = [base64.b64encode(row.tobytes()).decode() for row in result.vectors]
+        batch.prompt_tokens = result.tokens
+    batch.finished_at = timezone.now()
+    batch.save()
+    publish_to(embedding_group(batch.pk), {"type": "embedding.done", "batch": str(batch.pk)})

@@ -10,7 +10,8 @@ Event types (consumers implement the handlers ``generation_delta`` and ``generat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+import contextlib
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -26,9 +27,13 @@ def generation_group(generation_id: object) -> str:
 
 
 def publish(generation_id: object, event: dict[str, Any]) -> None:
+    publish_to(generation_group(generation_id), event)
+
+
+def publish_to(group: str, event: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is not None:
-        async_to_sync(layer.group_send)(generation_group(generation_id), event)
+        async_to_sync(layer.group_send)(group, event)
 
 
 async def follow(generation_ids: list[str]) -> AsyncGenerator[tuple[str, str, Any]]:
@@ -87,3 +92,24 @@ async def follow(generation_ids: list[str]) -> AsyncGenerator[tuple[str, str, An
     finally:
         for generation_id in generation_ids:
             await layer.group_discard(generation_group(generation_id), channel)
+
+
+def embedding_group(batch_id: object) -> str:
+    return f"embedding.{batch_id}"
+
+
+async def wait_finished(group: str, load: Callable[[], Any]) -> Any:
+    """Wait until ``load()`` (a sync function returning a row with ``is_finished``) reports the
+    row finished. A message on ``group`` wakes the waiter early; the database decides."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(group, channel)
+    try:
+        while True:
+            row = await database_sync_to_async(load)()
+            if row.is_finished:
+                return row
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(layer.receive(channel), RECHECK_SECONDS)
+    finally:
+        await layer.group_discard(group, channel)

@@ -1,8 +1,13 @@
 from celery import shared_task
 
-from .services import generation_run
+from .services import embedding_run, generation_run
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def run_generation(generation_id: str) -> None:
     generation_run(generation_id=generation_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def run_embedding(batch_id: str) -> None:
+    embedding_run(batch_id=batch_id)

@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 def warm_models() -> None:
     from apps.catalog.models import LanguageModel
 
-    from .engines import get_engine
+    from .engines import get_embedder, get_engine
     from .services import model_spec
 
     for slug in settings.INFERENCE_WARM_MODELS:
@@ -22,7 +22,10 @@ def warm_models() -> None:
         if version is None:
             logger.warning("not warming %s: no enabled model with an active version", slug)
             continue
-        get_engine(model_spec(version))
+        if model.task == LanguageModel.Task.EMBEDDINGS:
+            get_embedder(model_spec(version))
+        else:
+            get_engine(model_spec(version))
 
 
 def warm_models_in_background() -> None:

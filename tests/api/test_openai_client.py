@@ -3,10 +3,12 @@ ASGI server process, a real `celery worker` with the packaged model, Postgres, R
 
 from __future__ import annotations
 
+import base64
 import time
 from datetime import timedelta
 
 import httpx
+import numpy as np
 import openai
 import pytest
 from django.utils import timezone
@@ -271,3 +273,43 @@ def test_another_accounts_key_cannot_see_a_private_model(live_server_url, strang
     assert MODEL not in [m.id for m in client.models.list()]
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model=MODEL, messages=QUESTION)
+
+
+def cosine(a, b):
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+def test_embeddings(client, owner):
+    texts = [
+        "The cat sits on the mat.",
+        "A cat is sitting on a rug.",
+        "Quarterly revenue grew by four percent.",
+    ]
+    response = client.embeddings.create(model="all-minilm-l6-v2", input=texts)
+    vectors = [d.embedding for d in response.data]
+    assert [len(v) for v in vectors] == [384, 384, 384]
+    assert abs(cosine(vectors[0], vectors[0]) - 1) < 1e-4  # normalised
+    assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.3
+    assert response.usage.prompt_tokens > 15
+    single = client.embeddings.create(
+        model="all-minilm-l6-v2", input=texts[0], encoding_format="base64"
+    )
+    decoded = np.frombuffer(base64.b64decode(single.data[0].embedding), dtype=np.float32)
+    assert max(abs(x - y) for x, y in zip(decoded.tolist(), vectors[0], strict=True)) < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param", "code"),
+    [
+        ({"input": []}, "input", "invalid_parameter"),
+        ({"input": ["ok", "  "]}, "input", "invalid_parameter"),
+        ({"input": "word " * 600}, "input", "context_length_exceeded"),
+        ({"model": MODEL, "input": "hi"}, "model", "invalid_parameter"),
+        ({"input": "hi", "dimensions": 128}, "dimensions", "invalid_parameter"),
+    ],
+)
+def test_bad_embedding_requests_are_400(client, kwargs, param, code):
+    arguments = {"model": "all-minilm-l6-v2", **kwargs}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(**arguments)
+    assert (caught.value.body["param"], caught.value.body["code"]) == (param, code)

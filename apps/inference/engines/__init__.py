@@ -7,6 +7,7 @@ worker first needs it, so web processes never load it.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from django.conf import settings
 
@@ -15,6 +16,7 @@ from apps.inference.protocol import ModelSpec
 from .base import EngineClient
 
 _engines: dict[str, EngineClient] = {}
+_embedders: dict[str, Any] = {}
 _lock = threading.Lock()
 
 
@@ -27,6 +29,20 @@ def get_engine(spec: ModelSpec) -> EngineClient:
         if engine is None:
             engine = _engines[spec.key] = _create(spec)
         return engine
+
+
+def get_embedder(spec: ModelSpec) -> Any:
+    """The embedding engine serving ``spec`` in this process (loaded on the first call)."""
+    with _lock:
+        embedder = _embedders.get(spec.key)
+        if embedder is None:
+            from .embeddings import TransformersEmbedder
+
+            embedder = TransformersEmbedder(
+                spec, device=settings.INFERENCE_DEVICE, threads=settings.INFERENCE_THREADS
+            )
+            _embedders[spec.key] = embedder
+        return embedder
 
 
 def _failed(engine: EngineClient) -> bool:

@@ -1,0 +1,69 @@
+"""Sentence embeddings with a transformers encoder: mean pooling over tokens, then L2 normalising
+(the recipe of all-MiniLM-L6-v2's sentence-transformers config, without that package).
+
+Requests are short and batched by the caller, so one lock serialises them instead of a scheduler.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from apps.core.errors import ErrorCode
+from apps.inference.protocol import EngineError, ModelSpec
+
+from .transformers_backend import packaged_path, pick_device
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: np.ndarray  # float32, one row per input, unit length
+    tokens: int
+
+
+class TransformersEmbedder:
+    name = "embeddings"
+
+    def __init__(self, spec: ModelSpec, *, device: str = "auto", threads: int = 0) -> None:
+        self.spec = spec
+        self.device = pick_device(device)
+        self._lock = threading.Lock()
+        if self.device.type == "cpu":
+            torch.set_num_threads(threads or os.cpu_count() or 1)
+        location = (
+            str(packaged_path(spec.source)) if spec.source_kind == "packaged" else spec.source
+        )
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
+        model: Any = AutoModel.from_pretrained(
+            location, use_safetensors=True, trust_remote_code=False
+        )
+        self.model = model.to(self.device).eval()
+
+    def check_health(self) -> None:
+        pass
+
+    def embed(self, texts: list[str]) -> Embedded | EngineError:
+        """Embed ``texts``; an input longer than the context is an error, never truncated."""
+        with self._lock:
+            encoded = self.tokenizer(texts, padding=True, return_tensors="pt")
+            lengths = encoded["attention_mask"].sum(dim=1)
+            for index, length in enumerate(lengths.tolist()):
+                if length > self.spec.context_length:
+                    return EngineError(
+                        ErrorCode.CONTEXT_LENGTH_EXCEEDED,
+                        f"Input {index} has {length} tokens; the model's context is "
+                        f"{self.spec.context_length} tokens. Shorten it or split it.",
+                    )
+            encoded = {k: v.to(self.device) for k, v in encoded.items()}
+            with torch.inference_mode():
+                hidden = self.model(**encoded).last_hidden_state
+            mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            return Embedded(vectors.float().cpu().numpy(), int(lengths.sum()))
