@@ -19,7 +19,7 @@ def warm_models() -> None:
     for slug in settings.INFERENCE_WARM_MODELS:
         model = LanguageModel.objects.filter(slug=slug, is_enabled=True).first()
         version = model.active_version if model else None
-        if version is None:
+        if model is None or version is None:
             logger.warning("not warming %s: no enabled model with an active version", slug)
             continue
         if model.task == LanguageModel.Task.EMBEDDINGS:
