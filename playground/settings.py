@@ -142,6 +142,8 @@ if REDIS_URL:
         }
     }
     CELERY_BROKER_URL = REDIS_URL
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": REDIS_URL}}
 else:
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "apps.core.channel_layers.ThreadSafeInMemoryChannelLayer"}
@@ -179,6 +181,9 @@ INFERENCE_ENGINE = env_choice("INFERENCE_ENGINE", "transformers", ("transformers
 
 # Models each inference worker loads at start, before the first request needs them.
 INFERENCE_WARM_MODELS = env_list("INFERENCE_WARM_MODELS", ["smollm2-135m-instruct"])
+
+# Requests per minute for an API key without its own limit.
+API_REQUESTS_PER_MINUTE = env_int("API_REQUESTS_PER_MINUTE", 120, minimum=1)
 
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 32_000, minimum=1)
 

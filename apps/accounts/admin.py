@@ -6,7 +6,11 @@ from django.http import HttpRequest
 from .models import ApiKey, User
 from .services import api_key_revoke
 
-admin.site.register(User, UserAdmin)
+
+@admin.register(User)
+class PlaygroundUserAdmin(UserAdmin):
+    fieldsets = (*(UserAdmin.fieldsets or ()), ("Limits", {"fields": ("daily_token_quota",)}))
+    list_display = ("username", "email", "is_staff", "is_active", "daily_token_quota")
 
 
 @admin.register(ApiKey)
@@ -31,6 +35,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "prefix",
         "scopes",
         "expires_at",
+        "requests_per_minute",
         "created_at",
         "last_used_at",
         "revoked_at",

@@ -8,6 +8,11 @@ from django.utils import timezone
 class User(AbstractUser):
     """The account. Custom from the first migration so fields can be added without a swap."""
 
+    # Tokens (prompt + completion, chat and API together) the account may use per UTC day.
+    daily_token_quota = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Empty: no limit."
+    )
+
 
 class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
     def usable(self) -> ApiKeyQuerySet:
@@ -35,6 +40,9 @@ class ApiKey(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    requests_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty: the platform default (API_REQUESTS_PER_MINUTE)."
+    )
 
     objects = ApiKeyQuerySet.as_manager()
 

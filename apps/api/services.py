@@ -66,6 +66,7 @@ def completion_start(
                     params=choice_params,
                     messages=messages,
                     prompt="" if messages is not None else body.prompt,  # type: ignore[union-attr]
+                    api_key=api_key,
                 )
             )
     return generations
@@ -100,5 +101,5 @@ def embedding_start(*, api_key: ApiKey, body: EmbeddingRequest) -> EmbeddingBatc
         )
     with transaction.atomic():
         return embedding_create(
-            user=api_key.user, model_version=active_version(model), inputs=inputs
+            user=api_key.user, model_version=active_version(model), inputs=inputs, api_key=api_key
         )

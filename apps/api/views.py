@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
+from apps.accounts.limits import LimitExceeded, Window, request_window, token_window
 from apps.accounts.models import ApiKey
 from apps.catalog.models import LanguageModel
 from apps.core.errors import ErrorCode, ServiceError
@@ -46,16 +47,49 @@ def api_view(method: str, *, scope: str | None) -> Callable[[View], View]:
                         code="method_not_allowed",
                         headers={"Allow": method},
                     )
-                api_key = await sync_to_async(authenticate)(request, scope=scope)
-                return await view(request, api_key, *args, **kwargs)
+                api_key, windows = await sync_to_async(_admit)(request, scope)
             except ApiError as error:
                 return error.response()
+            try:
+                response = await view(request, api_key, *args, **kwargs)
+            except ApiError as error:
+                response = error.response()
             except ServiceError as error:
-                return ApiError.from_service(error).response()
+                response = ApiError.from_service(error).response()
+            for name, value in _limit_headers(windows).items():
+                response[name] = value
+            return response
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _admit(request: HttpRequest, scope: str | None) -> tuple[ApiKey, dict[str, Window | None]]:
+    """Authenticate, then count the request against the key's rate limit and, for generation,
+    check the account's token quota. Raises ApiError 401/403/429."""
+    api_key = authenticate(request, scope=scope)
+    windows: dict[str, Window | None] = {}
+    try:
+        windows["requests"] = request_window(api_key)
+        if scope == ApiKey.Scope.INFERENCE:
+            windows["tokens"] = token_window(api_key.user)
+    except LimitExceeded as exceeded:
+        code = ErrorCode.RATE_LIMITED if "requests" not in windows else ErrorCode.QUOTA_EXCEEDED
+        windows["requests" if code == ErrorCode.RATE_LIMITED else "tokens"] = exceeded.window
+        headers = {"Retry-After": str(exceeded.window.reset_seconds), **_limit_headers(windows)}
+        raise ApiError(429, exceeded.message, code=code.value, headers=headers) from None
+    return api_key, windows
+
+
+def _limit_headers(windows: dict[str, Window | None]) -> dict[str, str]:
+    headers = {}
+    for name, window in windows.items():
+        if window is not None:
+            headers[f"x-ratelimit-limit-{name}"] = str(window.limit)
+            headers[f"x-ratelimit-remaining-{name}"] = str(window.remaining)
+            headers[f"x-ratelimit-reset-{name}"] = f"{window.reset_seconds}s"
+    return headers
 
 
 def _json_body(request: HttpRequest) -> Any:

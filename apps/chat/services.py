@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 
+from apps.accounts.limits import LimitExceeded, token_window
 from apps.accounts.models import User
 from apps.catalog.models import LanguageModel
 from apps.catalog.selectors import DEFAULT_CHAT_MODEL, active_version, chat_models_for
@@ -98,6 +99,10 @@ def _prompt_messages(conversation: Conversation) -> list[dict[str, str]]:
 
 
 def _start_answer(conversation: Conversation, owner: User) -> Message:
+    try:
+        token_window(owner)
+    except LimitExceeded as exceeded:
+        raise ServiceError(ErrorCode.QUOTA_EXCEEDED, exceeded.message) from None
     model = conversation.model
     if model not in chat_models_for(owner):
         raise ServiceError(

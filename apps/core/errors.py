@@ -13,6 +13,8 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"
     INTERNAL = "internal_error"
+    RATE_LIMITED = "rate_limit_exceeded"
+    QUOTA_EXCEEDED = "quota_exceeded"
 
     @property
     def retryable(self) -> bool:

@@ -1,6 +1,7 @@
 from django.contrib import admin
+from django.http import HttpRequest
 
-from .models import Generation
+from .models import Generation, UsageRecord
 
 
 @admin.register(Generation)
@@ -39,3 +40,26 @@ class GenerationAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
     )
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    list_display = (
+        "created_at",
+        "user",
+        "api_key",
+        "model",
+        "source",
+        "kind",
+        "prompt_tokens",
+        "completion_tokens",
+    )
+    list_filter = ("source", "kind", "model")
+    search_fields = ("user__username",)
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Sum
 
 from apps.catalog.models import ModelVersion
 
@@ -35,6 +37,9 @@ class Generation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generations"
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     model_version = models.ForeignKey(
         ModelVersion, on_delete=models.PROTECT, related_name="generations"
@@ -90,6 +95,9 @@ class EmbeddingBatch(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="embedding_batches"
     )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
     inputs = models.JSONField()
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
@@ -106,3 +114,49 @@ class EmbeddingBatch(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status != self.Status.QUEUED
+
+
+class UsageQuerySet(models.QuerySet["UsageRecord"]):
+    def since(self, moment: datetime) -> UsageQuerySet:
+        return self.filter(created_at__gte=moment)
+
+    def total_tokens(self) -> int:
+        totals = self.aggregate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"))
+        return (totals["p"] or 0) + (totals["c"] or 0)
+
+
+class UsageRecord(models.Model):
+    """Tokens one request used, counted by the worker, for the chat and the API alike (streamed,
+    cancelled and failed-midway requests included). The usage page and quotas read these."""
+
+    class Source(models.TextChoices):
+        CHAT = "chat"
+        API = "api"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage"
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage"
+    )
+    model = models.ForeignKey("catalog.LanguageModel", on_delete=models.CASCADE, related_name="+")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    kind = models.CharField(max_length=20)  # chat, completion or embeddings
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    generation = models.OneToOneField(
+        Generation, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage"
+    )
+    embedding_batch = models.OneToOneField(
+        EmbeddingBatch, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = UsageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.kind} {self.prompt_tokens}+{self.completion_tokens}"

@@ -12,11 +12,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps.accounts.models import User
+from apps.accounts.models import ApiKey, User
 from apps.catalog.models import ModelVersion
 from apps.core.errors import ErrorCode
 
-from .models import EmbeddingBatch, Generation
+from .models import EmbeddingBatch, Generation, UsageRecord
 from .protocol import (
     EngineError,
     Finished,
@@ -47,6 +47,7 @@ def generation_create(
     params: SamplingParams,
     messages: list[dict[str, str]] | None = None,
     prompt: str = "",
+    api_key: ApiKey | None = None,
 ) -> Generation:
     """Record a generation and enqueue it on the inference queue once the transaction commits.
 
@@ -57,6 +58,7 @@ def generation_create(
 
     generation = Generation.objects.create(
         user=user,
+        api_key=api_key,
         model_version=model_version,
         kind=Generation.Kind.CHAT if messages is not None else Generation.Kind.COMPLETION,
         messages=messages,
@@ -227,7 +229,15 @@ def _finish(generation: Generation, status: str, *, finish_reason: str) -> None:
     }
     if status != Generation.Status.FAILED or generation.output:
         fields["output"] = generation.output
-    Generation.objects.filter(pk=generation.pk).update(**fields)
+    with transaction.atomic():
+        Generation.objects.filter(pk=generation.pk).update(**fields)
+        if generation.prompt_tokens or generation.completion_tokens:
+            _record_usage(
+                generation=generation,
+                kind=generation.kind,
+                prompt_tokens=generation.prompt_tokens or 0,
+                completion_tokens=generation.completion_tokens,
+            )
     publish(
         generation.pk,
         {"type": "generation.done", "generation": str(generation.pk), "status": status},
@@ -235,13 +245,15 @@ def _finish(generation: Generation, status: str, *, finish_reason: str) -> None:
 
 
 def embedding_create(
-    *, user: User, model_version: ModelVersion, inputs: list[str]
+    *, user: User, model_version: ModelVersion, inputs: list[str], api_key: ApiKey | None = None
 ) -> EmbeddingBatch:
     """Record an embeddings request and enqueue it once the transaction commits. Precondition:
     ``model_version`` came through ``access_model`` for ``user`` and ``inputs`` are validated."""
     from .tasks import run_embedding
 
-    batch = EmbeddingBatch.objects.create(user=user, model_version=model_version, inputs=inputs)
+    batch = EmbeddingBatch.objects.create(
+        user=user, model_version=model_version, inputs=inputs, api_key=api_key
+    )
     transaction.on_commit(lambda: run_embedding.delay(str(batch.pk)))
     return batch
 
@@ -277,5 +289,39 @@ def embedding_run(*, batch_id: str) -> None:
         batch.vectors = [base64.b64encode(row.tobytes()).decode() for row in result.vectors]
         batch.prompt_tokens = result.tokens
     batch.finished_at = timezone.now()
-    batch.save()
+    with transaction.atomic():
+        batch.save()
+        if batch.prompt_tokens:
+            _record_usage(
+                embedding_batch=batch,
+                kind="embeddings",
+                prompt_tokens=batch.prompt_tokens,
+                completion_tokens=0,
+            )
     publish_to(embedding_group(batch.pk), {"type": "embedding.done", "batch": str(batch.pk)})
+
+
+def _record_usage(
+    *,
+    kind: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    generation: Generation | None = None,
+    embedding_batch: EmbeddingBatch | None = None,
+) -> None:
+    """One usage row per finished request (idempotent: a re-run does not count twice)."""
+    source = generation or embedding_batch
+    assert source is not None
+    UsageRecord.objects.update_or_create(
+        generation=generation,
+        embedding_batch=embedding_batch,
+        defaults={
+            "user_id": source.user_id,
+            "api_key_id": source.api_key_id,
+            "model_id": source.model_version.model_id,
+            "source": UsageRecord.Source.API if source.api_key_id else UsageRecord.Source.CHAT,
+            "kind": kind,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+        },
+    )

@@ -313,3 +313,66 @@ def test_bad_embedding_requests_are_400(client, kwargs, param, code):
     with pytest.raises(openai.BadRequestError) as caught:
         client.embeddings.create(**arguments)
     assert (caught.value.body["param"], caught.value.body["code"]) == (param, code)
+
+
+def test_usage_rows_add_up_to_what_the_api_returned(client, owner):
+    from apps.inference.models import UsageRecord
+
+    chat = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=8, temperature=0
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=QUESTION,
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    embedded = client.embeddings.create(model="all-minilm-l6-v2", input=["a cat", "a dog"])
+    key_row = ApiKey.objects.get(user=owner, name="tests")
+    rows = list(UsageRecord.objects.filter(user=owner).order_by("created_at"))
+    assert [(r.kind, r.source, r.api_key_id) for r in rows] == [
+        ("chat", "api", key_row.pk),
+        ("chat", "api", key_row.pk),
+        ("embeddings", "api", key_row.pk),
+    ]
+    reported = [chat.usage, chunks[-1].usage, embedded.usage]
+    assert [(r.prompt_tokens, r.completion_tokens) for r in rows] == [
+        (u.prompt_tokens, getattr(u, "completion_tokens", 0)) for u in reported
+    ]
+
+
+def test_rate_limit_is_429_with_retry_after_and_headers(live_server_url, owner, chat_model):
+    api_key, key = api_key_issue(user=owner, name="slow", scopes=["inference"])
+    api_key.requests_per_minute = 2
+    api_key.save()
+    headers = {"Authorization": f"Bearer {key}"}
+    first = httpx.get(f"{live_server_url}/v1/models", headers=headers)
+    assert first.headers["x-ratelimit-limit-requests"] == "2"
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert first.headers["x-ratelimit-reset-requests"].endswith("s")
+    httpx.get(f"{live_server_url}/v1/models", headers=headers)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client_for(live_server_url, key).models.list()
+    assert caught.value.body["code"] == "rate_limit_exceeded"
+    assert 1 <= int(caught.value.response.headers["retry-after"]) <= 60
+    assert caught.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_daily_token_quota_is_429_once_used_up(client, owner):
+    owner.daily_token_quota = 30
+    owner.save()
+    first = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=QUESTION, max_tokens=8, temperature=0
+    )
+    assert first.headers["x-ratelimit-limit-tokens"] == "30"
+    assert first.headers["x-ratelimit-remaining-tokens"] == "30"
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8)
+    assert caught.value.body["code"] == "quota_exceeded"
+    assert caught.value.body["message"].startswith("Daily token quota reached: ")
+    assert int(caught.value.response.headers["retry-after"]) > 0
+    assert Generation.objects.count() == 1

@@ -209,3 +209,45 @@ async def test_a_failed_answer_shows_the_reason_and_can_be_retried(owner, conver
     events = await receive_until(ws, "done")
     assert "<p>Echo: fixed</p>" in events[-1]["html"]
     await ws.disconnect()
+
+
+async def test_a_used_up_token_quota_refuses_the_message_and_writes_nothing(
+    owner, conversation, chat_model
+):
+    from apps.inference.models import UsageRecord
+
+    @database_sync_to_async
+    def use_up():
+        owner.daily_token_quota = 10
+        owner.save()
+        UsageRecord.objects.create(
+            user=owner,
+            model=chat_model,
+            source="chat",
+            kind="chat",
+            prompt_tokens=8,
+            completion_tokens=2,
+        )
+
+    await use_up()
+    ws = await communicator(owner, conversation.pk)
+    await ws.connect()
+    await ws.send_json_to({"action": "send", "text": "hello"})
+    error = await ws.receive_json_from(timeout=5)
+    assert error["type"] == "error"
+    assert error["message"].startswith("Daily token quota reached: 10 of 10 tokens used today")
+    assert await rows(conversation) == []
+    await ws.disconnect()
+
+
+async def test_chat_usage_is_metered(owner, conversation):
+    from apps.inference.models import UsageRecord
+
+    ws = await communicator(owner, conversation.pk)
+    await ws.connect()
+    await ws.send_json_to({"action": "send", "text": "count me"})
+    await receive_until(ws, "done")
+    record = await database_sync_to_async(UsageRecord.objects.get)(user=owner)
+    assert (record.source, record.kind, record.api_key_id) == ("chat", "chat", None)
+    assert (record.prompt_tokens, record.completion_tokens) == (2, 3)
+    await ws.disconnect()
