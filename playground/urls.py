@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from apps.api import views as api_views
 from apps.chat import views as chat_views
 
 urlpatterns = [
@@ -9,4 +10,5 @@ urlpatterns = [
     path("accounts/", include("apps.accounts.urls")),
     path("chat/", include("apps.chat.urls")),
     path("v1/", include("apps.api.urls")),
+    path("docs/api/", api_views.api_docs, name="api-docs"),
 ]

@@ -8,4 +8,5 @@ urlpatterns = [
     path("chat/completions", views.chat_completions, name="api-chat-completions"),
     path("completions", views.completions, name="api-completions"),
     path("embeddings", views.embeddings, name="api-embeddings"),
+    path("openapi.json", views.openapi_json, name="api-openapi"),
 ]

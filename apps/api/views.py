@@ -15,17 +15,21 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
 
 from apps.accounts.limits import LimitExceeded, Window, request_window, token_window
 from apps.accounts.models import ApiKey
 from apps.catalog.models import LanguageModel
+from apps.catalog.selectors import DEFAULT_CHAT_MODEL
 from apps.core.errors import ErrorCode, ServiceError
 from apps.inference.models import EmbeddingBatch, Generation
 from apps.inference.streaming import embedding_group, follow, wait_finished
 
 from .auth import authenticate
 from .errors import GENERATION_FAILURE_STATUS, ApiError
+from .openapi import openapi_document
 from .schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse
 from .services import completion_cancel, completion_start, embedding_start
 
@@ -173,6 +177,21 @@ async def embeddings(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
             "model": body.model,
             "usage": {"prompt_tokens": batch.prompt_tokens, "total_tokens": batch.prompt_tokens},
         }
+    )
+
+
+@require_GET
+def openapi_json(request: HttpRequest) -> HttpResponse:
+    return JsonResponse(openapi_document(request.build_absolute_uri("/v1")))
+
+
+@require_GET
+def api_docs(request: HttpRequest) -> HttpResponse:
+    """The readable API page: endpoints, and curl and Python examples with this site's URL."""
+    return render(
+        request,
+        "api/docs.html",
+        {"base_url": request.build_absolute_uri("/v1"), "model": DEFAULT_CHAT_MODEL},
     )
 
 

@@ -1,0 +1,117 @@
+"""The OpenAPI description of /v1, built from the same pydantic models that validate requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from .schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+
+_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_ERRORS = {
+    "400": "Invalid or unknown parameter, empty input, prompt over the context window "
+    "(code context_length_exceeded)",
+    "401": "Missing, malformed, unknown, expired or revoked key",
+    "403": "The key lacks the scope",
+    "404": "Unknown model, or one this account may not use",
+    "413": "Request body too large",
+    "429": "Rate limit or daily token quota reached (see Retry-After)",
+}
+
+
+def _responses(ok: str) -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": {"description": ok}}
+    for status, description in _ERRORS.items():
+        responses[status] = {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    return responses
+
+
+def _post(model: type[BaseModel], summary: str, ok: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
+                    }
+                },
+            },
+            "responses": _responses(ok),
+        }
+    }
+
+
+def openapi_document(base_url: str) -> dict[str, Any]:
+    schemas: dict[str, Any] = {"Error": _ERROR}
+    for model in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Playground API",
+            "version": "1",
+            "description": "OpenAI-compatible endpoints. Authenticate with "
+            "'Authorization: Bearer <key>' from your account's API keys page.",
+        },
+        "servers": [{"url": base_url}],
+        "security": [{"bearer": []}],
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": {
+            "/models": {
+                "get": {
+                    "summary": "Models this account may use",
+                    "responses": _responses("A list of models"),
+                }
+            },
+            "/models/{model}": {
+                "get": {
+                    "summary": "One model",
+                    "parameters": [
+                        {
+                            "name": "model",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": _responses("The model"),
+                }
+            },
+            "/chat/completions": _post(
+                ChatCompletionRequest,
+                "Chat completion",
+                "A chat.completion, or SSE chat.completion.chunk events "
+                "ending with 'data: [DONE]' when stream is true",
+            ),
+            "/completions": _post(
+                CompletionRequest,
+                "Text completion",
+                "A text_completion, or SSE events when stream is true",
+            ),
+            "/embeddings": _post(EmbeddingRequest, "Embeddings", "A list of embeddings"),
+        },
+    }
