@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
 
 import httpx
+import openai
 import pytest
 import websockets
 from django.conf import settings
 
-from tests.helpers import Process, child_env, free_port
+from tests.helpers import ROOT, Process, child_env, free_port
 
 
 def csrf(html: str) -> str:
@@ -85,5 +87,32 @@ def test_make_run_serves_a_streamed_chat(tmp_path):
             base_url=base, timeout=30, cookies=dict(c.split("=", 1) for c in cookie.split("; "))
         ) as client:
             assert "Paris" in client.get(f"/chat/{conversation}/").text
+
+        # A program with a key from createapikey, through the official client.
+        created = subprocess.run(
+            [str(ROOT / ".venv/bin/python"), "manage.py", "createapikey", "alice"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        api = openai.OpenAI(
+            base_url=f"{base}/v1",
+            api_key=created.stdout.strip().splitlines()[-1],
+            max_retries=0,
+            timeout=120,
+        )
+        stream = api.chat.completions.create(
+            model="smollm2-135m-instruct",
+            temperature=0,
+            max_tokens=16,
+            stream=True,
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+        )
+        assert "Paris" in "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        vectors = api.embeddings.create(model="all-minilm-l6-v2", input=["hello", "world"])
+        assert [len(d.embedding) for d in vectors.data] == [384, 384]
     finally:
         server.stop()

@@ -7,8 +7,13 @@ def test_openapi_describes_the_endpoints(client):
     document = client.get("/v1/openapi.json").json()
     assert document["openapi"] == "3.1.0"
     assert document["servers"] == [{"url": "http://testserver/v1"}]
-    assert set(document["paths"]) == {"/models", "/models/{model}", "/chat/completions",
-                                      "/completions", "/embeddings"}
+    assert set(document["paths"]) == {
+        "/models",
+        "/models/{model}",
+        "/chat/completions",
+        "/completions",
+        "/embeddings",
+    }
     chat = document["components"]["schemas"]["ChatCompletionRequest"]
     assert {"model", "messages", "stream", "top_k"} <= set(chat["properties"])
     assert chat["additionalProperties"] is False
