@@ -199,11 +199,10 @@ def api_docs(request: HttpRequest) -> HttpResponse:
 
 
 def _failure(row: Generation) -> ApiError:
-    code = (
-        ErrorCode(row.error_code)
-        if row.error_code in ErrorCode.__members__.values()
-        else ErrorCode.INTERNAL
-    )
+    try:
+        code = ErrorCode(row.error_code)
+    except ValueError:
+        code = ErrorCode.INTERNAL
     param = "messages" if code == ErrorCode.CONTEXT_LENGTH_EXCEEDED else None
     return ApiError(
         GENERATION_FAILURE_STATUS[code],

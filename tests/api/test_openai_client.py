@@ -264,8 +264,10 @@ def test_a_client_that_disconnects_mid_stream_cancels_its_generation(live_server
     assert time.monotonic() - closed < 1.5  # noticed within a second, plus the polling here
     assert 0 < row.completion_tokens < 400
     # What was generated before the stop is metered all the same.
-    assert (row.usage.prompt_tokens, row.usage.completion_tokens) == (row.prompt_tokens,
-                                                                      row.completion_tokens)
+    assert (row.usage.prompt_tokens, row.usage.completion_tokens) == (
+        row.prompt_tokens,
+        row.completion_tokens,
+    )
 
 
 def test_another_accounts_key_cannot_see_a_private_model(live_server_url, stranger, chat_model):
