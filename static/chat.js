@@ -56,15 +56,21 @@
     },
     snapshot(event) {
       const known = texts.get(event.generation) || "";
-      if (event.text.length >= known.length) setText(event.generation, event.text);
+      if (Array.from(event.text).length >= Array.from(known).length) {
+        setText(event.generation, event.text);
+      }
       setBusy(true);
     },
     delta(event) {
-      const known = texts.get(event.generation) || "";
-      if (event.offset > known.length) return; // cannot happen: the snapshot precedes deltas
-      const end = event.offset + event.text.length;
+      // Offsets count code points (Python's str), not UTF-16 units: compare as code points.
+      const known = Array.from(texts.get(event.generation) || "");
+      if (event.offset > known.length) {
+        socket.close(); // a delta went missing: reconnecting sends a fresh snapshot
+        return;
+      }
+      const end = event.offset + Array.from(event.text).length;
       if (end <= known.length) return; // already shown (it was in the snapshot)
-      setText(event.generation, known.slice(0, event.offset) + event.text);
+      setText(event.generation, known.slice(0, event.offset).join("") + event.text);
     },
     done(event) {
       texts.delete(event.generation);

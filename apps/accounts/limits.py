@@ -1,7 +1,8 @@
 """Per-key request rate limits and per-account daily token quotas.
 
 Rate limits count requests in fixed one-minute windows in the cache (Redis in production, so all
-web processes share the count). Quotas compare today's usage rows (UTC) with the account's quota.
+web processes share the count). Quotas compare today's usage rows (UTC), plus the max_tokens of
+answers still in flight, with the account's quota.
 """
 
 from __future__ import annotations
@@ -56,11 +57,15 @@ def token_window(user: User) -> Window | None:
     """Today's token quota for ``user`` (None when unlimited); raise LimitExceeded when used up."""
     if user.daily_token_quota is None:
         return None
-    from apps.inference.models import UsageRecord
+    from apps.inference.models import Generation, UsageRecord
 
     now = datetime.now(UTC)
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     used = UsageRecord.objects.filter(user=user).since(day_start).total_tokens()
+    # Answers still being written may use up to their max_tokens: count them as spent, so a burst
+    # of concurrent requests cannot overrun the quota.
+    in_flight = Generation.objects.in_flight().filter(user=user).values_list("params", flat=True)
+    used += sum(params.get("max_tokens", 0) for params in in_flight)
     reset = int((day_start + timedelta(days=1) - now).total_seconds()) + 1
     window = Window(user.daily_token_quota, max(0, user.daily_token_quota - used), reset)
     if window.exhausted:

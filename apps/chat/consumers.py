@@ -22,7 +22,12 @@ from apps.inference.streaming import generation_group
 
 from . import services
 from .models import Conversation, Message
-from .selectors import access_conversation, conversation_in_flight, message_for_generation
+from .selectors import (
+    access_conversation,
+    conversation_in_flight,
+    last_answer,
+    message_for_generation,
+)
 
 MESSAGE_PARTIAL = "chat/conversation.html#message"
 ITEM_PARTIAL = "chat/conversation.html#conversation-item"
@@ -48,6 +53,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         in_flight = await database_sync_to_async(conversation_in_flight)(self.conversation)
         if in_flight is not None:
             await self._follow(str(in_flight.pk))
+        else:
+            # An answer may have finished while this client was reconnecting: settle it.
+            last = await database_sync_to_async(last_answer)(self.conversation)
+            if last is not None and last.generation_id is not None:
+                html = await database_sync_to_async(_render)(last)
+                await self.send_json(
+                    {"type": "done", "generation": str(last.generation_id), "html": html}
+                )
 
     async def disconnect(self, code: int) -> None:
         for generation_id in getattr(self, "following", set()):
@@ -57,6 +70,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         action = content.get("action") if isinstance(content, dict) else None
+        try:
+            # Settings, title or the conversation itself may have changed since connect (the
+            # settings panel, another tab): act on the row as it is now.
+            self.conversation = await database_sync_to_async(access_conversation)(
+                self.scope["user"], self.conversation.pk
+            )
+        except Http404:
+            await self.send_json({"type": "error", "message": "This conversation was deleted."})
+            await self.close()
+            return
         try:
             if action == "send":
                 await self._send_message(content.get("text"))

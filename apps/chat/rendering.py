@@ -39,12 +39,20 @@ ALLOWED_TAGS = {
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "th": {"align"}, "td": {"align"}}
 
 
+def _only_language_classes(tag: str, attribute: str, value: str) -> str | None:
+    # Fenced code gets "language-x"; any other class could restyle the page or match its scripts.
+    if attribute == "class":
+        return value if value.startswith("language-") and " " not in value else None
+    return value
+
+
 def render_markdown(text: str) -> str:
     html = markdown.markdown(text, extensions=["fenced_code", "tables", "sane_lists"])
     return nh3.clean(
         html,
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
+        attribute_filter=_only_language_classes,
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
     )

@@ -50,3 +50,12 @@ def message_for_generation(generation_id: str | uuid.UUID) -> Message | None:
         .filter(generation_id=generation_id)
         .first()
     )
+
+
+def last_answer(conversation: Conversation) -> Message | None:
+    return (
+        conversation.messages.filter(role=Message.Role.ASSISTANT)
+        .select_related("generation__model_version__model")
+        .order_by("-created_at", "-id")
+        .first()
+    )

@@ -76,6 +76,12 @@ def _check_text(text: str) -> str:
     return text
 
 
+def _lock(conversation: Conversation) -> None:
+    """Serialise turns of one conversation (two tabs sending at once), inside the caller's
+    transaction."""
+    list(Conversation.objects.select_for_update().filter(pk=conversation.pk).values_list("pk"))
+
+
 def _ensure_idle(conversation: Conversation) -> None:
     if conversation_in_flight(conversation) is not None:
         raise ServiceError(
@@ -124,13 +130,15 @@ def _start_answer(conversation: Conversation, owner: User) -> Message:
 def chat_message_send(*, conversation: Conversation, text: str) -> tuple[Message, Message]:
     """Add the user's turn and start the answer. Raises ServiceError, writing nothing, on bad input."""
     text = _check_text(text)
+    _lock(conversation)
     _ensure_idle(conversation)
     user_message = Message.objects.create(
         conversation=conversation, role=Message.Role.USER, content=text
     )
     if not conversation.title:
         conversation.title = text[:TITLE_CHARS]
-    conversation.save()  # bumps updated_at, so the conversation moves to the top of the list
+    # Bumps updated_at, so the conversation moves to the top of the list.
+    conversation.save(update_fields=["title", "updated_at"])
     return user_message, _start_answer(conversation, conversation.owner)
 
 
@@ -141,6 +149,7 @@ def chat_answer_regenerate(*, conversation: Conversation) -> tuple[Message | Non
     Returns the replaced message (already deleted, its ``pk`` kept for the caller) and the new one.
     The old generation stays on record for usage; only the message goes.
     """
+    _lock(conversation)
     _ensure_idle(conversation)
     last = conversation.messages.order_by("-created_at", "-id").first()
     if last is None:
@@ -151,7 +160,7 @@ def chat_answer_regenerate(*, conversation: Conversation) -> tuple[Message | Non
         last.delete()
         last.pk = replaced_pk
         replaced = last
-    conversation.save()
+    conversation.save(update_fields=["updated_at"])
     return replaced, _start_answer(conversation, conversation.owner)
 
 

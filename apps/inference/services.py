@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.accounts.models import ApiKey, User
@@ -107,18 +109,29 @@ def generation_run(*, generation_id: str) -> None:
     if generation.cancel_requested:
         _finish(generation, Generation.Status.CANCELLED, finish_reason="cancelled")
         return
-    # A generation found running was interrupted by a lost worker: it starts over.
+    # A generation found running was interrupted by a lost worker and starts over, but only once
+    # it is older than any live run could be: a redelivery must never run it twice at once. The
+    # claim is a compare-and-set on ``attempts``; later writes of this run carry the same number.
     now = timezone.now()
-    claimed = Generation.objects.filter(pk=generation.pk, status__in=Generation.IN_FLIGHT).update(
+    stale = now - timedelta(seconds=settings.INFERENCE_MAX_SECONDS + 60)
+    claimable = (
+        Q(status=Generation.Status.QUEUED)
+        | Q(status=Generation.Status.RUNNING, started_at__isnull=True)
+        | Q(status=Generation.Status.RUNNING, started_at__lt=stale)
+    )
+    claimed = Generation.objects.filter(
+        claimable, pk=generation.pk, attempts=generation.attempts
+    ).update(
         status=Generation.Status.RUNNING,
         started_at=now,
         output="",
         completion_tokens=0,
         attempts=generation.attempts + 1,
     )
-    if not claimed:  # cancelled while this task was on its way
+    if not claimed:  # cancelled, or another worker has it
         return
     generation.status, generation.started_at, generation.output = Generation.Status.RUNNING, now, ""
+    generation.attempts += 1
     try:
         _stream(generation)
     except SoftTimeLimitExceeded:
@@ -142,7 +155,7 @@ def _stream(generation: Generation) -> None:
     )
     started = time.monotonic()
     created_lag = (timezone.now() - generation.created_at).total_seconds()
-    text, pending = "", ""
+    text, pending, tokens = "", "", 0
     first_token_at: float | None = None
     last_token_at: float | None = None
     last_flush = last_cancel_check = started
@@ -153,6 +166,7 @@ def _stream(generation: Generation) -> None:
                 first_token_at = now
             last_token_at = now
             pending += event.text
+            tokens += event.tokens
         if pending and (now - last_flush >= settings.STREAM_FLUSH_SECONDS or len(text) == 0):
             text = _flush(generation, text, pending)
             pending, last_flush = "", now
@@ -166,6 +180,7 @@ def _stream(generation: Generation) -> None:
             text = _flush(generation, text, pending)
         generation.output = text
         if isinstance(event, EngineError):
+            generation.completion_tokens = tokens  # what was generated before it failed is metered
             _fail(generation, event.code, event.message)
             return
         assert isinstance(event, Finished)
@@ -190,7 +205,9 @@ def _stream(generation: Generation) -> None:
 
 
 def _flush(generation: Generation, text: str, pending: str) -> str:
-    Generation.objects.filter(pk=generation.pk).update(output=text + pending)
+    Generation.objects.filter(pk=generation.pk, attempts=generation.attempts).update(
+        output=text + pending
+    )
     publish(
         generation.pk,
         {
@@ -230,7 +247,9 @@ def _finish(generation: Generation, status: str, *, finish_reason: str) -> None:
     if status != Generation.Status.FAILED or generation.output:
         fields["output"] = generation.output
     with transaction.atomic():
-        Generation.objects.filter(pk=generation.pk).update(**fields)
+        mine = Generation.objects.filter(pk=generation.pk, attempts=generation.attempts)
+        if not mine.update(**fields):
+            return  # a later run owns the row now
         if generation.prompt_tokens or generation.completion_tokens:
             _record_usage(
                 generation=generation,

@@ -31,3 +31,30 @@ def test_usage_page_shows_your_totals_only(client, owner, stranger, chat_model):
 
 def test_usage_page_needs_a_login(client):
     assert client.get(reverse("accounts-usage")).status_code == 302
+
+
+def test_answers_in_flight_count_against_the_quota(owner, chat_model):
+    from apps.accounts.limits import LimitExceeded, token_window
+    from apps.inference.models import Generation
+
+    owner.daily_token_quota = 100
+    record(owner, chat_model, 20, 10)
+    assert token_window(owner).remaining == 70
+    Generation.objects.create(
+        user=owner,
+        model_version=chat_model.active_version,
+        kind="chat",
+        params={"max_tokens": 64},
+        status="running",
+    )
+    assert token_window(owner).remaining == 6
+    Generation.objects.create(
+        user=owner,
+        model_version=chat_model.active_version,
+        kind="chat",
+        params={"max_tokens": 8},
+        status="queued",
+    )
+    with pytest.raises(LimitExceeded) as caught:
+        token_window(owner)
+    assert caught.value.window.remaining == 0

@@ -251,3 +251,29 @@ async def test_chat_usage_is_metered(owner, conversation):
     assert (record.source, record.kind, record.api_key_id) == ("chat", "chat", None)
     assert (record.prompt_tokens, record.completion_tokens) == (2, 3)
     await ws.disconnect()
+
+
+async def test_a_send_uses_settings_changed_after_the_socket_opened(owner, conversation):
+    ws = await communicator(owner, conversation.pk)
+    await ws.connect()
+
+    @database_sync_to_async
+    def change_settings():
+        from apps.chat.models import Conversation
+
+        Conversation.objects.filter(pk=conversation.pk).update(
+            title="Renamed in another tab", temperature=0.1, max_tokens=7
+        )
+
+    await change_settings()
+    await ws.send_json_to({"action": "send", "text": "settings please"})
+    events = await receive_until(ws, "done")
+    answer = (await rows(conversation))[1]
+    assert (answer.generation.params["temperature"], answer.generation.params["max_tokens"]) == (
+        0.1,
+        7,
+    )
+    await database_sync_to_async(conversation.refresh_from_db)()
+    assert conversation.title == "Renamed in another tab"
+    assert events[2]["title"] == "Renamed in another tab"
+    await ws.disconnect()

@@ -23,3 +23,9 @@ def test_javascript_links_lose_their_target():
     html = render_markdown("[x](javascript:alert(1)) [y](https://example.org)")
     assert "javascript:" not in html
     assert '<a href="https://example.org" rel="noopener noreferrer nofollow">y</a>' in html
+
+
+def test_code_keeps_only_language_classes():
+    html = render_markdown('```python\nx = 1\n```\n\n<code class="message streaming">y</code>')
+    assert '<code class="language-python">' in html
+    assert "streaming" not in html

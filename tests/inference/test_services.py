@@ -133,3 +133,28 @@ def test_stopping_a_queued_generation_cancels_it_at_once(owner, version):
     generation.refresh_from_db()
     assert (generation.status, generation.attempts, generation.output) == ("cancelled", 0, "")
     assert not generation_cancel(generation=generation)
+
+
+def test_a_redelivered_task_does_not_run_a_live_generation_twice(owner, version):
+    from django.utils import timezone
+
+    generation = make(
+        owner, version, status="running", output="Echo: hel", attempts=1, started_at=timezone.now()
+    )
+    run_generation.apply(args=[str(generation.pk)])
+    generation.refresh_from_db()
+    assert (generation.status, generation.output, generation.attempts) == (
+        "running",
+        "Echo: hel",
+        1,
+    )
+
+
+def test_text_generated_before_a_failure_is_metered(owner, version):
+    from apps.inference.models import UsageRecord
+
+    generation = make(owner, version, text="one two [fail] three")
+    run_generation.apply(args=[str(generation.pk)])
+    generation.refresh_from_db()
+    assert (generation.status, generation.output) == ("failed", "Echo: one two")
+    assert UsageRecord.objects.get(generation=generation).completion_tokens == 3

@@ -50,11 +50,13 @@ class FakeEngine(QueuedEngine):
         tracker = StopTextTracker(params.stop)
         produced: list[str] = []
         reason = "length"
+        ran = False  # a request stopped before its first step used no tokens
         try:
             for i, word in enumerate(words):
                 if len(produced) >= params.max_tokens:
                     break
                 check()
+                ran = True
                 time.sleep(self.step_seconds)
                 if "[fail]" in word:
                     emit(EngineError(ErrorCode.INTERNAL, "The fake model failed on purpose."))
@@ -73,4 +75,4 @@ class FakeEngine(QueuedEngine):
         tail = tracker.update(tracker.text, final=True) if not tracker.stopped else ""
         if tail:
             emit(TokenDelta(tail, 0))
-        emit(Finished(reason, prompt_tokens, len(produced)))  # type: ignore[arg-type]
+        emit(Finished(reason, prompt_tokens if ran else 0, len(produced)))  # type: ignore[arg-type]

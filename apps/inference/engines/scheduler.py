@@ -48,17 +48,22 @@ class QueuedEngine:
     def generate(self, request: GenerationRequest, *, idle_every: float = 0.2) -> Iterator[Event]:
         events: queue.Queue[Event] = queue.Queue()
         self._pending.put((request, events, time.monotonic()))
-        while True:
-            try:
-                event = events.get(timeout=idle_every)
-            except queue.Empty:
-                yield Idle()
-                continue
-            yield event
-            if isinstance(event, Finished | EngineError):
-                with self._lock:
-                    self._aborted.discard(request.request_id)
-                return
+        ended = False
+        try:
+            while True:
+                try:
+                    event = events.get(timeout=idle_every)
+                except queue.Empty:
+                    yield Idle()
+                    continue
+                yield event
+                if isinstance(event, Finished | EngineError):
+                    ended = True
+                    return
+        finally:
+            # A caller that stops listening early must not leave the model working for nobody.
+            if not ended:
+                self.abort(request.request_id)
 
     def abort(self, request_id: str) -> None:
         with self._lock:
@@ -128,3 +133,6 @@ class QueuedEngine:
                     retryable=True,
                 )
             )
+        finally:
+            with self._lock:
+                self._aborted.discard(request.request_id)

@@ -196,10 +196,12 @@ class TransformersEngine(QueuedEngine):
         cache = DynamicCache(config=self.model.config)
         step_input = torch.tensor([prompt_ids], device=self.device)
         reason = "length"
+        forwarded = False  # a request stopped before its first step used no tokens
         try:
             with torch.inference_mode():
                 for _ in range(params.max_tokens):
                     check()
+                    forwarded = True
                     logits = (
                         self.model(input_ids=step_input, past_key_values=cache, use_cache=True)
                         .logits[0, -1]
@@ -225,7 +227,8 @@ class TransformersEngine(QueuedEngine):
             tail = tracker.update(tracker.text, final=True)
             if tail:
                 emit(TokenDelta(tail, 0))
-        emit(Finished(reason, len(prompt_ids), len(generated)))  # type: ignore[arg-type]
+        prompt_tokens = len(prompt_ids) if forwarded else 0
+        emit(Finished(reason, prompt_tokens, len(generated)))  # type: ignore[arg-type]
 
 
 def sample(
