@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from apps.core.errors import ErrorCode, ServiceError
+from apps.core.errors import ErrorCode, ServiceError, invalid_input
 
 MAX_CHOICES = 4
 
@@ -89,17 +89,7 @@ def parse(schema: type[_Strict], data: Any) -> Any:
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        param = ".".join(str(p) for p in error["loc"]) or None
-        if error["type"] == "extra_forbidden":
-            message = f"Unknown parameter: {param}"
-        elif error["type"] == "missing":
-            message = f"Missing required parameter: {param}"
-        elif param == "messages" and error["type"] == "too_short":
-            message = "messages must contain at least one message"
-        else:
-            message = f"Invalid value for {param}: {error['msg']}"
-        raise ServiceError(ErrorCode.INVALID_PARAMETER, message, param=param) from None
+        raise invalid_input(exc) from None
 
 
 MAX_EMBEDDING_INPUTS = 256

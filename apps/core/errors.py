@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from pydantic import ValidationError
+
 
 class ErrorCode(StrEnum):
     INVALID_PARAMETER = "invalid_parameter"
@@ -34,3 +36,18 @@ class ServiceError(Exception):
         self.code = code
         self.message = message
         self.param = param
+
+
+def invalid_input(exc: ValidationError) -> ServiceError:
+    """The first problem pydantic found, as a ServiceError that names the parameter at fault."""
+    error = exc.errors()[0]
+    param = ".".join(str(p) for p in error["loc"]) or None
+    if error["type"] == "extra_forbidden":
+        message = f"Unknown parameter: {param}"
+    elif error["type"] == "missing":
+        message = f"Missing required parameter: {param}"
+    elif error["type"] == "too_short" and error["loc"] and isinstance(error["loc"][-1], str):
+        message = f"{param} must not be empty"
+    else:
+        message = f"Invalid value for {param}: {error['msg']}"
+    return ServiceError(ErrorCode.INVALID_PARAMETER, message, param=param)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from apps.core.errors import ErrorCode, ServiceError
+from apps.core.errors import ErrorCode, invalid_input
 
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 200
@@ -53,13 +53,7 @@ class SamplingParams(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            param = ".".join(str(p) for p in error["loc"]) or None
-            if error["type"] == "extra_forbidden":
-                message = f"Unknown parameter: {param}"
-            else:
-                message = f"Invalid value for {param}: {error['msg']}"
-            raise ServiceError(ErrorCode.INVALID_PARAMETER, message, param=param) from None
+            raise invalid_input(exc) from None
 
 
 @dataclass(frozen=True)

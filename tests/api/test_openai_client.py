@@ -137,7 +137,7 @@ def test_completions(client):
             "frequency_penalty",
             "Unknown parameter: frequency_penalty",
         ),
-        ({"messages": []}, "messages", "messages must contain at least one message"),
+        ({"messages": []}, "messages", "messages must not be empty"),
         ({"n": 9}, "n", "Invalid value for n: Input should be less than or equal to 4"),
         (
             {"max_tokens": 0},
