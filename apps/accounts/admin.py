@@ -1,10 +1,13 @@
-from django.contrib import admin
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from .models import ApiKey, User
-from .services import api_key_revoke
+from .services import api_key_issue, api_key_revoke
 
 
 @admin.register(User)
@@ -13,10 +16,22 @@ class PlaygroundUserAdmin(UserAdmin):
     list_display = ("username", "email", "is_staff", "is_active", "daily_token_quota")
 
 
+class ApiKeyAdminForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ("user", "name", "scopes", "expires_at", "requests_per_minute")
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    """Keys are issued by their owners (account page, createapikey); staff can see and revoke them."""
+    """Staff issue keys for a user (shown once, in the confirmation message), set their limits and
+    revoke them; the key material is never shown again or editable."""
 
+    form = ApiKeyAdminForm
     list_display = (
         "name",
         "user",
@@ -29,22 +44,35 @@ class ApiKeyAdmin(admin.ModelAdmin):
     )
     list_filter = ("revoked_at",)
     search_fields = ("name", "prefix", "user__username")
-    fields = (
-        "user",
-        "name",
-        "prefix",
-        "scopes",
-        "expires_at",
-        "requests_per_minute",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
-    )
-    readonly_fields = ("user", "prefix", "created_at", "last_used_at", "revoked_at")
     actions = ["revoke"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
+        fields = ("user", "name", "scopes", "expires_at", "requests_per_minute")
+        if obj is not None:
+            fields += ("prefix", "created_at", "last_used_at", "revoked_at")
+        return fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        if obj is None:
+            return []
+        return ["user", "prefix", "created_at", "last_used_at", "revoked_at"]
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        api_key, key = api_key_issue(
+            user=obj.user, name=obj.name, scopes=obj.scopes, expires_at=obj.expires_at
+        )
+        if obj.requests_per_minute:
+            api_key.requests_per_minute = obj.requests_per_minute
+            api_key.save(update_fields=["requests_per_minute"])
+        obj.pk = api_key.pk
+        self.message_user(
+            request,
+            f"The new key for {obj.user}: {key} (copy it now: it is not shown again).",
+            level=messages.WARNING,
+        )
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

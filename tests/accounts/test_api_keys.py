@@ -85,3 +85,29 @@ def test_createapikey_prints_the_key_last(owner):
     key = result.stdout.strip().splitlines()[-1]
     api_key = api_key_authenticate(key)
     assert api_key is not None and api_key.name == "cli" and api_key.scopes == ["inference"]
+
+
+def test_staff_issue_and_revoke_keys_in_the_admin(admin_client, owner):
+    response = admin_client.post(
+        "/admin/accounts/apikey/add/",
+        {
+            "user": owner.pk,
+            "name": "issued by staff",
+            "scopes": ["inference", "read-only"],
+            "requests_per_minute": "30",
+        },
+        follow=True,
+    )
+    assert response.status_code == 200
+    api_key = ApiKey.objects.get(user=owner)
+    shown = [str(m) for m in response.context["messages"]][0]
+    key = shown.split(": ", 1)[1].split(" ")[0]
+    assert api_key_authenticate(key) == api_key
+    assert (api_key.scopes, api_key.requests_per_minute) == (["inference", "read-only"], 30)
+    assert (
+        key not in admin_client.get(f"/admin/accounts/apikey/{api_key.pk}/change/").content.decode()
+    )
+    admin_client.post(
+        "/admin/accounts/apikey/", {"action": "revoke", "_selected_action": [api_key.pk]}
+    )
+    assert api_key_authenticate(key) is None
