@@ -23,7 +23,7 @@ class ApiKeyAdminForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ("user", "name", "scopes", "expires_at", "requests_per_minute")
+        fields: tuple[str, ...] = ("user", "name", "scopes", "expires_at", "requests_per_minute")
 
 
 @admin.register(ApiKey)
@@ -47,7 +47,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     actions = ["revoke"]
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
-        fields = ("user", "name", "scopes", "expires_at", "requests_per_minute")
+        fields: tuple[str, ...] = ("user", "name", "scopes", "expires_at", "requests_per_minute")
         if obj is not None:
             fields += ("prefix", "created_at", "last_used_at", "revoked_at")
         return fields
