@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import JsonResponse
 
 from apps.core.errors import ErrorCode, ServiceError
@@ -39,8 +41,8 @@ class ApiError(Exception):
         status = 404 if error.code == ErrorCode.MODEL_NOT_FOUND else 400
         return cls(status, error.message, code=error.code, param=error.param)
 
-    def response(self) -> JsonResponse:
-        body = {
+    def body(self) -> dict[str, Any]:
+        return {
             "error": {
                 "message": self.message,
                 "type": _TYPES.get(self.status, "api_error"),
@@ -48,7 +50,9 @@ class ApiError(Exception):
                 "code": self.code,
             }
         }
-        response = JsonResponse(body, status=self.status)
+
+    def response(self) -> JsonResponse:
+        response = JsonResponse(self.body(), status=self.status)
         for name, value in self.headers.items():
             response[name] = value
         return response

@@ -217,7 +217,7 @@ def _finish_reason(row: Generation) -> str:
 
 
 def _usage(rows: list[Generation]) -> dict[str, int]:
-    prompt = rows[0].prompt_tokens or 0 if rows else 0
+    prompt = rows[0].prompt_tokens or 0  # the n choices share one prompt
     completion = sum(r.completion_tokens for r in rows)
     return {
         "prompt_tokens": prompt,
@@ -342,7 +342,7 @@ async def _complete(
                     yield completion.chunk([completion.text_choice(gid, value)])
                 elif value.status == Generation.Status.FAILED:
                     error = _failure(value)
-                    yield f"data: {json.dumps({'error': {'message': error.message, 'type': 'api_error', 'param': None, 'code': error.code}})}\n\n".encode()
+                    yield f"data: {json.dumps(error.body())}\n\n".encode()
                     return
                 else:
                     finished[gid] = value

@@ -155,7 +155,7 @@ def _stream(generation: Generation) -> None:
     )
     started = time.monotonic()
     created_lag = (timezone.now() - generation.created_at).total_seconds()
-    text, pending, tokens = "", "", 0
+    pending, tokens = "", 0
     first_token_at: float | None = None
     last_token_at: float | None = None
     last_flush = last_cancel_check = started
@@ -167,8 +167,8 @@ def _stream(generation: Generation) -> None:
             last_token_at = now
             pending += event.text
             tokens += event.tokens
-        if pending and (now - last_flush >= settings.STREAM_FLUSH_SECONDS or len(text) == 0):
-            text = _flush(generation, text, pending)
+        if pending and (now - last_flush >= settings.STREAM_FLUSH_SECONDS or not generation.output):
+            _flush(generation, pending)
             pending, last_flush = "", now
         if now - last_cancel_check >= settings.CANCEL_POLL_SECONDS:
             last_cancel_check = now
@@ -177,8 +177,7 @@ def _stream(generation: Generation) -> None:
         if isinstance(event, Idle | TokenDelta):
             continue
         if pending:
-            text = _flush(generation, text, pending)
-        generation.output = text
+            _flush(generation, pending)
         if isinstance(event, EngineError):
             generation.completion_tokens = tokens  # what was generated before it failed is metered
             _fail(generation, event.code, event.message)
@@ -204,20 +203,22 @@ def _stream(generation: Generation) -> None:
         return
 
 
-def _flush(generation: Generation, text: str, pending: str) -> str:
+def _flush(generation: Generation, pending: str) -> None:
+    """Append ``pending`` to the output: first in the row, then as a published delta."""
+    offset = len(generation.output)
+    generation.output += pending
     Generation.objects.filter(pk=generation.pk, attempts=generation.attempts).update(
-        output=text + pending
+        output=generation.output
     )
     publish(
         generation.pk,
         {
             "type": "generation.delta",
             "generation": str(generation.pk),
-            "offset": len(text),
+            "offset": offset,
             "text": pending,
         },
     )
-    return text + pending
 
 
 def _fail(generation: Generation, code: ErrorCode, message: str) -> None:
@@ -234,6 +235,7 @@ def _finish(generation: Generation, status: str, *, finish_reason: str) -> None:
         f: getattr(generation, f)
         for f in (
             "status",
+            "output",
             "finish_reason",
             "finished_at",
             "error_code",
@@ -244,8 +246,6 @@ def _finish(generation: Generation, status: str, *, finish_reason: str) -> None:
             "tokens_per_second",
         )
     }
-    if status != Generation.Status.FAILED or generation.output:
-        fields["output"] = generation.output
     with transaction.atomic():
         mine = Generation.objects.filter(pk=generation.pk, attempts=generation.attempts)
         if not mine.update(**fields):

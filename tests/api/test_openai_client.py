@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from apps.accounts.models import ApiKey
 from apps.accounts.services import api_key_issue, api_key_revoke
-from apps.inference.models import Generation
+from apps.inference.models import EmbeddingBatch, Generation
 
 pytestmark = [
     pytest.mark.model,
@@ -318,6 +318,10 @@ def test_bad_embedding_requests_are_400(client, kwargs, param, code):
     with pytest.raises(openai.BadRequestError) as caught:
         client.embeddings.create(**arguments)
     assert (caught.value.body["param"], caught.value.body["code"]) == (param, code)
+    if code == "invalid_parameter":  # refused before anything was queued
+        assert not EmbeddingBatch.objects.exists()
+    else:  # the worker measured the input: the refused request is on record, as failed
+        assert EmbeddingBatch.objects.get().status == "failed"
 
 
 def test_usage_rows_add_up_to_what_the_api_returned(client, owner):

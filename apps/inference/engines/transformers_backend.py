@@ -119,24 +119,23 @@ class TransformersEngine(QueuedEngine):
         super().__init__()
 
     # -- loading ---------------------------------------------------------------------------
-    def _weights_location(self) -> tuple[str, str | None]:
+    def _weights_location(self) -> str:
+        """A folder (or hub id) holding safetensors weights for the spec."""
         kind, source = self.spec.source_kind, self.spec.source
         if kind == "packaged":
             path = packaged_path(source)
             if path.suffix == ".gguf":
                 folder = self.cache_dir / self.spec.key.replace("/", "_").replace("@", "--")
-                return str(gguf_to_safetensors(path, folder)), None
-            return str(path), None
-        if kind == "local":
-            if not Path(source).is_dir():
-                raise FileNotFoundError(f"{source} is not a folder")
-            return source, None
-        return source, None  # hub id; only reachable where the deployment can reach a hub
+                return str(gguf_to_safetensors(path, folder))
+            return str(path)
+        if kind == "local" and not Path(source).is_dir():
+            raise FileNotFoundError(f"{source} is not a folder")
+        return source  # a local folder, or a hub id where the deployment can reach a hub
 
     def _load(self) -> None:
         if self.device.type == "cpu":
             torch.set_num_threads(self.threads or os.cpu_count() or 1)
-        location, _ = self._weights_location()
+        location = self._weights_location()
         started = time.monotonic()
         self.tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
         model: Any = AutoModelForCausalLM.from_pretrained(
@@ -192,7 +191,7 @@ class TransformersEngine(QueuedEngine):
         )
         tracker = StopTextTracker(params.stop)
         generated: list[int] = []
-        seen = torch.tensor(prompt_ids, device=self.device)
+        seen = set(prompt_ids)  # for the repetition penalty
         cache = DynamicCache(config=self.model.config)
         step_input = torch.tensor([prompt_ids], device=self.device)
         reason = "length"
@@ -212,7 +211,7 @@ class TransformersEngine(QueuedEngine):
                         reason = "stop"
                         break
                     generated.append(token)
-                    seen = torch.cat([seen, torch.tensor([token], device=self.device)])
+                    seen.add(token)
                     text = self.tokenizer.decode(generated, skip_special_tokens=True)
                     new = tracker.update(text)
                     if new:
@@ -232,11 +231,12 @@ class TransformersEngine(QueuedEngine):
 
 
 def sample(
-    logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor, generator: torch.Generator
+    logits: torch.Tensor, params: SamplingParams, seen: set[int], generator: torch.Generator
 ) -> int:
-    """Pick the next token: repetition penalty, then greedy or temperature/top-k/top-p sampling."""
+    """Pick the next token: repetition penalty over the ``seen`` ids (prompt and output), then
+    greedy or temperature/top-k/top-p sampling."""
     if params.repetition_penalty != 1.0:
-        ids = torch.unique(seen)
+        ids = torch.tensor(sorted(seen), device=logits.device)
         picked = logits[ids]
         logits[ids] = torch.where(
             picked > 0, picked / params.repetition_penalty, picked * params.repetition_penalty
