@@ -61,9 +61,10 @@ class ModelSpec:
     """Where a model version's weights are and how it may be used; built from a ModelVersion row."""
 
     key: str  # unique per version, e.g. "smollm2-135m-instruct@q4_1"
-    source_kind: Literal["packaged", "local", "hub"]
+    source_kind: Literal["packaged", "local", "hub", "adapter"]
     source: str
     context_length: int
+    base: ModelSpec | None = None  # the version an adapter applies to
 
 
 @dataclass(frozen=True)

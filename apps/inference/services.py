@@ -39,6 +39,7 @@ def model_spec(version: ModelVersion) -> ModelSpec:
         source_kind=version.source_kind,  # type: ignore[arg-type]
         source=version.source,
         context_length=version.context_length,
+        base=model_spec(version.base_version) if version.base_version else None,
     )
 
 

@@ -97,6 +97,48 @@ def gguf_to_safetensors(gguf: Path, target: Path) -> Path:
         return target
 
 
+def weights_location(spec: ModelSpec, cache_dir: Path) -> str:
+    """A folder (or hub id) holding safetensors weights for ``spec`` (an adapter's: its base's)."""
+    if spec.source_kind == "adapter":
+        assert spec.base is not None, "an adapter spec carries its base"
+        return weights_location(spec.base, cache_dir)
+    kind, source = spec.source_kind, spec.source
+    if kind == "packaged":
+        path = packaged_path(source)
+        if path.suffix == ".gguf":
+            folder = cache_dir / spec.key.replace("/", "_").replace("@", "--")
+            return str(gguf_to_safetensors(path, folder))
+        return str(path)
+    if kind == "local" and not Path(source).is_dir():
+        raise FileNotFoundError(f"{source} is not a folder")
+    return source  # a local folder, or a hub id where the deployment can reach a hub
+
+
+def load_tokenizer(spec: ModelSpec, cache_dir: Path) -> Any:
+    return AutoTokenizer.from_pretrained(weights_location(spec, cache_dir), trust_remote_code=False)
+
+
+def load_causal_lm(spec: ModelSpec, cache_dir: Path, *, dtype: torch.dtype) -> tuple[Any, Any]:
+    """The tokenizer and model for ``spec``, safetensors only and never ``trust_remote_code``.
+
+    An adapter version loads its base and merges the adapter's weights into it, so it serves
+    as fast as the base does.
+    """
+    location = weights_location(spec, cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        location, dtype=dtype, use_safetensors=True, trust_remote_code=False
+    )
+    if spec.source_kind == "adapter":
+        from peft import PeftModel
+
+        if not (Path(spec.source) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{spec.source} holds no adapter")
+        model = PeftModel.from_pretrained(model, spec.source, is_trainable=False)
+        model = model.merge_and_unload()
+    return tokenizer, model
+
+
 class TransformersEngine(QueuedEngine):
     name = "transformers"
 
@@ -119,28 +161,11 @@ class TransformersEngine(QueuedEngine):
         super().__init__()
 
     # -- loading ---------------------------------------------------------------------------
-    def _weights_location(self) -> str:
-        """A folder (or hub id) holding safetensors weights for the spec."""
-        kind, source = self.spec.source_kind, self.spec.source
-        if kind == "packaged":
-            path = packaged_path(source)
-            if path.suffix == ".gguf":
-                folder = self.cache_dir / self.spec.key.replace("/", "_").replace("@", "--")
-                return str(gguf_to_safetensors(path, folder))
-            return str(path)
-        if kind == "local" and not Path(source).is_dir():
-            raise FileNotFoundError(f"{source} is not a folder")
-        return source  # a local folder, or a hub id where the deployment can reach a hub
-
     def _load(self) -> None:
         if self.device.type == "cpu":
             torch.set_num_threads(self.threads or os.cpu_count() or 1)
-        location = self._weights_location()
         started = time.monotonic()
-        self.tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            location, dtype=self.dtype, use_safetensors=True, trust_remote_code=False
-        )
+        self.tokenizer, model = load_causal_lm(self.spec, self.cache_dir, dtype=self.dtype)
         self.model = model.to(self.device)
         self.model.eval()
         eos = self.model.generation_config.eos_token_id
