@@ -13,7 +13,10 @@ app.autodiscover_tasks()
 
 
 @worker_ready.connect
-def _warm_models(**kwargs: object) -> None:
+def _on_worker_ready(**kwargs: object) -> None:
+    from apps.finetuning.reaper import start_reaper
+
+    start_reaper()
     if "inference" in (app.amqp.queues.consume_from or {}):
         from apps.inference.warmup import warm_models_in_background
 

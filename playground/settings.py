@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "apps.inference",
     "apps.chat",
     "apps.api",
+    "apps.finetuning",
 ]
 
 MIDDLEWARE = [
@@ -160,7 +161,13 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 # acks_late with Redis: an unacknowledged task comes back after this; keep it above the time limit.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 300}
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"apps.inference.tasks.*": {"queue": "inference"}}  # apps.core.queues.Queue
+# Queues by workload (apps.core.queues.Queue). Counting a dataset's tokens needs only a tokenizer,
+# which inference workers have at hand; training waits for a training worker.
+CELERY_TASK_ROUTES = {
+    "apps.inference.tasks.*": {"queue": "inference"},
+    "apps.finetuning.tasks.analyze_dataset": {"queue": "inference"},
+    "apps.finetuning.tasks.run_finetune_job": {"queue": "training"},
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Inference ------------------------------------------------------------------------------
@@ -187,6 +194,21 @@ INFERENCE_WARM_MODELS = env_list("INFERENCE_WARM_MODELS", ["smollm2-135m-instruc
 API_REQUESTS_PER_MINUTE = env_int("API_REQUESTS_PER_MINUTE", 120, minimum=1)
 
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 32_000, minimum=1)
+
+# --- Fine-tuning ----------------------------------------------------------------------------
+# Uploaded datasets (under MEDIA_ROOT/datasets/) and trained adapters or models (under
+# FINETUNE_OUTPUT_DIR) must be on storage that web and workers share.
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media"))).resolve()
+MEDIA_URL = "media/"  # never served: datasets are read through access checks only
+FINETUNE_OUTPUT_DIR = Path(env_str("FINETUNE_OUTPUT_DIR", str(VAR_DIR / "finetuned"))).resolve()
+FINETUNE_MAX_UPLOAD_BYTES = env_int("FINETUNE_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, minimum=1024)
+FINETUNE_MAX_ROWS = env_int("FINETUNE_MAX_ROWS", 50_000, minimum=2)
+# A running job's worker writes a heartbeat this often; a job whose heartbeat is older than the
+# timeout is marked failed (worker lost) by any worker's reaper or by the next read of the job.
+FINETUNE_HEARTBEAT_SECONDS = env_float("FINETUNE_HEARTBEAT_SECONDS", 10.0)
+FINETUNE_HEARTBEAT_TIMEOUT = env_float("FINETUNE_HEARTBEAT_TIMEOUT", 60.0)
+# Wall-clock limit of one job (training and evaluation), enforced between training steps.
+FINETUNE_MAX_SECONDS = env_float("FINETUNE_MAX_SECONDS", 4 * 3600.0)
 
 LOGGING = {
     "version": 1,

@@ -9,6 +9,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("apps.accounts.urls")),
     path("chat/", include("apps.chat.urls")),
+    path("finetuning/", include("apps.finetuning.urls")),
     path("v1/", include("apps.api.urls")),
     path("docs/api/", api_views.api_docs, name="api-docs"),
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -52,6 +53,25 @@ def _end_stray_connections(django_db_setup) -> Iterator[None]:
             "WHERE datname = %s AND pid <> pg_backend_pid()",
             [db["NAME"]],
         )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_storage(tmp_path_factory) -> None:
+    """Uploaded datasets and trained models go to a folder of this session, for this process and
+    every server and worker it starts (they inherit the environment). Heartbeats are quick here so
+    that the tests of a lost worker do not wait a minute."""
+    root = tmp_path_factory.mktemp("storage")
+    values = {
+        "MEDIA_ROOT": str(root / "media"),
+        "FINETUNE_OUTPUT_DIR": str(root / "finetuned"),
+        "FINETUNE_HEARTBEAT_SECONDS": "1",
+        "FINETUNE_HEARTBEAT_TIMEOUT": "8",
+    }
+    os.environ.update(values)
+    settings.MEDIA_ROOT = Path(values["MEDIA_ROOT"])
+    settings.FINETUNE_OUTPUT_DIR = Path(values["FINETUNE_OUTPUT_DIR"])
+    settings.FINETUNE_HEARTBEAT_SECONDS = 1.0
+    settings.FINETUNE_HEARTBEAT_TIMEOUT = 8.0
 
 
 @pytest.fixture

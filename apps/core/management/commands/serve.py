@@ -44,11 +44,29 @@ class Command(BaseCommand):
                         shutdown_timeout=30,
                     )
                 )
+                # Fine-tuning jobs, one at a time, beside the inference worker.
+                stack.enter_context(
+                    start_worker(
+                        app,
+                        pool="threads",
+                        concurrency=1,
+                        queues=[Queue.TRAINING.value],
+                        perform_ping_check=False,
+                        loglevel="INFO",
+                        shutdown_timeout=30,
+                        hostname="training@embedded",
+                    )
+                )
                 # start_worker's test controller skips the worker_ready signal; warm up directly.
                 from apps.inference.warmup import warm_models_in_background
 
                 warm_models_in_background()
-                self.stdout.write("Embedded inference worker started (in-memory broker).")
+                from apps.finetuning.reaper import start_reaper
+
+                start_reaper()
+                self.stdout.write(
+                    "Embedded inference and training workers started (in-memory broker)."
+                )
             self.stdout.write(f"Serving on http://{options['host']}:{options['port']}")
             uvicorn.run(
                 "playground.asgi:application",

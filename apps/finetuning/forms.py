@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from apps.core.errors import ServiceError
+
+from .models import FineTuningJob
+from .schemas import Hyperparameters
+
+
+class DatasetUploadForm(forms.Form):
+    file = forms.FileField(help_text="JSONL: one chat or prompt/completion row per line")
+
+
+class JobForm(forms.Form):
+    """A new job. The choices are filled per user; bounds come from Hyperparameters."""
+
+    model = forms.ChoiceField(label="Base model")
+    training_file = forms.ChoiceField()
+    validation_file = forms.ChoiceField(
+        required=False, help_text="Optional; otherwise a share of the training rows is held out"
+    )
+    method = forms.ChoiceField(choices=FineTuningJob.Method.choices)
+    suffix = forms.CharField(max_length=32, required=False, help_text="Part of the model's name")
+    n_epochs = forms.IntegerField(label="Epochs", initial=3)
+    learning_rate = forms.FloatField(required=False, help_text="Empty: 2e-3 for LoRA, 5e-5 full")
+    batch_size = forms.IntegerField(initial=8)
+    lora_rank = forms.IntegerField(label="LoRA rank", initial=16)
+    lora_alpha = forms.IntegerField(label="LoRA alpha", initial=32)
+    max_seq_length = forms.IntegerField(label="Max sequence length", initial=512)
+    validation_fraction = forms.FloatField(initial=0.1)
+    seed = forms.IntegerField(initial=42)
+
+    HYPERPARAMETERS = (
+        "n_epochs",
+        "learning_rate",
+        "batch_size",
+        "lora_rank",
+        "lora_alpha",
+        "max_seq_length",
+        "validation_fraction",
+        "seed",
+    )
+
+    def __init__(self, *args: Any, models: list[Any], datasets: list[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        files = [(str(d.pk), f"{d.filename} ({d.rows} rows)") for d in datasets]
+        choices = {
+            "model": [(m.slug, m.display_name) for m in models],
+            "training_file": files,
+            "validation_file": [("", "— hold out part of the training rows —"), *files],
+        }
+        for name, options in choices.items():
+            field = self.fields[name]
+            assert isinstance(field, forms.ChoiceField)
+            field.choices = options
+        for name in ("n_epochs", "learning_rate", "batch_size", "validation_fraction"):
+            self.fields[name].widget.attrs["step"] = "any"
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        values = {k: data[k] for k in self.HYPERPARAMETERS if data.get(k) is not None}
+        try:
+            data["hyperparameters"] = Hyperparameters.parse(values)
+        except ServiceError as exc:
+            self.add_error(exc.param if exc.param in self.fields else None, exc.message)
+        return data

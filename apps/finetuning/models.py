@@ -1,0 +1,185 @@
+"""Datasets users upload, fine-tuning jobs, and the event log of each job."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+
+def _dataset_path(instance: Dataset, filename: str) -> str:
+    # Generated names only: the client's file name is kept for display, never used as a path.
+    return f"datasets/{instance.owner_id}/{instance.id}.jsonl"
+
+
+class Dataset(models.Model):
+    """A validated JSONL file of training rows. ``tokens`` and ``preview`` are filled in by a
+    worker, which has the model's tokenizer and chat template."""
+
+    class Format(models.TextChoices):
+        CHAT = "chat", "Chat messages"
+        PROMPT_COMPLETION = "prompt_completion", "Prompt and completion"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets"
+    )
+    filename = models.CharField(max_length=255)
+    file = models.FileField(upload_to=_dataset_path, max_length=500)
+    format = models.CharField(max_length=20, choices=Format.choices)
+    bytes = models.PositiveBigIntegerField()
+    rows = models.PositiveIntegerField()
+    # Counted by a worker with ``tokenizer_model``'s tokenizer; null until it has.
+    tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    tokenizer_model = models.CharField(max_length=200, blank=True)
+    preview = models.JSONField(default=list, blank=True)  # a few rows through the chat template
+    analysis_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.filename} ({self.rows} rows)"
+
+    @property
+    def openai_id(self) -> str:
+        return f"file-{self.id.hex}"
+
+    @property
+    def is_analyzed(self) -> bool:
+        return self.tokens is not None or bool(self.analysis_error)
+
+
+class FineTuningJob(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        VALIDATING = "validating", "Validating"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Method(models.TextChoices):
+        LORA = "lora", "LoRA adapter"
+        FULL = "full", "Full fine-tuning"
+
+    ACTIVE = (Status.QUEUED, Status.VALIDATING, Status.RUNNING)
+    WORKING = (Status.VALIDATING, Status.RUNNING)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="finetune_jobs"
+    )
+    base_version = models.ForeignKey(
+        "catalog.ModelVersion", on_delete=models.PROTECT, related_name="finetune_jobs"
+    )
+    training_file = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="+")
+    validation_file = models.ForeignKey(
+        Dataset, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    method = models.CharField(max_length=10, choices=Method.choices, default=Method.LORA)
+    hyperparameters = models.JSONField()  # apps.finetuning.schemas.Hyperparameters, validated
+    suffix = models.CharField(max_length=40, blank=True)
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    error_code = models.CharField(max_length=50, blank=True)
+    error_message = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=255, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    trained_tokens = models.PositiveBigIntegerField(default=0)
+    train_rows = models.PositiveIntegerField(default=0)
+    validation_rows = models.PositiveIntegerField(default=0)
+    # {"base": {"loss", "perplexity"}, "tuned": {...}, "samples": [{"prompt", "expected", "base",
+    # "tuned"}]}
+    evaluation = models.JSONField(default=dict, blank=True)
+    result_version = models.OneToOneField(
+        "catalog.ModelVersion",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="finetune_job",
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    training_started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"ftjob-{self.id.hex[:12]}"
+
+    @property
+    def openai_id(self) -> str:
+        return f"ftjob-{self.id.hex}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status not in self.ACTIVE
+
+    @property
+    def fine_tuned_model(self) -> str | None:
+        return self.result_version.model.slug if self.result_version else None
+
+    @property
+    def progress(self) -> float:
+        return self.step / self.total_steps if self.total_steps else 0.0
+
+    @property
+    def eta_seconds(self) -> int | None:
+        """Remaining training time at the pace so far (evaluation at the end not included)."""
+        if self.status != self.Status.RUNNING or not self.step or not self.training_started_at:
+            return None
+        assert self.heartbeat_at is not None
+        elapsed = (self.heartbeat_at - self.training_started_at).total_seconds()
+        return max(0, math.ceil(elapsed / self.step * (self.total_steps - self.step)))
+
+
+class JobEvent(models.Model):
+    """One line of a job's log: a state change, a training step's figures, an evaluation."""
+
+    class Kind(models.TextChoices):
+        STATUS = "status", "Status"
+        STEP = "step", "Training step"
+        EVAL = "eval", "Evaluation"
+        MESSAGE = "message", "Message"
+
+    class Level(models.TextChoices):
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+
+    job = models.ForeignKey(FineTuningJob, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(auto_now_add=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO)
+    message = models.TextField()
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.message
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.pk,
+            "created_at": int(self.created_at.timestamp()),
+            "kind": self.kind,
+            "level": self.level,
+            "message": self.message,
+            "data": self.data,
+        }

@@ -1,0 +1,496 @@
+"""Datasets and fine-tuning jobs: creating and cancelling them (web), running them (training
+worker), and failing the jobs whose worker is gone (any process, see ``finetune_jobs_reap``)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.accounts.models import User
+from apps.catalog.models import LanguageModel, ModelVersion
+from apps.catalog.selectors import DEFAULT_CHAT_MODEL
+from apps.core.errors import ErrorCode, ServiceError
+from apps.inference.services import model_spec
+
+from .datasets import DatasetInvalid, ParsedDataset, parse_dataset
+from .models import Dataset, FineTuningJob, JobEvent
+from .schemas import Hyperparameters
+from .streaming import publish_event
+
+logger = logging.getLogger(__name__)
+
+Status = FineTuningJob.Status
+SAMPLE_PROMPTS = 4
+
+
+class JobStopped(Exception):
+    def __init__(self, status: str, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+# -- datasets ------------------------------------------------------------------------------------
+def dataset_create(*, owner: User, filename: str, data: bytes) -> Dataset:
+    """Validate and store an uploaded JSONL file; raise DatasetInvalid (nothing stored) when any
+    row is bad. A worker counts its tokens and renders a preview once the transaction commits."""
+    from .tasks import analyze_dataset
+
+    parsed = parse_dataset(data)
+    with transaction.atomic():
+        dataset = Dataset(
+            owner=owner,
+            filename=Path(filename).name[:255] or "dataset.jsonl",
+            format=parsed.format,
+            bytes=len(data),
+            rows=len(parsed.rows),
+        )
+        dataset.file.save("upload.jsonl", ContentFile(data), save=False)
+        dataset.save()
+        # A file written for a transaction that rolls back is removed with it.
+        transaction.on_commit(lambda: analyze_dataset.delay(str(dataset.pk)))
+    return dataset
+
+
+def dataset_analyze(*, dataset_id: str) -> None:
+    """Count the tokens of a dataset and render a few rows through the default chat model's
+    template (worker side; needs the tokenizer). Idempotent; never raises."""
+    from .trainers.causal_lm import encode_row, render_row, tokenizer_for
+
+    dataset = Dataset.objects.filter(pk=dataset_id).first()
+    if dataset is None or dataset.is_analyzed:
+        return
+    model = LanguageModel.objects.filter(slug=DEFAULT_CHAT_MODEL).first()
+    version = model.active_version if model else None
+    try:
+        if version is None:
+            raise RuntimeError(f"no active version of {DEFAULT_CHAT_MODEL} to count tokens with")
+        tokenizer = tokenizer_for(model_spec(version), settings.MODEL_CACHE_DIR)
+        parsed = _read(dataset)
+        dataset.tokens = sum(
+            len(encode_row(tokenizer, row, parsed.format)[0]) for row in parsed.rows
+        )
+        dataset.preview = [render_row(tokenizer, row, parsed.format) for row in parsed.rows[:3]]
+        dataset.tokenizer_model = DEFAULT_CHAT_MODEL
+    except Exception as exc:
+        logger.exception("analysing dataset %s failed", dataset.pk)
+        dataset.analysis_error = f"Counting tokens failed: {exc}"
+    dataset.save(update_fields=["tokens", "preview", "tokenizer_model", "analysis_error"])
+
+
+def _read(dataset: Dataset) -> ParsedDataset:
+    with dataset.file.open("rb") as handle:
+        return parse_dataset(handle.read())
+
+
+# -- jobs: the web side --------------------------------------------------------------------------
+def finetune_job_create(
+    *,
+    owner: User,
+    base_version: ModelVersion,
+    training_file: Dataset,
+    validation_file: Dataset | None = None,
+    method: str = FineTuningJob.Method.LORA,
+    hyperparameters: Hyperparameters,
+    suffix: str = "",
+) -> FineTuningJob:
+    """Queue a job on the training queue. Preconditions: the model version came from
+    ``access_model`` for ``owner``, the datasets from ``access_dataset``; raises ServiceError for a
+    base that cannot be fine-tuned or a bad suffix."""
+    from .tasks import run_finetune_job
+
+    if base_version.model.task != LanguageModel.Task.CHAT or base_version.base_version_id:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            f"{base_version.model.slug} cannot be fine-tuned; pick a packaged or registered chat "
+            "model.",
+            param="model",
+        )
+    if method not in FineTuningJob.Method.values:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            f"method must be one of {', '.join(FineTuningJob.Method.values)}",
+            param="method",
+        )
+    if suffix and not all(c.isascii() and (c.isalnum() or c == "-") for c in suffix):
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            "suffix may hold only letters, digits and '-'",
+            param="suffix",
+        )
+    if len(suffix) > 32:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER, "suffix must be at most 32 characters", param="suffix"
+        )
+    with transaction.atomic():
+        job = FineTuningJob.objects.create(
+            owner=owner,
+            base_version=base_version,
+            training_file=training_file,
+            validation_file=validation_file,
+            method=method,
+            hyperparameters=hyperparameters.model_dump(mode="json"),
+            suffix=suffix.lower(),
+        )
+        _event(job, JobEvent.Kind.STATUS, "Queued: waiting for a training worker")
+        transaction.on_commit(lambda: run_finetune_job.delay(str(job.pk)))
+    return job
+
+
+def finetune_job_cancel(*, job: FineTuningJob) -> bool:
+    """Stop ``job``, keeping its log. False if it had already finished. A queued job is cancelled
+    at once; a working one by its worker, within one training step."""
+    active = FineTuningJob.objects.filter(pk=job.pk, status__in=FineTuningJob.ACTIVE)
+    if active.filter(status=Status.QUEUED).update(
+        status=Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+    ):
+        job.refresh_from_db()
+        _event(job, JobEvent.Kind.STATUS, "Cancelled before it started")
+        return True
+    if active.update(cancel_requested=True):
+        job.refresh_from_db()
+        _event(job, JobEvent.Kind.MESSAGE, "Cancel requested: stopping after this step")
+        return True
+    return False
+
+
+def finetune_jobs_reap() -> int:
+    """Fail the jobs whose worker stopped sending heartbeats (it died or lost its connection).
+    Safe to call from any process at any time; returns how many it failed."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.FINETUNE_HEARTBEAT_TIMEOUT)
+    lost = FineTuningJob.objects.filter(status__in=FineTuningJob.WORKING, heartbeat_at__lt=cutoff)
+    failed = 0
+    for job in list(lost):
+        assert job.heartbeat_at is not None
+        message = (
+            f"The worker {job.worker or '(unknown)'} stopped responding: its last heartbeat was "
+            f"{(now - job.heartbeat_at).total_seconds():.0f} s ago. Start the job again."
+        )
+        if lost.filter(pk=job.pk).update(
+            status=Status.FAILED,
+            error_code=ErrorCode.WORKER_LOST,
+            error_message=message,
+            finished_at=now,
+        ):
+            job.refresh_from_db()
+            _event(job, JobEvent.Kind.STATUS, f"Failed: {message}", level=JobEvent.Level.ERROR)
+            failed += 1
+    return failed
+
+
+def _event(
+    job: FineTuningJob,
+    kind: str,
+    message: str,
+    data: dict[str, Any] | None = None,
+    *,
+    level: str = JobEvent.Level.INFO,
+) -> JobEvent:
+    event = JobEvent.objects.create(
+        job=job, kind=kind, message=message, data=data or {}, level=level
+    )
+    transaction.on_commit(lambda: publish_event(job, event))
+    return event
+
+
+# -- jobs: the worker side -----------------------------------------------------------------------
+def finetune_job_run(*, job_id: str, worker: str) -> None:
+    """Run one queued job to its end on this worker. Never raises.
+
+    Only a queued job is claimed (compare-and-set), so a redelivered task never starts a second
+    trainer for a job: a job that lost its worker is failed by ``finetune_jobs_reap`` instead.
+    """
+    job = FineTuningJob.objects.filter(pk=job_id).first()
+    if job is None or job.status != Status.QUEUED:
+        return
+    now = timezone.now()
+    if not FineTuningJob.objects.filter(pk=job.pk, status=Status.QUEUED, attempts=0).update(
+        status=Status.VALIDATING,
+        attempts=F("attempts") + 1,
+        worker=worker,
+        heartbeat_at=now,
+        started_at=now,
+    ):
+        return
+    job = FineTuningJob.objects.select_related(
+        "base_version__model", "training_file", "validation_file", "owner"
+    ).get(pk=job.pk)
+    _event(job, JobEvent.Kind.STATUS, f"Validating the data on {worker}")
+    heartbeat = _Heartbeat(job)
+    heartbeat.start()
+    try:
+        _run(job)
+    except JobStopped as stop:
+        _end(job, stop.status, code=stop.code, message=stop.message)
+    except DatasetInvalid as invalid:
+        _end(
+            job,
+            Status.FAILED,
+            code="invalid_file",
+            message=str(invalid),
+            data={"errors": [{"line": e.line, "message": e.message} for e in invalid.errors]},
+        )
+    except Exception as exc:
+        logger.exception("fine-tuning job %s failed", job.pk)
+        _end(job, Status.FAILED, code=ErrorCode.INTERNAL, message=f"Training failed: {exc}")
+    finally:
+        heartbeat.stop()
+
+
+class _Heartbeat(threading.Thread):
+    """Writes the job's heartbeat while it works, including long steps, loading and evaluation."""
+
+    def __init__(self, job: FineTuningJob) -> None:
+        super().__init__(name=f"heartbeat-{job.pk}", daemon=True)
+        self.job_id, self.attempts = job.pk, job.attempts
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stopped.wait(settings.FINETUNE_HEARTBEAT_SECONDS):
+                FineTuningJob.objects.filter(
+                    pk=self.job_id, attempts=self.attempts, status__in=FineTuningJob.WORKING
+                ).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=10)
+
+
+def _mine(job: FineTuningJob) -> Any:
+    """This run's job row while it is still working (not reaped, not cancelled meanwhile)."""
+    return FineTuningJob.objects.filter(
+        pk=job.pk, attempts=job.attempts, status__in=FineTuningJob.WORKING
+    )
+
+
+def _check(job: FineTuningJob, deadline: float) -> None:
+    """Raise JobStopped when the job was cancelled, reaped, or ran out of time."""
+    row = FineTuningJob.objects.filter(pk=job.pk).values("status", "cancel_requested").first()
+    if row is None or row["status"] not in FineTuningJob.WORKING:
+        raise JobStopped(
+            Status.FAILED, ErrorCode.WORKER_LOST, "The job was taken from this worker."
+        )
+    if row["cancel_requested"]:
+        raise JobStopped(Status.CANCELLED, "cancelled", "Cancelled.")
+    if time.monotonic() > deadline:
+        raise JobStopped(
+            Status.FAILED,
+            ErrorCode.TIMEOUT,
+            f"The job ran over its time limit of {settings.FINETUNE_MAX_SECONDS:.0f} s.",
+        )
+
+
+def _split(
+    parsed: ParsedDataset, validation: ParsedDataset | None, fraction: float, seed: int
+) -> tuple[ParsedDataset, ParsedDataset]:
+    if validation is not None:
+        return parsed, validation
+    order = list(range(len(parsed.rows)))
+    random.Random(seed).shuffle(order)
+    held = math.ceil(len(order) * fraction) if fraction and len(order) > 1 else 0
+    held = min(held, len(order) - 1)
+
+    def pick(indexes: list[int]) -> ParsedDataset:
+        indexes = sorted(indexes)
+        return ParsedDataset(
+            parsed.format, [parsed.rows[i] for i in indexes], [parsed.lines[i] for i in indexes]
+        )
+
+    return pick(order[held:]), pick(order[:held])
+
+
+def _run(job: FineTuningJob) -> None:
+    from .trainers.causal_lm import CausalLMTrainer, prompt_of
+
+    deadline = time.monotonic() + settings.FINETUNE_MAX_SECONDS
+    hp = Hyperparameters.model_validate(job.hyperparameters)
+    parsed = _read(job.training_file)
+    validation = _read(job.validation_file) if job.validation_file else None
+    if validation is not None and validation.format != parsed.format:
+        raise DatasetInvalid(
+            "The validation file's rows have another shape than the training file's."
+        )
+    train_rows, val_rows = _split(parsed, validation, hp.validation_fraction, hp.seed)
+    trainer = CausalLMTrainer(
+        base=model_spec(job.base_version),
+        method=job.method,
+        hyperparameters=hp,
+        cache_dir=settings.MODEL_CACHE_DIR,
+        device=settings.INFERENCE_DEVICE,
+        threads=settings.INFERENCE_THREADS,
+    )
+    trainer.load()
+    train = trainer.encode(train_rows.rows, train_rows.lines, parsed.format, source="training data")
+    val = trainer.encode(val_rows.rows, val_rows.lines, parsed.format, source="validation data")
+    _check(job, deadline)
+    learned = sum(e.trained_tokens for e in train)
+    _event(
+        job,
+        JobEvent.Kind.MESSAGE,
+        f"{len(train)} training rows ({learned} answer tokens to learn), "
+        f"{len(val)} validation rows",
+        {"train_rows": len(train), "validation_rows": len(val), "answer_tokens": learned},
+    )
+
+    evaluation: dict[str, Any] = {}
+    samples = [prompt_of(row, parsed.format) for row in val_rows.rows[:SAMPLE_PROMPTS]]
+    if val:
+        base_loss = trainer.evaluate(val)
+        evaluation["base"] = {"loss": base_loss, "perplexity": math.exp(base_loss)}
+        _event(
+            job,
+            JobEvent.Kind.EVAL,
+            f"Base model: validation loss {base_loss:.4f}",
+            {"step": 0, "val_loss": base_loss, "perplexity": math.exp(base_loss)},
+        )
+    base_answers = trainer.answer([prompt for prompt, _ in samples])
+    _check(job, deadline)
+
+    trainer.add_adapter()
+    total = trainer.total_steps(train)
+    now = timezone.now()
+    if not _mine(job).update(
+        status=Status.RUNNING,
+        total_steps=total,
+        training_started_at=now,
+        heartbeat_at=now,
+        train_rows=len(train),
+        validation_rows=len(val),
+    ):
+        _check(job, deadline)
+    job.refresh_from_db()
+    _event(job, JobEvent.Kind.STATUS, f"Training: {hp.n_epochs} epochs, {total} steps")
+
+    def on_step(step: int, total: int, epoch: int, loss: float, lr: float, tokens: int) -> None:
+        _check(job, deadline)
+        job.step, job.trained_tokens, job.heartbeat_at = step, tokens, timezone.now()
+        _mine(job).update(step=step, trained_tokens=tokens, heartbeat_at=job.heartbeat_at)
+        _event(
+            job,
+            JobEvent.Kind.STEP,
+            f"Step {step}/{total}: training loss {loss:.4f}",
+            {
+                "step": step,
+                "total_steps": total,
+                "epoch": epoch,
+                "train_loss": loss,
+                "learning_rate": lr,
+                "tokens_seen": tokens,
+            },
+        )
+
+    def on_epoch(epoch: int, step: int) -> None:
+        if not val:
+            return
+        loss = trainer.evaluate(val)
+        evaluation["tuned"] = {"loss": loss, "perplexity": math.exp(loss)}
+        _event(
+            job,
+            JobEvent.Kind.EVAL,
+            f"Epoch {epoch}: validation loss {loss:.4f}",
+            {"step": step, "epoch": epoch, "val_loss": loss, "perplexity": math.exp(loss)},
+        )
+
+    trainer.fit(train, on_step=on_step, on_epoch=on_epoch)
+    tuned_answers = trainer.answer([prompt for prompt, _ in samples])
+    evaluation["samples"] = [
+        {"prompt": _prompt_text(prompt), "expected": expected, "base": base, "tuned": tuned}
+        for (prompt, expected), base, tuned in zip(
+            samples, base_answers, tuned_answers, strict=True
+        )
+    ]
+    _check(job, deadline)
+    output = settings.FINETUNE_OUTPUT_DIR / job.id.hex
+    output.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save(output)
+    _deploy(job, output, evaluation)
+
+
+def _prompt_text(prompt: Any) -> str:
+    if isinstance(prompt, list):
+        return "\n\n".join(m["content"] for m in prompt if m["role"] != "system")
+    return str(prompt)
+
+
+def fine_tuned_slug(job: FineTuningJob) -> str:
+    return f"ft:{job.base_version.model.slug}:{job.suffix or 'custom'}:{job.id.hex[:8]}"
+
+
+def _deploy(job: FineTuningJob, output: Path, evaluation: dict[str, Any]) -> None:
+    """Register the result as a model private to the job's owner, and mark the job succeeded."""
+    base = job.base_version
+    with transaction.atomic():
+        model = LanguageModel.objects.create(
+            slug=fine_tuned_slug(job),
+            display_name=f"{base.model.display_name} · {job.suffix or 'fine-tuned'}",
+            task=base.model.task,
+            description=f"Fine-tuned from {base} by job {job.openai_id} ({job.method}).",
+            visibility=LanguageModel.Visibility.PRIVATE,
+            owner=job.owner,
+        )
+        lora = job.method == FineTuningJob.Method.LORA
+        version = ModelVersion.objects.create(
+            model=model,
+            label="1",
+            source_kind=ModelVersion.Source.ADAPTER if lora else ModelVersion.Source.LOCAL,
+            source=str(output),
+            base_version=base if lora else None,
+            context_length=base.context_length,
+            is_active=True,
+        )
+        finished = timezone.now()
+        if (
+            not _mine(job)
+            .filter(cancel_requested=False)
+            .update(
+                status=Status.SUCCEEDED,
+                result_version=version,
+                evaluation=evaluation,
+                finished_at=finished,
+            )
+        ):
+            transaction.set_rollback(True)
+            _check(job, math.inf)
+            return
+        job.refresh_from_db()
+        _event(
+            job, JobEvent.Kind.STATUS, f"Succeeded: deployed as {model.slug}", {"model": model.slug}
+        )
+
+
+def _end(
+    job: FineTuningJob,
+    status: str,
+    *,
+    code: str,
+    message: str,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Finish a working job as cancelled or failed, unless it was finished elsewhere meanwhile."""
+    close_old_connections()
+    fields: dict[str, Any] = {"status": status, "finished_at": timezone.now()}
+    if status == Status.FAILED:
+        fields.update(error_code=code, error_message=message)
+    if not _mine(job).update(**fields):
+        return
+    job.refresh_from_db()
+    level = JobEvent.Level.ERROR if status == Status.FAILED else JobEvent.Level.INFO
+    text = (
+        "Cancelled: what was logged is kept" if status == Status.CANCELLED else f"Failed: {message}"
+    )
+    _event(job, JobEvent.Kind.STATUS, text, data, level=level)

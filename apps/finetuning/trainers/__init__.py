@@ -1,0 +1,1 @@
+"""Trainers run on training workers only: importing one imports torch and transformers."""
