@@ -9,6 +9,7 @@ Server → client events: ``message`` {html, replaces?} for a new or replaced tu
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -18,7 +19,8 @@ from django.template.loader import render_to_string
 
 from apps.core.errors import ErrorCode, ServiceError
 from apps.inference.models import Generation
-from apps.inference.streaming import generation_group
+from apps.inference.selectors import access_generation
+from apps.inference.streaming import follow, generation_group
 
 from . import services
 from .models import Conversation, Message
@@ -159,3 +161,48 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         message = await database_sync_to_async(message_for_generation)(generation_id)
         html = await database_sync_to_async(_render)(message) if message else ""
         await self.send_json({"type": "done", "generation": generation_id, "html": html})
+
+
+class GenerationConsumer(AsyncJsonWebsocketConsumer):
+    """Follows one generation the user started: ``ws/generations/<id>/`` (the compare view).
+
+    Sends ``{"type": "delta", "text"}`` as text arrives (the first carries all text so far), then
+    ``{"type": "done", "status", "error", "completion_tokens", "ttft_ms", "tokens_per_second"}``.
+    """
+
+    relay: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        generation_id = self.scope["url_route"]["kwargs"]["generation_id"]
+        try:
+            generation = await database_sync_to_async(access_generation)(
+                self.scope["user"], generation_id
+            )
+        except Http404:
+            await self.close(code=4404)
+            return
+        await self.accept()
+        self.relay = asyncio.create_task(self._relay(str(generation.pk)))
+
+    async def _relay(self, generation_id: str) -> None:
+        async for kind, _, value in follow([generation_id]):
+            if kind == "text":
+                await self.send_json({"type": "delta", "text": value})
+            else:
+                await self.send_json(
+                    {
+                        "type": "done",
+                        "status": value.status,
+                        "error": value.error_message,
+                        "completion_tokens": value.completion_tokens,
+                        "ttft_ms": value.ttft_ms,
+                        "tokens_per_second": value.tokens_per_second,
+                    }
+                )
+
+    async def disconnect(self, code: int) -> None:
+        if self.relay is not None:
+            self.relay.cancel()
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        await self.send_json({"type": "error", "message": "This socket only sends."})

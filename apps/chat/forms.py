@@ -32,3 +32,26 @@ class SettingsForm(forms.Form):
             except ServiceError as exc:
                 self.add_error(exc.param if exc.param in numbers else None, exc.message)
         return data
+
+
+class CompareForm(forms.Form):
+    """One prompt for two models, with one set of parameters (greedy by default: comparable)."""
+
+    a = forms.CharField(max_length=200, label="Model A")
+    b = forms.CharField(max_length=200, label="Model B")
+    text = forms.CharField(
+        max_length=32000, widget=forms.Textarea(attrs={"rows": 3}), label="Prompt"
+    )
+    temperature = forms.FloatField(initial=0.0)
+    max_tokens = forms.IntegerField(initial=128, max_value=MAX_NEW_TOKENS)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if "temperature" in data and "max_tokens" in data:
+            try:
+                data["params"] = SamplingParams.parse(
+                    {"temperature": data["temperature"], "max_tokens": data["max_tokens"]}
+                )
+            except ServiceError as exc:
+                self.add_error(exc.param if exc.param in self.fields else None, exc.message)
+        return data

@@ -11,6 +11,7 @@ from apps.catalog.models import LanguageModel
 from apps.catalog.selectors import DEFAULT_CHAT_MODEL, active_version, chat_models_for
 from apps.core.errors import ErrorCode, ServiceError
 from apps.inference.models import Generation
+from apps.inference.protocol import SamplingParams
 from apps.inference.services import generation_cancel, generation_create
 
 from .models import Conversation, Message
@@ -170,3 +171,25 @@ def chat_answer_stop(*, conversation: Conversation) -> Generation | None:
     if in_flight is not None and generation_cancel(generation=in_flight):
         return in_flight
     return None
+
+
+@transaction.atomic
+def chat_compare_start(
+    *, owner: User, models: list[LanguageModel], text: str, params: SamplingParams
+) -> list[Generation]:
+    """One prompt to several models at once (the compare view): one generation each, with the same
+    parameters. Preconditions: the models came from ``access_model``; ``params`` are validated."""
+    text = _check_text(text)
+    try:
+        token_window(owner)
+    except LimitExceeded as exceeded:
+        raise ServiceError(ErrorCode.QUOTA_EXCEEDED, exceeded.message) from None
+    return [
+        generation_create(
+            user=owner,
+            model_version=active_version(model),
+            params=params,
+            messages=[{"role": "user", "content": text}],
+        )
+        for model in models
+    ]

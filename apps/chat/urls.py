@@ -5,6 +5,7 @@ from . import views
 urlpatterns = [
     path("", views.chat_index, name="chat-index"),
     path("new/", views.conversation_new, name="chat-conversation-new"),
+    path("compare/", views.compare, name="chat-compare"),
     path("<uuid:conversation_id>/", views.conversation_detail, name="chat-conversation"),
     path(
         "<uuid:conversation_id>/rename/", views.conversation_rename, name="chat-conversation-rename"

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.catalog.models import LanguageModel
@@ -12,7 +12,7 @@ from apps.core.errors import ServiceError
 from apps.core.http import AuthedHttpRequest
 
 from . import services
-from .forms import RenameForm, SettingsForm
+from .forms import CompareForm, RenameForm, SettingsForm
 from .models import Conversation
 from .selectors import access_conversation, conversation_messages, conversations_for
 
@@ -138,3 +138,36 @@ def conversation_settings(request: AuthedHttpRequest, conversation_id: str) -> H
         "saved": True,
     }
     return render(request, "chat/conversation.html#settings", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def compare(request: AuthedHttpRequest) -> HttpResponse:
+    """One prompt to two models side by side; both answers stream at once (static/compare.js)."""
+    models = chat_models_for(request.user)
+    if request.method == "GET":
+        slugs = [m.slug for m in models]
+        a = request.GET.get("a") if request.GET.get("a") in slugs else (slugs[0] if slugs else "")
+        b = request.GET.get("b") if request.GET.get("b") in slugs else (slugs[-1] if slugs else "")
+        form = CompareForm(initial={"a": a, "b": b})
+        return render(request, "chat/compare.html", {"form": form, "models": models})
+    form = CompareForm(request.POST)
+    template = "chat/compare.html#compare-result" if request.htmx else "chat/compare.html"
+    context: dict[str, object] = {"form": form, "models": models}
+    if not form.is_valid():
+        return render(request, template, context, status=400)
+    try:
+        picked = [
+            access_model(request.user, form.cleaned_data[k], task=LanguageModel.Task.CHAT)
+            for k in ("a", "b")
+        ]
+        context["generations"] = services.chat_compare_start(
+            owner=request.user,
+            models=picked,
+            text=form.cleaned_data["text"],
+            params=form.cleaned_data["params"],
+        )
+    except (ServiceError, Http404) as exc:
+        context["error"] = exc.message if isinstance(exc, ServiceError) else str(exc)
+        return render(request, template, context, status=400)
+    return render(request, template, context, status=201)

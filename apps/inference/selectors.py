@@ -1,14 +1,34 @@
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
+from django.http import Http404
 
 from apps.accounts.models import User
 
-from .models import UsageRecord
+from .models import Generation, UsageRecord
+
+
+def access_generation(user: User, generation_id: object) -> Generation:
+    """The generation ``generation_id`` if ``user`` started it; 404 for missing and not-yours."""
+    try:
+        key = uuid.UUID(str(generation_id))
+    except ValueError:
+        raise Http404("No such generation") from None
+    generation = (
+        Generation.objects.select_related("model_version__model")
+        .filter(pk=key, user_id=user.pk)
+        .first()
+        if user.is_authenticated
+        else None
+    )
+    if generation is None:
+        raise Http404("No such generation")
+    return generation
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,12 @@ def session_cookie(user) -> bytes:
     return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
 
 
-async def communicator(user, conversation_id) -> WebsocketCommunicator:
-    """A WebSocket client through the whole ASGI stack (origin check, session auth, routing)."""
+async def communicator(user, conversation_id=None, *, path=None) -> WebsocketCommunicator:
+    """A WebSocket client through the whole ASGI stack (origin check, session auth, routing), on
+    a conversation's socket or on ``path``."""
     headers = [(b"origin", b"http://testserver")]
     if user is not None:
         headers.append((b"cookie", await database_sync_to_async(session_cookie)(user)))
-    return WebsocketCommunicator(application, f"/ws/chat/{conversation_id}/", headers=headers)
+    return WebsocketCommunicator(
+        application, path or f"/ws/chat/{conversation_id}/", headers=headers
+    )

@@ -1,0 +1,30 @@
+// The compare view: each pane follows its generation on ws/generations/<id>/ (GenerationConsumer).
+(function () {
+  function follow(pane) {
+    const id = pane.dataset.generation;
+    if (pane.dataset.following) return;
+    pane.dataset.following = "1";
+    const figures = document.querySelector(`[data-figures="${id}"]`);
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const socket = new WebSocket(`${scheme}://${location.host}/ws/generations/${id}/`);
+    socket.onmessage = (message) => {
+      const data = JSON.parse(message.data);
+      if (data.type === "delta") {
+        pane.textContent += data.text;
+        figures.textContent = "writing…";
+      } else if (data.type === "done") {
+        const parts = [data.status];
+        if (data.ttft_ms !== null) parts.push(`first token ${data.ttft_ms} ms`);
+        if (data.tokens_per_second !== null) parts.push(`${data.tokens_per_second} tokens/s`);
+        parts.push(`${data.completion_tokens} tokens`);
+        if (data.error) parts.push(data.error);
+        figures.textContent = parts.join(" · ");
+        pane.dataset.done = data.status;
+        socket.close();
+      }
+    };
+  }
+  function scan() { document.querySelectorAll(".pane[data-generation]").forEach(follow); }
+  document.addEventListener("DOMContentLoaded", scan);
+  document.addEventListener("htmx:afterSwap", scan);
+})();
