@@ -14,6 +14,7 @@ _TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    409: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
 }
@@ -28,6 +29,7 @@ class ApiError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        details: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -35,6 +37,7 @@ class ApiError(Exception):
         self.code = code
         self.param = param
         self.headers = headers or {}
+        self.details = details  # e.g. each bad row of an uploaded file: {"line", "message"}
 
     @classmethod
     def from_service(cls, error: ServiceError) -> ApiError:
@@ -42,14 +45,15 @@ class ApiError(Exception):
         return cls(status, error.message, code=error.code, param=error.param)
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": _TYPES.get(self.status, "api_error"),
-                "param": self.param,
-                "code": self.code,
-            }
+        error: dict[str, Any] = {
+            "message": self.message,
+            "type": _TYPES.get(self.status, "api_error"),
+            "param": self.param,
+            "code": self.code,
         }
+        if self.details is not None:
+            error["details"] = self.details
+        return {"error": error}
 
     def response(self) -> JsonResponse:
         response = JsonResponse(self.body(), status=self.status)

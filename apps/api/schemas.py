@@ -124,3 +124,24 @@ class EmbeddingRequest(_Strict):
                     param="input",
                 )
         return items
+
+
+class FineTuningMethod(_Strict):
+    type: Literal["lora", "full"] = "lora"
+
+
+class FineTuningJobRequest(_Strict):
+    """``POST /v1/fine_tuning/jobs``: OpenAI's fields; ``hyperparameters`` takes this platform's
+    names (apps.finetuning.schemas.Hyperparameters), ``method.type`` is ``lora`` or ``full``."""
+
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = Field(None, max_length=32)
+    seed: int | None = None
+    method: FineTuningMethod | Literal["lora", "full"] = FineTuningMethod()
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def method_type(self) -> str:
+        return self.method if isinstance(self.method, str) else self.method.type

@@ -1,6 +1,7 @@
 from django.urls import path
 
-from . import views
+from . import finetuning_views, views
+from .views import by_method as _by_method
 
 urlpatterns = [
     path("models", views.models_list, name="api-models"),
@@ -8,5 +9,27 @@ urlpatterns = [
     path("chat/completions", views.chat_completions, name="api-chat-completions"),
     path("completions", views.completions, name="api-completions"),
     path("embeddings", views.embeddings, name="api-embeddings"),
+    path(
+        "files",
+        _by_method(finetuning_views.files_list, finetuning_views.files_create),
+        name="api-files",
+    ),
+    path("files/<str:file_id>", finetuning_views.file_detail, name="api-file"),
+    path(
+        "fine_tuning/jobs",
+        _by_method(finetuning_views.jobs_list, finetuning_views.jobs_create),
+        name="api-finetuning-jobs",
+    ),
+    path("fine_tuning/jobs/<str:job_id>", finetuning_views.job_detail, name="api-finetuning-job"),
+    path(
+        "fine_tuning/jobs/<str:job_id>/events",
+        finetuning_views.job_events_list,
+        name="api-finetuning-job-events",
+    ),
+    path(
+        "fine_tuning/jobs/<str:job_id>/cancel",
+        finetuning_views.job_cancel,
+        name="api-finetuning-job-cancel",
+    ),
     path("openapi.json", views.openapi_json, name="api-openapi"),
 ]

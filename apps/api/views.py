@@ -69,6 +69,23 @@ def api_view(method: str, *, scope: str | None) -> Callable[[View], View]:
     return decorate
 
 
+def by_method(get: View, post: View) -> View:
+    """One URL with a GET and a POST endpoint (a list and a create); others answer 405."""
+
+    @csrf_exempt
+    async def dispatch(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if request.method not in ("GET", "POST"):
+            return ApiError(
+                405,
+                "Use GET or POST for this endpoint.",
+                code="method_not_allowed",
+                headers={"Allow": "GET, POST"},
+            ).response()
+        return await (post if request.method == "POST" else get)(request, *args, **kwargs)
+
+    return dispatch  # type: ignore[return-value]
+
+
 def _admit(request: HttpRequest, scope: str | None) -> tuple[ApiKey, dict[str, Window | None]]:
     """Authenticate, then count the request against the key's rate limit and, for generation,
     check the account's token quota. Raises ApiError 401/403/429."""
