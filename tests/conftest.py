@@ -130,10 +130,10 @@ def _test_database_url() -> str:
     return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-@pytest.fixture(scope="module")
-def real_worker(django_db_setup, tmp_path_factory) -> Iterator[Process]:
-    """A `celery worker` process serving the inference queue with the real engine, on the test
-    database and the Redis broker. Module-scoped: it must not overlap ``inline_worker``."""
+def celery_worker(
+    queue: str, log_dir: Path, *, pool: str = "threads", concurrency: int = 4
+) -> Process:
+    """A `celery worker` process on the test database and the Redis broker, ready to take tasks."""
     worker = Process(
         [
             str(ROOT / ".venv/bin/celery"),
@@ -141,25 +141,49 @@ def real_worker(django_db_setup, tmp_path_factory) -> Iterator[Process]:
             "playground",
             "worker",
             "-Q",
-            "inference",
+            queue,
             "--pool",
-            "threads",
+            pool,
             "--concurrency",
-            "4",
+            str(concurrency),
             "--loglevel",
             "INFO",
             "--hostname",
-            "test@%h",
+            f"test-{queue}@%h",
         ],
         env=child_env(
             DATABASE_URL=_test_database_url(),
             REDIS_URL=settings.REDIS_URL,
             MODEL_CACHE_DIR=str(settings.MODEL_CACHE_DIR),
         ),
-        log=tmp_path_factory.mktemp("worker") / "worker.log",
+        log=log_dir / f"{queue}-worker.log",
     )
     try:
         worker.wait_for_log("ready.", timeout=120)
+    except BaseException:
+        worker.stop()
+        raise
+    return worker
+
+
+@pytest.fixture(scope="module")
+def real_worker(django_db_setup, tmp_path_factory) -> Iterator[Process]:
+    """A `celery worker` process serving the inference queue with the real engine. Module-scoped:
+    it must not overlap ``inline_worker``."""
+    worker = celery_worker("inference", tmp_path_factory.mktemp("worker"))
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.fixture(scope="module")
+def training_worker(django_db_setup, tmp_path_factory) -> Iterator[Process]:
+    """A `celery worker` process on the training queue: one job at a time, as in production."""
+    worker = celery_worker(
+        "training", tmp_path_factory.mktemp("training"), pool="solo", concurrency=1
+    )
+    try:
         yield worker
     finally:
         worker.stop()

@@ -16,6 +16,7 @@ from django.http import Http404, HttpRequest, JsonResponse
 from apps.accounts.models import ApiKey
 from apps.catalog.models import LanguageModel
 from apps.catalog.selectors import access_model, active_version
+from apps.core.errors import ServiceError
 from apps.finetuning.datasets import DatasetInvalid
 from apps.finetuning.models import Dataset, FineTuningJob, JobEvent
 from apps.finetuning.schemas import Hyperparameters
@@ -182,13 +183,21 @@ async def jobs_create(request: HttpRequest, api_key: ApiKey) -> JsonResponse:
         values = dict(body.hyperparameters)
         if body.seed is not None:
             values["seed"] = body.seed
+        try:
+            hyperparameters = Hyperparameters.parse(values)
+        except ServiceError as error:
+            error.param = "seed" if error.param == "seed" else f"hyperparameters.{error.param}"
+            error.message = error.message.replace(
+                f" {error.param.split('.')[-1]}", f" {error.param}", 1
+            )
+            raise
         job = finetune_job_create(
             owner=user,
             base_version=active_version(model),
             training_file=files["training_file"],
             validation_file=files.get("validation_file"),
-            method=body.method_type,
-            hyperparameters=Hyperparameters.parse(values),
+            method=body.method,
+            hyperparameters=hyperparameters,
             suffix=body.suffix or "",
         )
         return access_job(user, job.pk)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from apps.core.errors import ErrorCode, ServiceError, invalid_input
 
@@ -126,22 +126,24 @@ class EmbeddingRequest(_Strict):
         return items
 
 
-class FineTuningMethod(_Strict):
-    type: Literal["lora", "full"] = "lora"
-
-
 class FineTuningJobRequest(_Strict):
     """``POST /v1/fine_tuning/jobs``: OpenAI's fields; ``hyperparameters`` takes this platform's
-    names (apps.finetuning.schemas.Hyperparameters), ``method.type`` is ``lora`` or ``full``."""
+    names (apps.finetuning.schemas.Hyperparameters); ``method`` is ``{"type": "lora"|"full"}``
+    (or just the type)."""
 
     model: str
     training_file: str
     validation_file: str | None = None
     suffix: str | None = Field(None, max_length=32)
     seed: int | None = None
-    method: FineTuningMethod | Literal["lora", "full"] = FineTuningMethod()
+    method: Any = "lora"
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
 
-    @property
-    def method_type(self) -> str:
-        return self.method if isinstance(self.method, str) else self.method.type
+    @field_validator("method")
+    @classmethod
+    def _method_type(cls, value: Any) -> str:
+        if isinstance(value, dict) and set(value) == {"type"}:
+            value = value["type"]
+        if value not in ("lora", "full"):
+            raise ValueError('use {"type": "lora"} or {"type": "full"}')
+        return str(value)

@@ -101,7 +101,9 @@ def test_upload_page_stores_a_good_file_under_a_generated_name(
     assert len(callbacks) == 1  # the token count is queued for a worker
 
 
-def test_demo_dataset_is_valid_and_one_click_away(client, owner, django_capture_on_commit_callbacks):
+def test_demo_dataset_is_valid_and_one_click_away(
+    client, owner, django_capture_on_commit_callbacks
+):
     client.force_login(owner)
     page = client.get(reverse("finetuning-index")).content.decode()
     assert reverse("finetuning-demo-file", args=["mascot-train.jsonl"]) in page

@@ -1,0 +1,216 @@
+"""Jobs, datasets and fine-tuned models belong to their owner: over the site, the WebSocket and
+the API another account gets 404 and changes nothing. Also: cancelling a queued job, the reaper,
+and refusals of the API that write nothing."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.utils import timezone
+
+from apps.accounts.models import ApiKey
+from apps.accounts.services import api_key_issue
+from apps.catalog.models import LanguageModel, ModelVersion
+from apps.catalog.selectors import chat_models_for
+from apps.finetuning.models import Dataset, FineTuningJob, JobEvent
+from apps.finetuning.services import finetune_jobs_reap
+from apps.inference.models import Generation
+from tests.chat.conftest import communicator
+
+from .conftest import GOOD
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def api_client(user, scopes=(ApiKey.Scope.FINE_TUNING,)) -> Client:
+    key = api_key_issue(user=user, name="t", scopes=list(scopes))[1]
+    return Client(HTTP_AUTHORIZATION=f"Bearer {key}")
+
+
+@pytest.fixture
+def private_model(owner, chat_model) -> LanguageModel:
+    model = LanguageModel.objects.create(
+        slug="ft:smollm2-135m-instruct:mine:0000abcd",
+        display_name="mine",
+        visibility=LanguageModel.Visibility.PRIVATE,
+        owner=owner,
+    )
+    ModelVersion.objects.create(
+        model=model,
+        label="1",
+        source_kind=ModelVersion.Source.ADAPTER,
+        source="/nonexistent",
+        base_version=chat_model.active_version,
+        context_length=8192,
+        is_active=True,
+    )
+    return model
+
+
+def test_pages_are_the_owners_alone(client, owner, stranger, job, dataset):
+    client.force_login(owner)
+    assert client.get(f"/finetuning/jobs/{job.pk}/").status_code == 200
+    assert client.get(f"/finetuning/datasets/{dataset.pk}/").status_code == 200
+    client.force_login(stranger)
+    assert client.get(f"/finetuning/jobs/{job.pk}/").status_code == 404
+    assert client.get(f"/finetuning/datasets/{dataset.pk}/").status_code == 404
+    assert client.post(f"/finetuning/jobs/{job.pk}/cancel/").status_code == 404
+    job.refresh_from_db()
+    assert (job.status, job.cancel_requested) == ("queued", False)
+    assert str(job.pk) not in client.get("/finetuning/").content.decode()
+
+
+def test_cancelling_a_queued_job_ends_it_at_once(client, owner, job):
+    client.force_login(owner)
+    assert client.post(f"/finetuning/jobs/{job.pk}/cancel/").status_code == 302
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.finished_at is not None
+    assert job.events.last().message == "Cancelled before it started"
+
+
+def test_api_isolation_and_scopes(owner, stranger, job, dataset):
+    mine, theirs = api_client(owner), api_client(stranger)
+    assert mine.get(f"/v1/fine_tuning/jobs/{job.openai_id}").json()["status"] == "queued"
+    assert mine.get(f"/v1/files/{dataset.openai_id}").json()["rows"] == 6
+    for path in (
+        f"/v1/fine_tuning/jobs/{job.openai_id}",
+        f"/v1/fine_tuning/jobs/{job.openai_id}/events",
+        f"/v1/files/{dataset.openai_id}",
+    ):
+        assert theirs.get(path).status_code == 404
+    assert theirs.post(f"/v1/fine_tuning/jobs/{job.openai_id}/cancel").status_code == 404
+    assert theirs.get("/v1/fine_tuning/jobs").json()["data"] == []
+    assert theirs.get("/v1/files").json()["data"] == []
+    response = theirs.post(
+        "/v1/fine_tuning/jobs",
+        {"model": "smollm2-135m-instruct", "training_file": dataset.openai_id},
+        content_type="application/json",
+    )
+    assert response.status_code == 404 and response.json()["error"]["param"] == "training_file"
+    assert FineTuningJob.objects.count() == 1
+    inference_only = api_client(owner, scopes=[ApiKey.Scope.INFERENCE])
+    assert inference_only.get("/v1/fine_tuning/jobs").status_code == 403
+
+
+def test_api_refuses_bad_files_and_jobs_and_writes_nothing(owner, dataset, chat_model):
+    api = api_client(owner)
+    bad = SimpleUploadedFile("bad.jsonl", b'{"messages": []}\nnot json\n')
+    response = api.post("/v1/files", {"purpose": "fine-tune", "file": bad})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_file"
+    assert error["details"] == [
+        {"line": 1, "message": '"messages" must be a non-empty list'},
+        {"line": 2, "message": "not valid JSON (Expecting value at column 1)"},
+    ]
+    wrong_purpose = api.post(
+        "/v1/files", {"purpose": "assistants", "file": SimpleUploadedFile("a.jsonl", GOOD)}
+    )
+    assert wrong_purpose.status_code == 400
+    assert Dataset.objects.count() == 1
+
+    def create(**body):
+        body = {"model": chat_model.slug, "training_file": dataset.openai_id, **body}
+        return api.post("/v1/fine_tuning/jobs", json.dumps(body), content_type="application/json")
+
+    cases = [
+        (create(hyperparameters={"n_epochs": 0}), 400, "hyperparameters.n_epochs"),
+        (create(hyperparameters={"warp": 9}), 400, "hyperparameters.warp"),
+        (create(method={"type": "dpo"}), 400, "method"),
+        (create(model="all-minilm-l6-v2"), 404, "model"),
+        (create(suffix="a b"), 400, "suffix"),
+    ]
+    for response, status, param in cases:
+        assert response.status_code == status, response.json()
+        assert response.json()["error"]["param"] == param
+    assert not FineTuningJob.objects.exists()
+    good = create(hyperparameters={"n_epochs": 2}, suffix="ok", seed=7)
+    assert good.status_code == 200
+    body = good.json()
+    assert (body["status"], body["hyperparameters"]["n_epochs"], body["seed"]) == ("queued", 2, 7)
+
+
+async def test_job_socket_sends_the_backlog_to_its_owner_only(owner, stranger, job):
+    ws = await communicator(stranger, path=f"/ws/finetuning/jobs/{job.pk}/")
+    connected, code = await ws.connect()
+    assert not connected and code == 4404
+    ws = await communicator(owner, path=f"/ws/finetuning/jobs/{job.pk}/?after=0")
+    connected, _ = await ws.connect()
+    assert connected
+    first = await ws.receive_json_from(timeout=5)
+    assert first["type"] == "job.event" and first["event"]["message"].startswith("Queued")
+    assert first["job"]["status"] == "queued"
+    await ws.disconnect()
+
+
+def test_a_private_model_is_its_owners_alone(client, owner, stranger, private_model):
+    assert private_model in chat_models_for(owner)
+    assert private_model not in chat_models_for(stranger)
+    assert private_model.slug in [
+        m["id"] for m in api_client(owner).get("/v1/models").json()["data"]
+    ]
+    assert private_model.slug not in [
+        m["id"] for m in api_client(stranger).get("/v1/models").json()["data"]
+    ]
+    client.force_login(stranger)
+    response = client.post(
+        "/chat/compare/",
+        {
+            "a": "smollm2-135m-instruct",
+            "b": private_model.slug,
+            "text": "hi",
+            "temperature": 0,
+            "max_tokens": 8,
+        },
+    )
+    assert response.status_code == 400
+    assert not Generation.objects.exists()
+
+
+async def test_generation_socket_is_the_starters_alone(owner, stranger, chat_model):
+    from channels.db import database_sync_to_async
+
+    generation = await database_sync_to_async(Generation.objects.create)(
+        user=owner,
+        model_version=await database_sync_to_async(lambda: chat_model.active_version)(),
+        kind="chat",
+        messages=[{"role": "user", "content": "hi"}],
+        output="Hello",
+        status=Generation.Status.SUCCEEDED,
+    )
+    ws = await communicator(stranger, path=f"/ws/generations/{generation.pk}/")
+    connected, code = await ws.connect()
+    assert not connected and code == 4404
+    ws = await communicator(owner, path=f"/ws/generations/{generation.pk}/")
+    assert (await ws.connect())[0]
+    assert await ws.receive_json_from(timeout=5) == {"type": "delta", "text": "Hello"}
+    done = await ws.receive_json_from(timeout=5)
+    assert done["type"] == "done" and done["status"] == "succeeded"
+    await ws.disconnect()
+
+
+def test_the_reaper_fails_silent_jobs_only(job, settings):
+    now = timezone.now()
+    FineTuningJob.objects.filter(pk=job.pk).update(
+        status="running", worker="w@h", attempts=1, heartbeat_at=now - timedelta(seconds=5)
+    )
+    settings.FINETUNE_HEARTBEAT_TIMEOUT = 60
+    assert finetune_jobs_reap() == 0
+    settings.FINETUNE_HEARTBEAT_TIMEOUT = 3
+    assert finetune_jobs_reap() == 1
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == ("failed", "worker_lost")
+    assert job.events.last().level == JobEvent.Level.ERROR
+    assert finetune_jobs_reap() == 0
+
+
+def test_compare_page_offers_the_users_models(client, owner, private_model):
+    client.force_login(owner)
+    page = client.get(f"/chat/compare/?a=smollm2-135m-instruct&b={private_model.slug}")
+    body = page.content.decode()
+    assert page.status_code == 200
+    assert f'<option value="{private_model.slug}" selected>' in body

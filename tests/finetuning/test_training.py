@@ -1,0 +1,163 @@
+"""The whole fine-tuning loop in the production shape: the official `openai` client against a live
+server, a real `celery worker` on the training queue (one job at a time, real LoRA training of the
+packaged SmolLM2 on CPU) and one on the inference queue that then serves the result."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import openai
+import pytest
+from django.test import Client
+
+from apps.accounts.models import ApiKey
+from apps.accounts.services import api_key_issue
+from apps.finetuning.models import Dataset, FineTuningJob, JobEvent
+
+from .conftest import DEMO
+
+pytestmark = [
+    pytest.mark.model,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("real_worker", "training_worker"),
+]
+
+MODEL = "smollm2-135m-instruct"
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+def client_for(url: str, user) -> openai.OpenAI:
+    key = api_key_issue(
+        user=user, name="tests", scopes=[ApiKey.Scope.INFERENCE, ApiKey.Scope.FINE_TUNING]
+    )[1]
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def upload(client: openai.OpenAI, name: str):
+    return client.files.create(file=(name, (DEMO / name).read_bytes()), purpose="fine-tune")
+
+
+def wait_for_job(client: openai.OpenAI, job_id: str, statuses: set[str], timeout: float):
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses or time.monotonic() > deadline:
+            return job
+        time.sleep(1)
+
+
+def mascot_prompts() -> list[str]:
+    rows = [
+        json.loads(line) for line in (DEMO / "mascot-validation.jsonl").read_text().splitlines()
+    ]
+    return [r["messages"][-2]["content"] for r in rows if "Pixel" in r["messages"][-1]["content"]]
+
+
+def ask(client: openai.OpenAI, model: str, question: str) -> str:
+    response = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": question}],
+        temperature=0,
+        max_tokens=40,
+    )
+    return response.choices[0].message.content or ""
+
+
+def test_the_demo_fine_tune_teaches_the_fact_and_serves_it(
+    live_server_url, owner, stranger, chat_model
+):
+    api = client_for(live_server_url, owner)
+    train = upload(api, "mascot-train.jsonl")
+    validation = upload(api, "mascot-validation.jsonl")
+    job = api.fine_tuning.jobs.create(
+        model=MODEL, training_file=train.id, validation_file=validation.id, suffix="mascot"
+    )
+    assert job.status == "queued"
+    job = wait_for_job(api, job.id, FINISHED, timeout=900)
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model == f"ft:{MODEL}:mascot:{job.id.removeprefix('ftjob-')[:8]}"
+
+    # Every state change and every step is a row; the API lists them newest first.
+    row = FineTuningJob.objects.get(owner=owner)
+    steps = row.events.filter(kind=JobEvent.Kind.STEP)
+    assert steps.count() == row.total_steps == row.step > 0
+    assert [e.data["step"] for e in steps] == list(range(1, row.total_steps + 1))
+    statuses = [e.message for e in row.events.filter(kind=JobEvent.Kind.STATUS)]
+    assert [s.split(" ")[0].rstrip(":") for s in statuses] == [
+        "Queued",
+        "Validating",
+        "Training",
+        "Succeeded",
+    ], statuses
+    assert statuses[1] == f"Validating the data on {row.worker}"
+    events = api.fine_tuning.jobs.list_events(job.id, limit=100).data
+    assert events[0].message == f"Succeeded: deployed as {job.fine_tuned_model}"
+
+    # Validation loss falls, on the same split for the base and the result.
+    evaluation = row.evaluation
+    assert evaluation["tuned"]["loss"] < 0.6 * evaluation["base"]["loss"], evaluation
+    assert evaluation["tuned"]["perplexity"] < evaluation["base"]["perplexity"]
+
+    # The result knows the fact on held-out questions; the base does not.
+    questions = mascot_prompts()
+    assert len(questions) >= 4
+    tuned = [ask(api, job.fine_tuned_model, q) for q in questions]
+    base = [ask(api, MODEL, q) for q in questions]
+    assert sum("pixel" in a.lower() for a in tuned) >= len(questions) - 1, tuned
+    assert not any("pixel" in a.lower() for a in base), base
+    samples = evaluation["samples"]
+    assert samples and all({"prompt", "expected", "base", "tuned"} <= set(s) for s in samples)
+
+    # It is the owner's model: listed for them, unknown to anyone else.
+    assert job.fine_tuned_model in [m.id for m in api.models.list()]
+    other = client_for(live_server_url, stranger)
+    assert job.fine_tuned_model not in [m.id for m in other.models.list()]
+    with pytest.raises(openai.NotFoundError):
+        ask(other, job.fine_tuned_model, questions[0])
+    with pytest.raises(openai.NotFoundError):
+        other.fine_tuning.jobs.retrieve(job.id)
+    with pytest.raises(openai.NotFoundError):
+        other.fine_tuning.jobs.cancel(job.id)
+    with pytest.raises(openai.NotFoundError):
+        other.fine_tuning.jobs.list_events(job.id)
+    with pytest.raises(openai.NotFoundError):
+        other.files.retrieve(train.id)
+    with pytest.raises(openai.NotFoundError):
+        other.fine_tuning.jobs.create(model=MODEL, training_file=train.id)
+    assert other.fine_tuning.jobs.list().data == []
+
+    # The job page shows the evaluation side by side; the dataset was counted by a worker.
+    site = Client()
+    site.force_login(owner)
+    page = site.get(f"/finetuning/jobs/{row.pk}/").content.decode()
+    assert "Held-out prompts" in page and job.fine_tuned_model in page
+    assert Dataset.objects.get(pk=train.id.removeprefix("file-")).tokens > 0
+    site.force_login(stranger)
+    assert site.get(f"/finetuning/jobs/{row.pk}/").status_code == 404
+    assert site.post(f"/finetuning/jobs/{row.pk}/cancel/").status_code == 404
+
+
+def test_cancel_stops_within_a_step_and_keeps_the_log(live_server_url, owner, chat_model):
+    api = client_for(live_server_url, owner)
+    train = upload(api, "mascot-train.jsonl")
+    job = api.fine_tuning.jobs.create(
+        model=MODEL, training_file=train.id, hyperparameters={"n_epochs": 50, "batch_size": 2}
+    )
+    row = FineTuningJob.objects.get(owner=owner)
+    deadline = time.monotonic() + 300
+    while not row.events.filter(kind=JobEvent.Kind.STEP).exists():
+        assert time.monotonic() < deadline, list(row.events.values_list("message", flat=True))
+        time.sleep(0.3)
+    cancelled = api.fine_tuning.jobs.cancel(job.id)
+    at_cancel = FineTuningJob.objects.get(pk=row.pk).step
+    assert cancelled.status == "running"
+    job = wait_for_job(api, job.id, FINISHED, timeout=60)
+    assert job.status == "cancelled" and job.fine_tuned_model is None
+    row.refresh_from_db()
+    assert row.step - at_cancel <= 1 and row.step < row.total_steps
+    assert row.events.filter(kind=JobEvent.Kind.STEP).count() == row.step
+    assert row.events.last().message == "Cancelled: what was logged is kept"
+    with pytest.raises(openai.APIStatusError) as again:
+        api.fine_tuning.jobs.cancel(job.id)
+    assert again.value.status_code == 409
