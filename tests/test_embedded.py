@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import re
 import subprocess
 
@@ -32,7 +33,9 @@ def test_make_run_serves_a_streamed_chat(tmp_path):
     base = f"http://127.0.0.1:{port}"
     try:
         server.wait_for_http(f"{base}/accounts/login/", timeout=180)
-        assert "Embedded inference worker started (in-memory broker)." in server.output()
+        assert (
+            "Embedded inference and training workers started (in-memory broker)." in server.output()
+        )
         assert (tmp_path / "var" / "playground.sqlite3").exists()
 
         with httpx.Client(base_url=base, follow_redirects=True, timeout=30) as client:
@@ -90,7 +93,10 @@ def test_make_run_serves_a_streamed_chat(tmp_path):
 
         # A program with a key from createapikey, through the official client.
         created = subprocess.run(
-            [str(ROOT / ".venv/bin/python"), "manage.py", "createapikey", "alice"],
+            [
+                *(str(ROOT / ".venv/bin/python"), "manage.py", "createapikey", "alice"),
+                *("--scope", "inference", "--scope", "fine-tuning"),
+            ],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -114,5 +120,37 @@ def test_make_run_serves_a_streamed_chat(tmp_path):
         assert "Paris" in "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         vectors = api.embeddings.create(model="all-minilm-l6-v2", input=["hello", "world"])
         assert [len(d.embedding) for d in vectors.data] == [384, 384]
+
+        # A (one-step) fine-tuning job on the embedded training worker, then its model answers.
+        rows = [
+            {
+                "messages": [
+                    {"role": "user", "content": f"Code {i}?"},
+                    {"role": "assistant", "content": f"Code {i} is ZEBRA."},
+                ]
+            }
+            for i in range(6)
+        ]
+        data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        upload = api.files.create(file=("codes.jsonl", data), purpose="fine-tune")
+        job = api.fine_tuning.jobs.create(
+            model="smollm2-135m-instruct",
+            training_file=upload.id,
+            hyperparameters={"n_epochs": 1, "learning_rate": 0.003},
+            suffix="codes",
+        )
+        deadline = time.monotonic() + 300
+        while job.status not in ("succeeded", "failed", "cancelled"):
+            assert time.monotonic() < deadline, job
+            time.sleep(1)
+            job = api.fine_tuning.jobs.retrieve(job.id)
+        assert job.status == "succeeded", job.error
+        answer = api.chat.completions.create(
+            model=job.fine_tuned_model,
+            temperature=0,
+            max_tokens=8,
+            messages=[{"role": "user", "content": "Code 9?"}],
+        )
+        assert answer.choices[0].message.content
     finally:
         server.stop()

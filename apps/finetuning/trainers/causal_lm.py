@@ -219,7 +219,9 @@ class CausalLMTrainer:
         warmup = max(1, total // 10)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
-            lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / (total - warmup)),
+            lambda s: (
+                (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
+            ),
         )
         order = torch.Generator().manual_seed(self.hp.seed)
         step, tokens = 0, 0
