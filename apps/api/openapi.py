@@ -6,7 +6,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from .schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    FineTuningJobRequest,
+)
 
 _ERROR = {
     "type": "object",
@@ -60,9 +65,61 @@ def _post(model: type[BaseModel], summary: str, ok: str) -> dict[str, Any]:
     }
 
 
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _get(summary: str, ok: str, *params: str) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "responses": _responses(ok)}
+    if params:
+        operation["parameters"] = [_path_param(p) for p in params]
+    return operation
+
+
+def _finetuning_paths() -> dict[str, Any]:
+    upload = {
+        "summary": "Upload a JSONL dataset (purpose 'fine-tune'); every row is checked first",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file", "purpose"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "purpose": {"type": "string", "enum": ["fine-tune"]},
+                        },
+                    }
+                }
+            },
+        },
+        "responses": _responses(
+            "A file object. A bad file answers 400 with error.details: [{line, message}]"
+        ),
+    }
+    create = _post(FineTuningJobRequest, "Start a fine-tuning job", "A fine_tuning.job")["post"]
+    job = ("job_id",)
+    return {
+        "/files": {"get": _get("Your datasets", "A list of file objects"), "post": upload},
+        "/files/{file_id}": {"get": _get("One dataset", "A file object", "file_id")},
+        "/fine_tuning/jobs": {
+            "get": _get("Your fine-tuning jobs, newest first", "A list of fine_tuning.job"),
+            "post": create,
+        },
+        "/fine_tuning/jobs/{job_id}": {"get": _get("One job", "A fine_tuning.job", *job)},
+        "/fine_tuning/jobs/{job_id}/events": {
+            "get": _get("A job's events, newest first", "A list of fine_tuning.job.event", *job)
+        },
+        "/fine_tuning/jobs/{job_id}/cancel": {
+            "post": _get("Cancel a job (409 if it has ended)", "The fine_tuning.job", *job)
+        },
+    }
+
+
 def openapi_document(base_url: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": _ERROR}
-    for model in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest):
+    for model in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, FineTuningJobRequest):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -113,5 +170,6 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                 "A text_completion, or SSE events when stream is true",
             ),
             "/embeddings": _post(EmbeddingRequest, "Embeddings", "A list of embeddings"),
+            **_finetuning_paths(),
         },
     }

@@ -13,7 +13,14 @@ def test_openapi_describes_the_endpoints(client):
         "/chat/completions",
         "/completions",
         "/embeddings",
+        "/files",
+        "/files/{file_id}",
+        "/fine_tuning/jobs",
+        "/fine_tuning/jobs/{job_id}",
+        "/fine_tuning/jobs/{job_id}/events",
+        "/fine_tuning/jobs/{job_id}/cancel",
     }
+    assert set(document["paths"]["/fine_tuning/jobs"]) == {"get", "post"}
     chat = document["components"]["schemas"]["ChatCompletionRequest"]
     assert {"model", "messages", "stream", "top_k"} <= set(chat["properties"])
     assert chat["additionalProperties"] is False
