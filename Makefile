@@ -11,7 +11,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/playground
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install chromium run test lint format migrations-check prod worker
+.PHONY: install chromium run test lint format migrations-check prod worker worker-training
 
 install: $(INSTALLED)
 
@@ -59,3 +59,8 @@ prod: install
 worker: install
 	$(VENV)/bin/celery -A playground worker -Q inference --pool threads \
 		--concurrency $${INFERENCE_CONCURRENCY:-8} --loglevel INFO
+
+# One fine-tuning job at a time per training worker.
+worker-training: install
+	$(VENV)/bin/celery -A playground worker -Q training --pool solo --concurrency 1 \
+		--hostname training@%h --loglevel INFO
