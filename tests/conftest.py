@@ -74,6 +74,50 @@ def _own_storage(tmp_path_factory) -> None:
     settings.FINETUNE_HEARTBEAT_TIMEOUT = 8.0
 
 
+@pytest.fixture(scope="session")
+def model_cache_dir() -> Path:
+    """The repository's model cache, shared with `make run`, so the GGUF is converted only once."""
+    return settings.MODEL_CACHE_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, model_cache_dir) -> Path:
+    """A small randomly initialised Llama with SmolLM2's tokenizer, saved as a local folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from apps.catalog.packaged import PACKAGED
+    from apps.inference.engines.transformers_backend import load_tokenizer
+    from apps.inference.protocol import ModelSpec
+
+    smollm = PACKAGED[0]
+    tokenizer = load_tokenizer(
+        ModelSpec(
+            key=f"{smollm['slug']}@{smollm['label']}",
+            source_kind="packaged",
+            source=smollm["source"],
+            context_length=smollm["context_length"],
+        ),
+        model_cache_dir,
+    )
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def owner(db):
     return UserFactory(username="owner")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import re
 import subprocess
+import time
 
 import httpx
 import openai

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -482,7 +482,6 @@ def _end(
     data: dict[str, Any] | None = None,
 ) -> None:
     """Finish a working job as cancelled or failed, unless it was finished elsewhere meanwhile."""
-    close_old_connections()
     fields: dict[str, Any] = {"status": status, "finished_at": timezone.now()}
     if status == Status.FAILED:
         fields.update(error_code=code, error_message=message)

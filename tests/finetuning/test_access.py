@@ -214,3 +214,22 @@ def test_compare_page_offers_the_users_models(client, owner, private_model):
     body = page.content.decode()
     assert page.status_code == 200
     assert f'<option value="{private_model.slug}" selected>' in body
+
+
+def test_admin_lists_jobs_and_datasets_without_their_content(client, job, dataset, stranger):
+    stranger.is_staff = stranger.is_superuser = True
+    stranger.save()
+    client.force_login(stranger)
+    for path in (
+        "/admin/finetuning/finetuningjob/",
+        f"/admin/finetuning/finetuningjob/{job.pk}/change/",
+        "/admin/finetuning/dataset/",
+        f"/admin/finetuning/dataset/{dataset.pk}/change/",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert "Answer 3." not in response.content.decode()
+    assert (
+        "Queued: waiting for a training worker"
+        in client.get(f"/admin/finetuning/finetuningjob/{job.pk}/change/").content.decode()
+    )

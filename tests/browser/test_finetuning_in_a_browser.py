@@ -1,0 +1,77 @@
+"""Fine-tuning and the compare view in Chromium, against a live server, a real training worker and
+a real inference worker: the chart grows live without a reload, cancel ends the job, and a reload
+draws the same chart again from the stored events."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.helpers import ROOT
+
+from .conftest import sign_up
+
+pytestmark = [
+    pytest.mark.model,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("real_worker", "training_worker"),
+]
+
+ARTIFACTS = ROOT / "test-artifacts"
+POINTS = "document.querySelector('#loss-chart path.train')?.getAttribute('d').split(/[ML]/).length - 1 || 0"
+
+
+@pytest.fixture
+def page(browser, live_server_url, chat_model):
+    context = browser.new_context(base_url=live_server_url)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def test_a_job_streams_its_loss_live_and_cancels(page):
+    ARTIFACTS.mkdir(exist_ok=True)
+    sign_up(page, "erin")
+    page.click("nav >> text=Fine-tuning")
+    page.click("text=Add the demo dataset")
+    expect(page.locator("table.list").first).to_contain_text("mascot-train.jsonl")
+    expect(page.locator("#id_suffix")).to_have_value("mascot")  # the demo is preselected
+    page.screenshot(path=ARTIFACTS / "finetuning-index.png", full_page=True)
+    # Many small steps: long enough to watch it and to cancel it.
+    page.fill("#id_n_epochs", "50")
+    page.fill("#id_batch_size", "2")
+    page.click("text=Start fine-tuning")
+    expect(page.locator("#job-status")).to_have_text("Running", timeout=120_000)
+    page.evaluate("window.notReloaded = true")
+    page.wait_for_function(f"({POINTS}) >= 4", timeout=60_000)
+    assert page.evaluate("window.notReloaded") is True  # the points came over the WebSocket
+    expect(page.locator("#job-eta")).to_contain_text("s left")
+    expect(page.locator("#job-log")).to_contain_text("training loss")
+    page.screenshot(path=ARTIFACTS / "finetuning-job-running.png", full_page=True)
+
+    page.click("#cancel-form button")
+    expect(page.locator("#job-status")).to_have_text("Cancelled", timeout=30_000)
+    expect(page.locator("#cancel-form")).to_have_count(0)
+    drawn = page.evaluate(POINTS)
+    assert drawn >= 4
+    page.reload()
+    page.wait_for_function(f"({POINTS}) === {drawn}", timeout=5_000)
+    expect(page.locator("#job-log")).to_contain_text("Cancelled: what was logged is kept")
+
+
+def test_compare_streams_two_answers_side_by_side(page):
+    sign_up(page, "fay")
+    page.goto("/chat/compare/")
+    page.fill("#id_text", "What is the capital of France?")
+    page.fill("#id_max_tokens", "24")
+    page.click("text=Send to both")
+    panes = page.locator(".pane[data-generation]")
+    expect(panes).to_have_count(2)
+    for index in range(2):
+        expect(panes.nth(index)).to_contain_text("Paris", timeout=60_000)
+    figures = page.locator(".figures")
+    expect(figures.nth(0)).to_contain_text("tokens/s", timeout=60_000)
+    expect(figures.nth(1)).to_contain_text("tokens/s", timeout=60_000)
+    # Greedy decoding: the same model gives the same answer in both panes.
+    assert panes.nth(0).inner_text() == panes.nth(1).inner_text()
+    page.screenshot(path=ARTIFACTS / "compare.png", full_page=True)

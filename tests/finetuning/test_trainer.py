@@ -1,0 +1,112 @@
+"""The trainer and the job runner on a tiny random model, in this process (fast): what is learned
+from a row, both methods end to end with the result loading in the engine, and a row over the
+maximum length failing the job by its line number."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.catalog.models import LanguageModel, ModelVersion
+from apps.finetuning.models import FineTuningJob, JobEvent
+from apps.finetuning.schemas import Hyperparameters
+from apps.finetuning.services import dataset_create, finetune_job_create, finetune_job_run
+from apps.finetuning.trainers.causal_lm import IGNORE, encode_row
+from apps.inference.engines.transformers_backend import TransformersEngine
+from apps.inference.protocol import Finished, GenerationRequest, SamplingParams, TokenDelta
+from apps.inference.services import model_spec
+
+from .conftest import GOOD, chat_row, jsonl
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def tiny_model(tiny_model_dir) -> LanguageModel:
+    model = LanguageModel.objects.create(slug="tiny", display_name="Tiny")
+    ModelVersion.objects.create(
+        model=model,
+        label="1",
+        source_kind=ModelVersion.Source.LOCAL,
+        source=str(tiny_model_dir),
+        context_length=512,
+        is_active=True,
+    )
+    return model
+
+
+def test_only_the_assistant_turns_are_learned(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    row = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "First question"},
+            {"role": "assistant", "content": "First answer"},
+            {"role": "user", "content": "Second question"},
+            {"role": "assistant", "content": "Second answer"},
+        ]
+    }
+    ids, labels = encode_row(tokenizer, row, "chat")
+    assert len(ids) == len(labels)
+    learned = tokenizer.decode([t for t, label in zip(ids, labels, strict=True) if label != IGNORE])
+    assert learned == "First answer<|im_end|>\nSecond answer<|im_end|>\n"
+    ids, labels = encode_row(tokenizer, {"prompt": "2+2=", "completion": "4"}, "prompt_completion")
+    learned = [t for t, label in zip(ids, labels, strict=True) if label != IGNORE]
+    assert tokenizer.decode(learned) == "4" + tokenizer.eos_token
+
+
+def run_job(owner, model, data, method, **hyperparameters) -> FineTuningJob:
+    dataset = dataset_create(owner=owner, filename="d.jsonl", data=data)
+    job = finetune_job_create(
+        owner=owner,
+        base_version=model.active_version,
+        training_file=dataset,
+        method=method,
+        hyperparameters=Hyperparameters(**{"n_epochs": 2, "batch_size": 4, **hyperparameters}),
+        suffix="t",
+    )
+    finetune_job_run(job_id=str(job.pk), worker="inline@test")
+    job.refresh_from_db()
+    return job
+
+
+@pytest.mark.parametrize(
+    ("method", "source_kind"),
+    [("lora", ModelVersion.Source.ADAPTER), ("full", ModelVersion.Source.LOCAL)],
+)
+def test_both_methods_deploy_a_model_that_loads(
+    owner, tiny_model, tiny_model_dir, method, source_kind
+):
+    job = run_job(owner, tiny_model, GOOD, method)
+    assert job.status == "succeeded", job.error_message
+    version = job.result_version
+    assert version.source_kind == source_kind
+    assert version.model.owner == owner and version.model.visibility == "private"
+    assert version.model.slug == f"ft:tiny:t:{job.id.hex[:8]}"
+    assert (job.step, job.total_steps) == (4, 4)  # 5 training rows (1 held out), batches of 4
+    assert job.evaluation["base"]["loss"] > 0 and len(job.evaluation["samples"]) == 1
+    engine = TransformersEngine(model_spec(version), cache_dir=tiny_model_dir, dtype="float32")
+    events = list(
+        engine.generate(
+            GenerationRequest(
+                request_id="r",
+                params=SamplingParams(temperature=0, max_tokens=4),
+                messages=[{"role": "user", "content": "Question 1?"}],
+            )
+        )
+    )
+    assert isinstance(events[-1], Finished) and events[-1].completion_tokens >= 1
+    assert any(isinstance(e, TokenDelta) for e in events)
+
+
+def test_a_row_over_the_max_length_fails_the_job_by_its_line(owner, tiny_model):
+    rows = [chat_row(f"Question {i}?", f"Answer {i}.") for i in range(4)]
+    rows.insert(2, chat_row("Long? " + "word " * 100, "Yes."))
+    job = run_job(owner, tiny_model, jsonl(rows), "lora", max_seq_length=64, validation_fraction=0)
+    assert job.status == "failed" and job.error_code == "invalid_file"
+    assert "line 3:" in job.error_message and "over max_seq_length (64)" in job.error_message
+    assert job.result_version is None and job.step == 0
+    event = job.events.last()
+    assert event.level == JobEvent.Level.ERROR
+    assert event.data["errors"][0]["line"] == 3
