@@ -5,6 +5,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -100,8 +101,9 @@ def _read_upload(upload: UploadedFile) -> bytes:
 @require_POST
 def dataset_demo(request: AuthedHttpRequest) -> HttpResponse:
     """Add the demo dataset (training and validation files) to the user's datasets."""
-    for name in (DEMO_FILES["validation"], DEMO_FILES["train"]):
-        dataset_create(owner=request.user, filename=name, data=(DEMO_DIR / name).read_bytes())
+    with transaction.atomic():
+        for name in (DEMO_FILES["validation"], DEMO_FILES["train"]):
+            dataset_create(owner=request.user, filename=name, data=(DEMO_DIR / name).read_bytes())
     return redirect("finetuning-index")
 
 
