@@ -23,6 +23,7 @@ from apps.finetuning.schemas import Hyperparameters
 from apps.finetuning.selectors import access_dataset, access_job, datasets_for, jobs_for
 from apps.finetuning.services import (
     dataset_create,
+    dataset_delete,
     finetune_job_cancel,
     finetune_job_create,
     finetune_jobs_reap,
@@ -158,6 +159,24 @@ async def file_detail(request: HttpRequest, api_key: ApiKey, file_id: str) -> Js
     except Http404:
         raise _not_found("file", file_id) from None
     return JsonResponse(file_object(dataset))
+
+
+@api_view("DELETE", scope=SCOPE)
+async def file_delete(request: HttpRequest, api_key: ApiKey, file_id: str) -> JsonResponse:
+    def delete() -> str:
+        try:
+            dataset = access_dataset(api_key.user, file_id)
+        except Http404:
+            raise _not_found("file", file_id) from None
+        openai_id = dataset.openai_id
+        try:
+            dataset_delete(dataset=dataset)
+        except ServiceError as error:
+            raise ApiError(409, error.message, code="file_in_use", param="file_id") from None
+        return openai_id
+
+    deleted = await sync_to_async(delete)()
+    return JsonResponse({"id": deleted, "object": "file", "deleted": True})
 
 
 # -- jobs ----------------------------------------------------------------------------------------

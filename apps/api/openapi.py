@@ -102,7 +102,10 @@ def _finetuning_paths() -> dict[str, Any]:
     job = ("job_id",)
     return {
         "/files": {"get": _get("Your datasets", "A list of file objects"), "post": upload},
-        "/files/{file_id}": {"get": _get("One dataset", "A file object", "file_id")},
+        "/files/{file_id}": {
+            "get": _get("One dataset", "A file object", "file_id"),
+            "delete": _get("Delete a dataset (409 while a job uses it)", "Deleted", "file_id"),
+        },
         "/fine_tuning/jobs": {
             "get": _get("Your fine-tuning jobs, newest first", "A list of fine_tuning.job"),
             "post": create,
@@ -156,7 +159,10 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                         }
                     ],
                     "responses": _responses("The model"),
-                }
+                },
+                "delete": _get(
+                    "Delete one of your fine-tuned models (fine-tuning scope)", "Deleted", "model"
+                ),
             },
             "/chat/completions": _post(
                 ChatCompletionRequest,

@@ -5,19 +5,27 @@ from .views import by_method as _by_method
 
 urlpatterns = [
     path("models", views.models_list, name="api-models"),
-    path("models/<str:model_id>", views.model_detail, name="api-model"),
+    path(
+        "models/<str:model_id>",
+        _by_method(GET=views.model_detail, DELETE=views.model_delete),
+        name="api-model",
+    ),
     path("chat/completions", views.chat_completions, name="api-chat-completions"),
     path("completions", views.completions, name="api-completions"),
     path("embeddings", views.embeddings, name="api-embeddings"),
     path(
         "files",
-        _by_method(finetuning_views.files_list, finetuning_views.files_create),
+        _by_method(GET=finetuning_views.files_list, POST=finetuning_views.files_create),
         name="api-files",
     ),
-    path("files/<str:file_id>", finetuning_views.file_detail, name="api-file"),
+    path(
+        "files/<str:file_id>",
+        _by_method(GET=finetuning_views.file_detail, DELETE=finetuning_views.file_delete),
+        name="api-file",
+    ),
     path(
         "fine_tuning/jobs",
-        _by_method(finetuning_views.jobs_list, finetuning_views.jobs_create),
+        _by_method(GET=finetuning_views.jobs_list, POST=finetuning_views.jobs_create),
         name="api-finetuning-jobs",
     ),
     path("fine_tuning/jobs/<str:job_id>", finetuning_views.job_detail, name="api-finetuning-job"),

@@ -69,19 +69,21 @@ def api_view(method: str, *, scope: str | None) -> Callable[[View], View]:
     return decorate
 
 
-def by_method(get: View, post: View) -> View:
-    """One URL with a GET and a POST endpoint (a list and a create); others answer 405."""
+def by_method(**views: View) -> View:
+    """One URL with an endpoint per method (``GET=..., POST=...``); others answer 405."""
+    allowed = ", ".join(views)
 
     @csrf_exempt
     async def dispatch(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if request.method not in ("GET", "POST"):
+        view = views.get(request.method or "")
+        if view is None:
             return ApiError(
                 405,
-                "Use GET or POST for this endpoint.",
+                f"Use {allowed} for this endpoint.",
                 code="method_not_allowed",
-                headers={"Allow": "GET, POST"},
+                headers={"Allow": allowed},
             ).response()
-        return await (post if request.method == "POST" else get)(request, *args, **kwargs)
+        return await view(request, *args, **kwargs)
 
     return dispatch  # type: ignore[return-value]
 
@@ -137,6 +139,30 @@ def _model_object(model: LanguageModel) -> dict[str, Any]:
 async def models_list(request: HttpRequest, api_key: ApiKey) -> HttpResponse:
     models = await sync_to_async(lambda: list(LanguageModel.objects.usable_by(api_key.user)))()
     return JsonResponse({"object": "list", "data": [_model_object(m) for m in models]})
+
+
+@api_view("DELETE", scope=ApiKey.Scope.FINE_TUNING)
+async def model_delete(request: HttpRequest, api_key: ApiKey, model_id: str) -> HttpResponse:
+    """Delete one of the account's fine-tuned models (OpenAI's ``DELETE /v1/models/{id}``)."""
+    from apps.finetuning.services import fine_tuned_model_delete
+
+    def delete() -> None:
+        model = (
+            LanguageModel.objects.usable_by(api_key.user)
+            .filter(slug=model_id, owner=api_key.user)
+            .first()
+        )
+        if model is None:
+            raise ApiError(
+                404,
+                f"The model {model_id!r} is not a fine-tuned model of this account.",
+                code="model_not_found",
+                param="model",
+            )
+        fine_tuned_model_delete(model=model)
+
+    await sync_to_async(delete)()
+    return JsonResponse({"id": model_id, "object": "model", "deleted": True})
 
 
 @api_view("GET", scope=None)

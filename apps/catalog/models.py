@@ -31,6 +31,7 @@ class LanguageModel(models.Model):
         CHAT = "chat", "Chat"
         COMPLETION = "completion", "Completion"
         EMBEDDINGS = "embeddings", "Embeddings"
+        CLASSIFICATION = "classification", "Text classification"
 
     class Visibility(models.TextChoices):
         PUBLIC = "public", "Everyone"

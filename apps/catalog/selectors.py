@@ -7,6 +7,7 @@ from apps.accounts.models import User
 from .models import LanguageModel, ModelVersion
 
 DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
+DEFAULT_CLASSIFIER_BASE = "all-minilm-l6-v2"  # the packaged encoder classifiers are trained on
 
 
 def chat_models_for(user: User) -> list[LanguageModel]:

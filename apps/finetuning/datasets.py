@@ -1,14 +1,19 @@
-"""Checking an uploaded JSONL file before anything is stored or trained.
+"""Checking an uploaded file before anything is stored or trained.
 
-Two row shapes are accepted, one per file:
-- chat: ``{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}``, ending
-  with an assistant message (the assistant turns are what the model learns);
-- prompt and completion: ``{"prompt": "...", "completion": "..."}``.
+Three row shapes are accepted, one per file:
+- chat (JSONL): ``{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}``,
+  ending with an assistant message (the assistant turns are what the model learns);
+- prompt and completion (JSONL): ``{"prompt": "...", "completion": "..."}``;
+- classification: ``{"text": "...", "label": "..."}`` per JSONL line, or a CSV file whose header
+  has the columns ``text`` and ``label``.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +21,11 @@ from django.conf import settings
 
 CHAT = "chat"
 PROMPT_COMPLETION = "prompt_completion"
+CLASSIFICATION = "classification"
 ROLES = ("system", "user", "assistant")
 MAX_REPORTED_ERRORS = 50
+MAX_LABELS = 100
+MAX_LABEL_CHARS = 100
 
 
 @dataclass
@@ -48,6 +56,12 @@ class ParsedDataset:
     format: str
     rows: list[dict[str, Any]] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)  # the file line of each row
+    is_csv: bool = False
+
+    @property
+    def label_counts(self) -> dict[str, int]:
+        """Rows per label, most frequent first (classification only)."""
+        return dict(Counter(row["label"] for row in self.rows).most_common())
 
 
 def parse_dataset(data: bytes) -> ParsedDataset:
@@ -65,6 +79,31 @@ def parse_dataset(data: bytes) -> ParsedDataset:
         raise DatasetInvalid(
             "The file is not UTF-8 text.", [RowError(line, "bytes that are not UTF-8")]
         ) from None
+    header = text.lstrip().split("\n", 1)[0].lower()
+    looks_csv = not header.startswith("{") and "text" in header and "label" in header
+    parsed = _parse_csv(text) if looks_csv else _parse_jsonl(text)
+    if len(parsed.rows) > settings.FINETUNE_MAX_ROWS:
+        raise DatasetInvalid(
+            f"The file has {len(parsed.rows)} rows; the limit is {settings.FINETUNE_MAX_ROWS}."
+        )
+    if parsed.format == CLASSIFICATION:
+        labels = parsed.label_counts
+        if len(labels) < 2:
+            raise DatasetInvalid(
+                f"Every row has the label {next(iter(labels))!r}; a classifier needs at least "
+                "two labels."
+            )
+        if len(labels) > MAX_LABELS:
+            raise DatasetInvalid(f"The file has {len(labels)} labels; the limit is {MAX_LABELS}.")
+    return parsed
+
+
+def _refuse(errors: list[RowError]) -> DatasetInvalid:
+    count = f"{len(errors)}{'+' if len(errors) >= MAX_REPORTED_ERRORS else ''}"
+    return DatasetInvalid(f"{count} rows are not valid; fix them and upload again", errors)
+
+
+def _parse_jsonl(text: str) -> ParsedDataset:
     errors: list[RowError] = []
     parsed = ParsedDataset(format="")
     lines = text.split("\n")
@@ -79,12 +118,51 @@ def parse_dataset(data: bytes) -> ParsedDataset:
         if len(errors) >= MAX_REPORTED_ERRORS:
             break
     if errors:
-        count = f"{len(errors)}{'+' if len(errors) >= MAX_REPORTED_ERRORS else ''}"
-        raise DatasetInvalid(f"{count} rows are not valid; fix them and upload again", errors)
-    if len(parsed.rows) > settings.FINETUNE_MAX_ROWS:
+        raise _refuse(errors)
+    return parsed
+
+
+def _parse_csv(text: str) -> ParsedDataset:
+    """A CSV file of classification rows: a header with ``text`` and ``label``, then one row each."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [name.strip().lower() for name in next(reader)]
+    except (StopIteration, csv.Error):
+        raise DatasetInvalid("The file is neither JSONL nor a CSV file with a header.") from None
+    if sorted(header) != ["label", "text"]:
         raise DatasetInvalid(
-            f"The file has {len(parsed.rows)} rows; the limit is {settings.FINETUNE_MAX_ROWS}."
+            "A CSV file needs a header line with exactly the columns text and label "
+            f"(found: {', '.join(header) or 'nothing'}).",
+            [RowError(1, "the header must be text,label")],
         )
+    text_at, label_at = header.index("text"), header.index("label")
+    parsed = ParsedDataset(format=CLASSIFICATION, is_csv=True)
+    errors: list[RowError] = []
+    start = reader.line_num + 1
+    try:
+        for record in reader:
+            line, start = start, reader.line_num + 1
+            if not record or all(not cell.strip() for cell in record):
+                errors.append(RowError(line, "an empty row"))
+            elif len(record) != 2:
+                errors.append(RowError(line, f"{len(record)} columns; a row has text and label"))
+            else:
+                problem = _check_classification(
+                    {"text": record[text_at], "label": record[label_at]}
+                )
+                if problem:
+                    errors.append(RowError(line, problem))
+                else:
+                    parsed.rows.append({"text": record[text_at], "label": record[label_at].strip()})
+                    parsed.lines.append(line)
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
+    except csv.Error as exc:
+        errors.append(RowError(reader.line_num, f"not valid CSV ({exc})"))
+    if errors:
+        raise _refuse(errors)
+    if not parsed.rows:
+        raise DatasetInvalid("The file has a header but no rows.")
     return parsed
 
 
@@ -97,14 +175,21 @@ def _check_line(line: str, parsed: ParsedDataset) -> str | None:
         return f"not valid JSON ({exc.msg} at column {exc.colno})"
     if not isinstance(row, dict):
         return "not a JSON object"
-    kind = CHAT if "messages" in row else PROMPT_COMPLETION if "prompt" in row else None
-    if kind is None:
-        return 'a row needs "messages" (chat) or "prompt" and "completion"'
+    if "messages" in row:
+        kind, check = CHAT, _check_chat
+    elif "prompt" in row:
+        kind, check = PROMPT_COMPLETION, _check_prompt_completion
+    elif "text" in row:
+        kind, check = CLASSIFICATION, _check_classification
+    else:
+        return 'a row needs "messages" (chat), "prompt" and "completion", or "text" and "label"'
     if parsed.format and kind != parsed.format:
         return f"a {kind} row in a {parsed.format} file; use one shape per file"
-    problem = _check_chat(row) if kind == CHAT else _check_prompt_completion(row)
+    problem = check(row)
     if problem is None:
         parsed.format = parsed.format or kind
+        if kind == CLASSIFICATION:
+            row = {"text": row["text"], "label": str(row["label"]).strip()}
         parsed.rows.append(row)
     return problem
 
@@ -139,7 +224,16 @@ def _check_prompt_completion(row: dict[str, Any]) -> str | None:
     return None
 
 
-def read_rows(path: str) -> list[dict[str, Any]]:
-    """The rows of a stored (already validated) dataset file."""
-    with open(path, "rb") as handle:
-        return parse_dataset(handle.read()).rows
+def _check_classification(row: dict[str, Any]) -> str | None:
+    if set(row) != {"text", "label"}:
+        return 'a classification row has exactly "text" and "label"'
+    if not isinstance(row["text"], str) or not row["text"].strip():
+        return '"text" must be non-empty text'
+    label = row["label"]
+    if isinstance(label, bool) or not isinstance(label, str | int):
+        return '"label" must be text or a whole number'
+    if not str(label).strip():
+        return '"label" must not be empty'
+    if len(str(label)) > MAX_LABEL_CHARS:
+        return f'"label" must be at most {MAX_LABEL_CHARS} characters'
+    return None

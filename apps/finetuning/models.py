@@ -12,7 +12,8 @@ from django.db import models
 
 def _dataset_path(instance: Dataset, filename: str) -> str:
     # Generated names only: the client's file name is kept for display, never used as a path.
-    return f"datasets/{instance.owner_id}/{instance.id}.jsonl"
+    extension = ".csv" if filename.endswith(".csv") else ".jsonl"
+    return f"datasets/{instance.owner_id}/{instance.id}{extension}"
 
 
 class Dataset(models.Model):
@@ -22,6 +23,10 @@ class Dataset(models.Model):
     class Format(models.TextChoices):
         CHAT = "chat", "Chat messages"
         PROMPT_COMPLETION = "prompt_completion", "Prompt and completion"
+        CLASSIFICATION = "classification", "Text and label"
+
+    # A label with this many times fewer rows than the most frequent one gets a warning.
+    IMBALANCE_RATIO = 5
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
@@ -32,6 +37,7 @@ class Dataset(models.Model):
     format = models.CharField(max_length=20, choices=Format.choices)
     bytes = models.PositiveBigIntegerField()
     rows = models.PositiveIntegerField()
+    label_counts = models.JSONField(default=dict, blank=True)  # classification: rows per label
     # Counted by a worker with ``tokenizer_model``'s tokenizer; null until it has.
     tokens = models.PositiveBigIntegerField(null=True, blank=True)
     tokenizer_model = models.CharField(max_length=200, blank=True)
@@ -50,6 +56,21 @@ class Dataset(models.Model):
         return f"file-{self.id.hex}"
 
     @property
+    def imbalance_warning(self) -> str:
+        """A warning when the labels are very unbalanced (a classifier may learn the majority)."""
+        if len(self.label_counts) < 2:
+            return ""
+        most, least = max(self.label_counts.values()), min(self.label_counts.values())
+        if most < self.IMBALANCE_RATIO * least:
+            return ""
+        rare = [label for label, n in self.label_counts.items() if n == least]
+        return (
+            f"The labels are unbalanced: {', '.join(rare)} has {least} rows against {most} for "
+            "the most frequent label. Accuracy alone will flatter a model that predicts the "
+            "majority; compare macro F1 with the baselines."
+        )
+
+    @property
     def is_analyzed(self) -> bool:
         return self.tokens is not None or bool(self.analysis_error)
 
@@ -63,9 +84,19 @@ class FineTuningJob(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    class Kind(models.TextChoices):
+        CHAT = "chat", "Chat model"
+        CLASSIFICATION = "classification", "Text classifier"
+
     class Method(models.TextChoices):
-        LORA = "lora", "LoRA adapter"
+        LORA = "lora", "LoRA adapter (chat)"
         FULL = "full", "Full fine-tuning"
+        HEAD = "head", "Frozen encoder, trained head (classifier)"
+
+    METHODS = {
+        Kind.CHAT: (Method.LORA, Method.FULL),
+        Kind.CLASSIFICATION: (Method.FULL, Method.HEAD),
+    }
 
     ACTIVE = (Status.QUEUED, Status.VALIDATING, Status.RUNNING)
     WORKING = (Status.VALIDATING, Status.RUNNING)
@@ -81,6 +112,8 @@ class FineTuningJob(models.Model):
     validation_file = models.ForeignKey(
         Dataset, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
+    # Follows from the base model: a chat model is fine-tuned, an encoder becomes a classifier.
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.CHAT)
     method = models.CharField(max_length=10, choices=Method.choices, default=Method.LORA)
     hyperparameters = models.JSONField()  # apps.finetuning.schemas.Hyperparameters, validated
     suffix = models.CharField(max_length=40, blank=True)
@@ -98,8 +131,10 @@ class FineTuningJob(models.Model):
     trained_tokens = models.PositiveBigIntegerField(default=0)
     train_rows = models.PositiveIntegerField(default=0)
     validation_rows = models.PositiveIntegerField(default=0)
-    # {"base": {"loss", "perplexity"}, "tuned": {...}, "samples": [{"prompt", "expected", "base",
-    # "tuned"}]}
+    # chat: {"base": {"loss", "perplexity"}, "tuned": {...}, "samples": [{"prompt", "expected",
+    # "base", "tuned"}]}; classification: {"labels", "splits", "test": <metrics>, "baselines":
+    # {"majority": <metrics>, "tfidf_logreg": <metrics>}, "predictions": [{"line", "text",
+    # "label", "predicted", "scores"}]} (apps.finetuning.metrics)
     evaluation = models.JSONField(default=dict, blank=True)
     result_version = models.OneToOneField(
         "catalog.ModelVersion",

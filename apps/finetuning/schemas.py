@@ -8,8 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from apps.core.errors import invalid_input
 
-# Learning rates that suit each method when none is given.
-DEFAULT_LEARNING_RATE = {"lora": 2e-3, "full": 5e-5}
+# Learning rates that suit each kind of job and method when none is given.
+DEFAULT_LEARNING_RATE = {
+    ("chat", "lora"): 2e-3,
+    ("chat", "full"): 5e-5,
+    ("classification", "full"): 1e-4,
+    ("classification", "head"): 1e-2,
+}
 
 
 class Hyperparameters(BaseModel):
@@ -25,6 +30,8 @@ class Hyperparameters(BaseModel):
     max_seq_length: int = Field(512, ge=16, le=8192)
     # Share of the training rows held out for validation when no validation file is given.
     validation_fraction: float = Field(0.1, ge=0.0, le=0.5)
+    # Classification: share of each label's rows held out as the test split (stratified).
+    test_fraction: float = Field(0.2, gt=0.0, le=0.5)
     seed: int = Field(42, ge=0, le=2**31 - 1)
 
     @model_validator(mode="after")
@@ -33,8 +40,8 @@ class Hyperparameters(BaseModel):
             raise ValueError("lora_alpha must be at most 16 times lora_rank")
         return self
 
-    def learning_rate_for(self, method: str) -> float:
-        return self.learning_rate or DEFAULT_LEARNING_RATE[method]
+    def learning_rate_for(self, kind: str, method: str) -> float:
+        return self.learning_rate or DEFAULT_LEARNING_RATE[(kind, method)]
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> Hyperparameters:

@@ -20,11 +20,11 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.catalog.models import LanguageModel, ModelVersion
-from apps.catalog.selectors import DEFAULT_CHAT_MODEL
+from apps.catalog.selectors import DEFAULT_CHAT_MODEL, DEFAULT_CLASSIFIER_BASE
 from apps.core.errors import ErrorCode, ServiceError
 from apps.inference.services import model_spec
 
-from .datasets import DatasetInvalid, ParsedDataset, parse_dataset
+from .datasets import CLASSIFICATION, DatasetInvalid, ParsedDataset, parse_dataset
 from .models import Dataset, FineTuningJob, JobEvent
 from .schemas import Hyperparameters
 from .streaming import publish_event
@@ -55,34 +55,48 @@ def dataset_create(*, owner: User, filename: str, data: bytes) -> Dataset:
             format=parsed.format,
             bytes=len(data),
             rows=len(parsed.rows),
+            label_counts=parsed.label_counts if parsed.format == CLASSIFICATION else {},
         )
-        dataset.file.save("upload.jsonl", ContentFile(data), save=False)
+        extension = "csv" if parsed.is_csv else "jsonl"
+        dataset.file.save(f"upload.{extension}", ContentFile(data), save=False)
         dataset.save()
         # A file written for a transaction that rolls back is removed with it.
         transaction.on_commit(lambda: analyze_dataset.delay(str(dataset.pk)))
     return dataset
 
 
+# The tokenizer that counts a dataset's tokens: the model its rows are most likely trained on.
+ANALYSIS_MODEL = {CLASSIFICATION: DEFAULT_CLASSIFIER_BASE}
+
+
 def dataset_analyze(*, dataset_id: str) -> None:
-    """Count the tokens of a dataset and render a few rows through the default chat model's
-    template (worker side; needs the tokenizer). Idempotent; never raises."""
+    """Count the tokens of a dataset and render a few rows as the model will see them (through
+    the default chat model's template; a classifier's rows as label and text). Worker side: needs
+    the tokenizer. Idempotent; never raises."""
     from .trainers.causal_lm import encode_row, render_row, tokenizer_for
 
     dataset = Dataset.objects.filter(pk=dataset_id).first()
     if dataset is None or dataset.is_analyzed:
         return
-    model = LanguageModel.objects.filter(slug=DEFAULT_CHAT_MODEL).first()
+    slug = ANALYSIS_MODEL.get(dataset.format, DEFAULT_CHAT_MODEL)
+    model = LanguageModel.objects.filter(slug=slug).first()
     version = model.active_version if model else None
     try:
         if version is None:
-            raise RuntimeError(f"no active version of {DEFAULT_CHAT_MODEL} to count tokens with")
+            raise RuntimeError(f"no active version of {slug} to count tokens with")
         tokenizer = tokenizer_for(model_spec(version), settings.MODEL_CACHE_DIR)
         parsed = _read(dataset)
-        dataset.tokens = sum(
-            len(encode_row(tokenizer, row, parsed.format)[0]) for row in parsed.rows
-        )
-        dataset.preview = [render_row(tokenizer, row, parsed.format) for row in parsed.rows[:3]]
-        dataset.tokenizer_model = DEFAULT_CHAT_MODEL
+        if parsed.format == CLASSIFICATION:
+            dataset.tokens = sum(len(tokenizer(row["text"])["input_ids"]) for row in parsed.rows)
+            dataset.preview = [f"[{row['label']}] {row['text']}" for row in parsed.rows[:3]]
+        else:
+            dataset.tokens = sum(
+                len(encode_row(tokenizer, row, parsed.format)[0]) for row in parsed.rows
+            )
+            dataset.preview = [
+                render_row(tokenizer, row, parsed.format) for row in parsed.rows[:3]
+            ]
+        dataset.tokenizer_model = slug
     except Exception as exc:
         logger.exception("analysing dataset %s failed", dataset.pk)
         dataset.analysis_error = f"Counting tokens failed: {exc}"
@@ -110,19 +124,24 @@ def finetune_job_create(
     base that cannot be fine-tuned or a bad suffix."""
     from .tasks import run_finetune_job
 
-    if base_version.model.task != LanguageModel.Task.CHAT or base_version.base_version_id:
+    kind = FineTuningJob.Kind(_job_kind(base_version))
+    methods = FineTuningJob.METHODS[kind]
+    if method not in methods:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            f"{base_version.model.slug} cannot be fine-tuned; pick a packaged or registered chat "
-            "model.",
-            param="model",
-        )
-    if method not in FineTuningJob.Method.values:
-        raise ServiceError(
-            ErrorCode.INVALID_PARAMETER,
-            f"method must be one of {', '.join(FineTuningJob.Method.values)}",
+            f"method must be {' or '.join(methods)} for a {kind} job on {base_version.model.slug}",
             param="method",
         )
+    formats = _FORMATS[kind]
+    for param, dataset in (("training_file", training_file), ("validation_file", validation_file)):
+        if dataset is not None and dataset.format not in formats:
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                f"{dataset.filename} holds {dataset.get_format_display().lower()} rows; a {kind} "
+                f"job on {base_version.model.slug} needs "
+                f"{' or '.join(Dataset.Format(f).label.lower() for f in formats)} rows.",
+                param=param,
+            )
     if suffix and not all(c.isascii() and (c.isalnum() or c == "-") for c in suffix):
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
@@ -136,6 +155,7 @@ def finetune_job_create(
     with transaction.atomic():
         job = FineTuningJob.objects.create(
             owner=owner,
+            kind=kind,
             base_version=base_version,
             training_file=training_file,
             validation_file=validation_file,
@@ -146,6 +166,28 @@ def finetune_job_create(
         _event(job, JobEvent.Kind.STATUS, "Queued: waiting for a training worker")
         transaction.on_commit(lambda: run_finetune_job.delay(str(job.pk)))
     return job
+
+
+_FORMATS = {
+    FineTuningJob.Kind.CHAT: (Dataset.Format.CHAT, Dataset.Format.PROMPT_COMPLETION),
+    FineTuningJob.Kind.CLASSIFICATION: (Dataset.Format.CLASSIFICATION,),
+}
+
+
+def _job_kind(base_version: ModelVersion) -> str:
+    """A chat model is fine-tuned; a sentence encoder (embeddings) becomes a classifier."""
+    task = base_version.model.task
+    if base_version.base_version_id is None and base_version.model.owner_id is None:
+        if task == LanguageModel.Task.CHAT:
+            return FineTuningJob.Kind.CHAT
+        if task == LanguageModel.Task.EMBEDDINGS:
+            return FineTuningJob.Kind.CLASSIFICATION
+    raise ServiceError(
+        ErrorCode.INVALID_PARAMETER,
+        f"{base_version.model.slug} cannot be fine-tuned; pick a registered chat model, or an "
+        "embeddings model to train a classifier.",
+        param="model",
+    )
 
 
 def finetune_job_cancel(*, job: FineTuningJob) -> bool:
@@ -207,7 +249,8 @@ def _event(
 
 # -- jobs: the worker side -----------------------------------------------------------------------
 def finetune_job_run(*, job_id: str, worker: str) -> None:
-    """Run one queued job to its end on this worker. Never raises.
+    """Run one queued job to its end on this worker. A failure of the job ends it as failed (with
+    a code and a reason) rather than raising.
 
     Only a queued job is claimed (compare-and-set), so a redelivered task never starts a second
     trainer for a job: a job that lost its worker is failed by ``finetune_jobs_reap`` instead.
@@ -315,8 +358,6 @@ def _split(
 
 
 def _run(job: FineTuningJob) -> None:
-    from .trainers.causal_lm import CausalLMTrainer, prompt_of
-
     deadline = time.monotonic() + settings.FINETUNE_MAX_SECONDS
     hp = Hyperparameters.model_validate(job.hyperparameters)
     parsed = _read(job.training_file)
@@ -325,6 +366,71 @@ def _run(job: FineTuningJob) -> None:
         raise DatasetInvalid(
             "The validation file's rows have another shape than the training file's."
         )
+    if job.kind == FineTuningJob.Kind.CLASSIFICATION:
+        _run_classifier(job, hp, parsed, validation, deadline)
+    else:
+        _run_chat(job, hp, parsed, validation, deadline)
+
+
+def _start_training(
+    job: FineTuningJob, deadline: float, *, total: int, train: int, val: int
+) -> None:
+    now = timezone.now()
+    if not _mine(job).update(
+        status=Status.RUNNING,
+        total_steps=total,
+        training_started_at=now,
+        heartbeat_at=now,
+        train_rows=train,
+        validation_rows=val,
+    ):
+        _check(job, deadline)
+    job.refresh_from_db()
+    epochs = Hyperparameters.model_validate(job.hyperparameters).n_epochs
+    _event(job, JobEvent.Kind.STATUS, f"Training: {epochs} epochs, {total} steps")
+
+
+def _step_logger(job: FineTuningJob, deadline: float) -> Any:
+    """The trainers' per-step callback: stop if asked, then record the step and publish it."""
+
+    def on_step(step: int, total: int, epoch: int, loss: float, lr: float, tokens: int) -> None:
+        _check(job, deadline)
+        job.step, job.trained_tokens, job.heartbeat_at = step, tokens, timezone.now()
+        _mine(job).update(step=step, trained_tokens=tokens, heartbeat_at=job.heartbeat_at)
+        _event(
+            job,
+            JobEvent.Kind.STEP,
+            f"Step {step}/{total}: training loss {loss:.4f}",
+            {
+                "step": step,
+                "total_steps": total,
+                "epoch": epoch,
+                "train_loss": loss,
+                "learning_rate": lr,
+                "tokens_seen": tokens,
+            },
+        )
+
+    return on_step
+
+
+def _save(job: FineTuningJob, trainer: Any, deadline: float) -> Path:
+    _check(job, deadline)
+    output = settings.FINETUNE_OUTPUT_DIR / job.id.hex
+    output.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save(output)
+    return output
+
+
+def _run_chat(
+    job: FineTuningJob,
+    hp: Hyperparameters,
+    parsed: ParsedDataset,
+    validation: ParsedDataset | None,
+    deadline: float,
+) -> None:
+    from .trainers.causal_lm import CausalLMTrainer, prompt_of
+
     train_rows, val_rows = _split(parsed, validation, hp.validation_fraction, hp.seed)
     trainer = CausalLMTrainer(
         base=model_spec(job.base_version),
@@ -362,37 +468,7 @@ def _run(job: FineTuningJob) -> None:
     _check(job, deadline)
 
     trainer.add_adapter()
-    total = trainer.total_steps(train)
-    now = timezone.now()
-    if not _mine(job).update(
-        status=Status.RUNNING,
-        total_steps=total,
-        training_started_at=now,
-        heartbeat_at=now,
-        train_rows=len(train),
-        validation_rows=len(val),
-    ):
-        _check(job, deadline)
-    job.refresh_from_db()
-    _event(job, JobEvent.Kind.STATUS, f"Training: {hp.n_epochs} epochs, {total} steps")
-
-    def on_step(step: int, total: int, epoch: int, loss: float, lr: float, tokens: int) -> None:
-        _check(job, deadline)
-        job.step, job.trained_tokens, job.heartbeat_at = step, tokens, timezone.now()
-        _mine(job).update(step=step, trained_tokens=tokens, heartbeat_at=job.heartbeat_at)
-        _event(
-            job,
-            JobEvent.Kind.STEP,
-            f"Step {step}/{total}: training loss {loss:.4f}",
-            {
-                "step": step,
-                "total_steps": total,
-                "epoch": epoch,
-                "train_loss": loss,
-                "learning_rate": lr,
-                "tokens_seen": tokens,
-            },
-        )
+    _start_training(job, deadline, total=trainer.total_steps(train), train=len(train), val=len(val))
 
     def on_epoch(epoch: int, step: int) -> None:
         if not val:
@@ -406,7 +482,7 @@ def _run(job: FineTuningJob) -> None:
             {"step": step, "epoch": epoch, "val_loss": loss, "perplexity": math.exp(loss)},
         )
 
-    trainer.fit(train, on_step=on_step, on_epoch=on_epoch)
+    trainer.fit(train, on_step=_step_logger(job, deadline), on_epoch=on_epoch)
     tuned_answers = trainer.answer([prompt for prompt, _ in samples])
     evaluation["samples"] = [
         {"prompt": _prompt_text(prompt), "expected": expected, "base": base, "tuned": tuned}
@@ -414,11 +490,135 @@ def _run(job: FineTuningJob) -> None:
             samples, base_answers, tuned_answers, strict=True
         )
     ]
+    _deploy(job, _save(job, trainer, deadline), evaluation)
+
+
+def stratified_split(
+    parsed: ParsedDataset, fractions: tuple[float, ...], seed: int
+) -> list[ParsedDataset]:
+    """Split classification rows into the training part and one part per fraction, each label
+    divided in the same proportions (seeded). Every label keeps at least one training row."""
+    by_label: dict[str, list[int]] = {}
+    for index, row in enumerate(parsed.rows):
+        by_label.setdefault(row["label"], []).append(index)
+    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
+    rng = random.Random(seed)
+    for label in sorted(by_label):
+        indexes = by_label[label]
+        rng.shuffle(indexes)
+        start = 0
+        for part, fraction in enumerate(fractions, start=1):
+            take = min(math.ceil(len(indexes) * fraction), len(indexes) - start - 1)
+            parts[part].extend(indexes[start : start + max(take, 0)])
+            start += max(take, 0)
+        parts[0].extend(indexes[start:])
+    return [
+        ParsedDataset(
+            parsed.format,
+            [parsed.rows[i] for i in sorted(part)],
+            [parsed.lines[i] for i in sorted(part)],
+        )
+        for part in parts
+    ]
+
+
+def _run_classifier(
+    job: FineTuningJob,
+    hp: Hyperparameters,
+    parsed: ParsedDataset,
+    validation: ParsedDataset | None,
+    deadline: float,
+) -> None:
+    from .metrics import classification_metrics, majority_baseline, tfidf_logreg_baseline
+    from .trainers.classifier import ClassifierTrainer
+
+    if validation is None:
+        train_rows, test_rows, val_rows = stratified_split(
+            parsed, (hp.test_fraction, hp.validation_fraction), hp.seed
+        )
+    else:
+        train_rows, test_rows = stratified_split(parsed, (hp.test_fraction,), hp.seed)
+        val_rows = validation
+    labels = sorted(parsed.label_counts)
+    trainer = ClassifierTrainer(
+        base=model_spec(job.base_version),
+        method=job.method,
+        hyperparameters=hp,
+        labels=labels,
+        cache_dir=settings.MODEL_CACHE_DIR,
+        device=settings.INFERENCE_DEVICE,
+        threads=settings.INFERENCE_THREADS,
+    )
+    trainer.load()
+    train = trainer.encode(train_rows.rows, train_rows.lines, source="training data")
+    val = trainer.encode(val_rows.rows, val_rows.lines, source="validation data")
+    test = trainer.encode(test_rows.rows, test_rows.lines, source="test split")
+    splits = {"train": len(train), "validation": len(val), "test": len(test)}
+    _event(
+        job,
+        JobEvent.Kind.MESSAGE,
+        f"{len(labels)} labels; {len(train)} training, {len(val)} validation and {len(test)} "
+        "test rows, split by label",
+        {"labels": labels, **splits},
+    )
+    if not test:
+        raise DatasetInvalid("The test split is empty: upload more rows or raise test_fraction.")
     _check(job, deadline)
-    output = settings.FINETUNE_OUTPUT_DIR / job.id.hex
-    output.parent.mkdir(parents=True, exist_ok=True)
-    trainer.save(output)
-    _deploy(job, output, evaluation)
+    _start_training(job, deadline, total=trainer.total_steps(train), train=len(train), val=len(val))
+
+    def on_epoch(epoch: int, step: int) -> None:
+        if not val:
+            return
+        loss, accuracy = trainer.evaluate(val)
+        _event(
+            job,
+            JobEvent.Kind.EVAL,
+            f"Epoch {epoch}: validation loss {loss:.4f}, accuracy {accuracy:.3f}",
+            {"step": step, "epoch": epoch, "val_loss": loss, "val_accuracy": accuracy},
+        )
+
+    trainer.fit(train, on_step=_step_logger(job, deadline), on_epoch=on_epoch)
+    _check(job, deadline)
+    scores = trainer.predict(test)
+    truth = [labels[e.label] for e in test]
+    predicted = [labels[max(range(len(labels)), key=row.__getitem__)] for row in scores]
+    majority = majority_baseline([row["label"] for row in train_rows.rows])
+    tfidf = tfidf_logreg_baseline(
+        [e.text for e in train], [labels[e.label] for e in train], [e.text for e in test], hp.seed
+    )
+    evaluation: dict[str, Any] = {
+        "labels": labels,
+        "splits": splits,
+        "test": classification_metrics(truth, predicted, labels),
+        "baselines": {
+            "majority": {
+                "label": majority,
+                **classification_metrics(truth, [majority] * len(test), labels),
+            },
+            "tfidf_logreg": classification_metrics(truth, tfidf, labels),
+        },
+        "predictions": [
+            {
+                "line": e.line,
+                "text": e.text,
+                "label": t,
+                "predicted": p,
+                "scores": dict(zip(labels, row, strict=True)),
+            }
+            for e, t, p, row in zip(test, truth, predicted, scores, strict=True)
+        ],
+    }
+    mine, baselines = evaluation["test"], evaluation["baselines"]
+    assert isinstance(mine, dict) and isinstance(baselines, dict)
+    _event(
+        job,
+        JobEvent.Kind.EVAL,
+        f"Test split: accuracy {mine['accuracy']:.3f}, macro F1 {mine['macro_f1']:.3f} "
+        f"(majority class {baselines['majority']['accuracy']:.3f}, TF-IDF + logistic "
+        f"regression {baselines['tfidf_logreg']['accuracy']:.3f})",
+        {"test_accuracy": mine["accuracy"], "test_macro_f1": mine["macro_f1"]},
+    )
+    _deploy(job, _save(job, trainer, deadline), evaluation)
 
 
 def _prompt_text(prompt: Any) -> str:
@@ -435,10 +635,11 @@ def _deploy(job: FineTuningJob, output: Path, evaluation: dict[str, Any]) -> Non
     """Register the result as a model private to the job's owner, and mark the job succeeded."""
     base = job.base_version
     with transaction.atomic():
+        classifier = job.kind == FineTuningJob.Kind.CLASSIFICATION
         model = LanguageModel.objects.create(
             slug=fine_tuned_slug(job),
             display_name=f"{base.model.display_name} · {job.suffix or 'fine-tuned'}",
-            task=base.model.task,
+            task=LanguageModel.Task.CLASSIFICATION if classifier else base.model.task,
             description=f"Fine-tuned from {base} by job {job.openai_id} ({job.method}).",
             visibility=LanguageModel.Visibility.PRIVATE,
             owner=job.owner,
@@ -493,3 +694,51 @@ def _end(
         "Cancelled: what was logged is kept" if status == Status.CANCELLED else f"Failed: {message}"
     )
     _event(job, JobEvent.Kind.STATUS, text, data, level=level)
+
+
+# -- deleting ------------------------------------------------------------------------------------
+def dataset_delete(*, dataset: Dataset) -> None:
+    """Delete a dataset and its file. Refused (ServiceError naming the job) while a job uses it:
+    the job's record points at its data. Precondition: ``access_dataset``."""
+    from django.db.models import Q
+
+    used_by = FineTuningJob.objects.filter(
+        Q(training_file=dataset) | Q(validation_file=dataset)
+    ).first()
+    if used_by is not None:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            f"The file is used by the fine-tuning job {used_by.openai_id}; it is kept as that "
+            "job's record.",
+            param="file_id",
+        )
+    name, storage = str(dataset.file.name), dataset.file.storage
+    with transaction.atomic():
+        dataset.delete()
+        transaction.on_commit(lambda: storage.delete(name))
+
+
+def fine_tuned_model_delete(*, model: LanguageModel) -> None:
+    """Retire one of the user's fine-tuned models: it leaves the picker and /v1/models at once and
+    its trained weights are deleted. The rows stay, disabled, as the record of the answers it gave.
+    Precondition: ``model`` came from ``access_model`` and ``model.owner`` is the caller."""
+    import shutil
+
+    if model.owner_id is None:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER, "Only fine-tuned models can be deleted.", param="model"
+        )
+    # Only what the platform trained is removed from disk, never a folder an admin registered.
+    folders = [
+        Path(v.source)
+        for v in model.versions.all()
+        if Path(v.source).is_relative_to(settings.FINETUNE_OUTPUT_DIR)
+    ]
+
+    def remove() -> None:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    with transaction.atomic():
+        LanguageModel.objects.filter(pk=model.pk).update(is_enabled=False)
+        transaction.on_commit(remove)

@@ -18,7 +18,14 @@ from apps.core.http import AuthedHttpRequest
 from .datasets import DatasetInvalid
 from .forms import DatasetUploadForm, JobForm
 from .selectors import access_dataset, access_job, datasets_for, job_events, jobs_for
-from .services import dataset_create, finetune_job_cancel, finetune_job_create, finetune_jobs_reap
+from .services import (
+    dataset_create,
+    dataset_delete,
+    fine_tuned_model_delete,
+    finetune_job_cancel,
+    finetune_job_create,
+    finetune_jobs_reap,
+)
 from .streaming import job_state
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
@@ -122,6 +129,33 @@ def dataset_detail(request: AuthedHttpRequest, dataset_id: str) -> HttpResponse:
     dataset = access_dataset(request.user, dataset_id)
     template = "finetuning/dataset.html#analysis" if request.htmx else "finetuning/dataset.html"
     return render(request, template, {"dataset": dataset})
+
+
+@login_required
+@require_POST
+def dataset_delete_view(request: AuthedHttpRequest, dataset_id: str) -> HttpResponse:
+    dataset = access_dataset(request.user, dataset_id)
+    try:
+        dataset_delete(dataset=dataset)
+    except ServiceError as exc:
+        return render(
+            request,
+            "finetuning/dataset.html",
+            {"dataset": dataset, "error": exc.message},
+            status=409,
+        )
+    return redirect("finetuning-index")
+
+
+@login_required
+@require_POST
+def model_delete_view(request: AuthedHttpRequest, job_id: str) -> HttpResponse:
+    """Delete the model a job deployed (the job page's button)."""
+    job = access_job(request.user, job_id)
+    if job.result_version is None or not job.result_version.model.is_enabled:
+        raise Http404("This job has no model to delete")
+    fine_tuned_model_delete(model=job.result_version.model)
+    return redirect("finetuning-job", job_id=job.pk)
 
 
 @login_required

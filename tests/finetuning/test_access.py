@@ -233,3 +233,41 @@ def test_admin_lists_jobs_and_datasets_without_their_content(client, job, datase
         "Queued: waiting for a training worker"
         in client.get(f"/admin/finetuning/finetuningjob/{job.pk}/change/").content.decode()
     )
+
+
+def test_deleting_files_and_models(client, owner, stranger, job, private_model, settings):
+    from apps.finetuning.services import dataset_create
+
+    mine, theirs = api_client(owner), api_client(stranger)
+    used = mine.delete(f"/v1/files/{job.training_file.openai_id}")
+    assert used.status_code == 409 and job.openai_id in used.json()["error"]["message"]
+    spare = dataset_create(owner=owner, filename="spare.jsonl", data=GOOD)
+    path = settings.MEDIA_ROOT / spare.file.name
+    assert path.exists()
+    assert theirs.delete(f"/v1/files/{spare.openai_id}").status_code == 404
+    assert mine.delete(f"/v1/files/{spare.openai_id}").json() == {
+        "id": spare.openai_id,
+        "object": "file",
+        "deleted": True,
+    }
+    assert not Dataset.objects.filter(pk=spare.pk).exists() and not path.exists()
+
+    trained = settings.FINETUNE_OUTPUT_DIR / "trained-weights"
+    trained.mkdir(parents=True)
+    private_model.versions.update(source=str(trained))
+    slug = private_model.slug
+    assert theirs.delete(f"/v1/models/{slug}").status_code == 404
+    assert mine.delete("/v1/models/smollm2-135m-instruct").status_code == 404
+    assert mine.delete(f"/v1/models/{slug}").json()["deleted"] is True
+    assert slug not in [m["id"] for m in mine.get("/v1/models").json()["data"]]
+    assert not trained.exists()
+    assert private_model not in chat_models_for(owner)
+
+    client.force_login(owner)
+    other = dataset_create(owner=owner, filename="other.jsonl", data=GOOD)
+    assert client.post(f"/finetuning/datasets/{other.pk}/delete/").status_code == 302
+    assert not Dataset.objects.filter(pk=other.pk).exists()
+    refused = client.post(f"/finetuning/datasets/{job.training_file.pk}/delete/")
+    assert (
+        refused.status_code == 409 and "is used by the fine-tuning job" in refused.content.decode()
+    )

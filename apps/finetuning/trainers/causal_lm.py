@@ -24,6 +24,8 @@ from apps.finetuning.schemas import Hyperparameters
 from apps.inference.engines.transformers_backend import load_causal_lm, pick_device
 from apps.inference.protocol import ModelSpec
 
+from .common import warmup_then_linear_decay
+
 logger = logging.getLogger(__name__)
 
 IGNORE = -100
@@ -213,16 +215,10 @@ class CausalLMTrainer:
         """Train; ``on_step`` runs after every optimizer step and may raise to stop at once."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            params, lr=self.hp.learning_rate_for(self.method), weight_decay=0.0
+            params, lr=self.hp.learning_rate_for("chat", self.method), weight_decay=0.0
         )
         total = self.total_steps(train)
-        warmup = max(1, total // 10)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda s: (
-                (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
-            ),
-        )
+        scheduler = warmup_then_linear_decay(optimizer, total)
         order = torch.Generator().manual_seed(self.hp.seed)
         step, tokens = 0, 0
         for epoch in range(1, self.hp.n_epochs + 1):

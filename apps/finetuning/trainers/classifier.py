@@ -1,0 +1,224 @@
+"""A text classifier on a sentence encoder: mean-pooled token states, then one linear layer.
+
+Either the whole encoder is fine-tuned with the head ("full") or the encoder stays frozen and only
+the head learns ("head"). The result is a folder: the encoder as a transformers model
+(safetensors), ``classifier.safetensors`` (the head) and ``classifier.json`` (the labels), which
+apps.inference.engines.classifier loads to serve it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoTokenizer
+
+from apps.finetuning.datasets import DatasetInvalid, RowError
+from apps.finetuning.schemas import Hyperparameters
+from apps.inference.engines.transformers_backend import pick_device, weights_location
+from apps.inference.protocol import ModelSpec
+
+from .common import warmup_then_linear_decay
+
+HEAD_FILE = "classifier.safetensors"
+LABELS_FILE = "classifier.json"
+
+StepCallback = Callable[[int, int, int, float, float, int], None]
+EpochCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Example:
+    line: int
+    text: str
+    input_ids: list[int]
+    label: int
+
+
+class EncoderClassifier(torch.nn.Module):
+    def __init__(self, encoder: Any, labels: Sequence[str]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.labels = list(labels)
+        self.head = torch.nn.Linear(encoder.config.hidden_size, len(labels))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return self.head(pooled)
+
+    def save(self, folder: Path, tokenizer: Any) -> None:
+        self.encoder.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        save_file(
+            {k: v.contiguous() for k, v in self.head.state_dict().items()}, folder / HEAD_FILE
+        )
+        (folder / LABELS_FILE).write_text(json.dumps({"labels": self.labels, "pooling": "mean"}))
+
+    @classmethod
+    def load(cls, folder: str | Path, *, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+        """The tokenizer and classifier saved in ``folder`` (safetensors only, no remote code)."""
+        folder = Path(folder)
+        labels = json.loads((folder / LABELS_FILE).read_text())["labels"]
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        encoder = AutoModel.from_pretrained(
+            folder, dtype=dtype, use_safetensors=True, trust_remote_code=False
+        )
+        model = cls(encoder, labels)
+        model.head.load_state_dict(load_file(folder / HEAD_FILE))
+        return tokenizer, model.to(dtype)
+
+
+def batch_tensors(
+    tokenizer: Any, rows: Sequence[Sequence[int]], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id or 0
+    ids = [list(r) + [pad] * (width - len(r)) for r in rows]
+    mask = [[1] * len(r) + [0] * (width - len(r)) for r in rows]
+    return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
+
+
+class ClassifierTrainer:
+    def __init__(
+        self,
+        *,
+        base: ModelSpec,
+        method: str,
+        hyperparameters: Hyperparameters,
+        labels: Sequence[str],
+        cache_dir: Path,
+        device: str = "auto",
+        threads: int = 0,
+    ) -> None:
+        self.base = base
+        self.method = method
+        self.hp = hyperparameters
+        self.labels = list(labels)
+        self.label_index = {label: i for i, label in enumerate(self.labels)}
+        self.cache_dir = cache_dir
+        self.device = pick_device(device)
+        self.threads = threads
+        self.tokenizer: Any = None
+        self.model: Any = None
+        # Longest input: the job's max_seq_length, but never more than the encoder can read.
+        self.max_tokens = min(hyperparameters.max_seq_length, base.context_length)
+
+    def load(self) -> None:
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.threads or os.cpu_count() or 1)
+        torch.manual_seed(self.hp.seed)
+        location = weights_location(self.base, self.cache_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
+        encoder = AutoModel.from_pretrained(
+            location, dtype=torch.float32, use_safetensors=True, trust_remote_code=False
+        )
+        self.model = EncoderClassifier(encoder, self.labels).to(self.device)
+        if self.method == "head":
+            for parameter in self.model.encoder.parameters():
+                parameter.requires_grad = False
+
+    def encode(
+        self, rows: Sequence[dict[str, Any]], lines: Sequence[int], *, source: str
+    ) -> list[Example]:
+        """Tokenize rows; raise DatasetInvalid naming each row that is too long (never truncated)
+        or carries a label the training data does not have."""
+        examples, errors = [], []
+        for row, line in zip(rows, lines, strict=True):
+            ids = self.tokenizer(row["text"])["input_ids"]
+            if len(ids) > self.max_tokens:
+                errors.append(
+                    RowError(
+                        line,
+                        f"{len(ids)} tokens, over the limit of {self.max_tokens}; shorten the "
+                        "text (the encoder reads at most "
+                        f"{self.base.context_length})",
+                    )
+                )
+            elif row["label"] not in self.label_index:
+                errors.append(
+                    RowError(line, f"the label {row['label']!r} is not in the training data")
+                )
+            else:
+                examples.append(Example(line, row["text"], ids, self.label_index[row["label"]]))
+        if errors:
+            raise DatasetInvalid(f"{len(errors)} rows of the {source} cannot be used", errors)
+        return examples
+
+    def _logits(self, examples: Sequence[Example]) -> torch.Tensor:
+        ids, mask = batch_tensors(self.tokenizer, [e.input_ids for e in examples], self.device)
+        return self.model(ids, mask)
+
+    def evaluate(self, examples: Sequence[Example]) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy over ``examples``."""
+        self.model.eval()
+        loss, correct = 0.0, 0
+        with torch.inference_mode():
+            for start in range(0, len(examples), 64):
+                batch = examples[start : start + 64]
+                logits = self._logits(batch)
+                target = torch.tensor([e.label for e in batch], device=self.device)
+                loss += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
+                correct += int((logits.argmax(-1) == target).sum())
+        return loss / max(len(examples), 1), correct / max(len(examples), 1)
+
+    def predict(self, examples: Sequence[Example]) -> list[list[float]]:
+        """Class probabilities per example, in ``labels`` order."""
+        self.model.eval()
+        scores: list[list[float]] = []
+        with torch.inference_mode():
+            for start in range(0, len(examples), 64):
+                logits = self._logits(examples[start : start + 64]).float()
+                scores.extend(torch.softmax(logits, dim=-1).tolist())
+        return scores
+
+    def total_steps(self, train: Sequence[Example]) -> int:
+        return self.hp.n_epochs * math.ceil(len(train) / self.hp.batch_size)
+
+    def fit(
+        self, train: Sequence[Example], *, on_step: StepCallback, on_epoch: EpochCallback
+    ) -> None:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=self.hp.learning_rate_for("classification", self.method), weight_decay=0.01
+        )
+        total = self.total_steps(train)
+        scheduler = warmup_then_linear_decay(optimizer, total)
+        order = torch.Generator().manual_seed(self.hp.seed)
+        step, tokens = 0, 0
+        for epoch in range(1, self.hp.n_epochs + 1):
+            self.model.train()
+            if self.method == "head":
+                self.model.encoder.eval()  # frozen: no dropout either
+            permutation = torch.randperm(len(train), generator=order).tolist()
+            for start in range(0, len(train), self.hp.batch_size):
+                batch = [train[i] for i in permutation[start : start + self.hp.batch_size]]
+                target = torch.tensor([e.label for e in batch], device=self.device)
+                loss = torch.nn.functional.cross_entropy(self._logits(batch), target)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                learning_rate = float(scheduler.get_last_lr()[0])
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                tokens += sum(len(e.input_ids) for e in batch)
+                on_step(step, total, epoch, float(loss), learning_rate, tokens)
+            on_epoch(epoch, step)
+
+    def save(self, target: Path) -> None:
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.model.save(tmp, self.tokenizer)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
