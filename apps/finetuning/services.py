@@ -93,9 +93,7 @@ def dataset_analyze(*, dataset_id: str) -> None:
             dataset.tokens = sum(
                 len(encode_row(tokenizer, row, parsed.format)[0]) for row in parsed.rows
             )
-            dataset.preview = [
-                render_row(tokenizer, row, parsed.format) for row in parsed.rows[:3]
-            ]
+            dataset.preview = [render_row(tokenizer, row, parsed.format) for row in parsed.rows[:3]]
         dataset.tokenizer_model = slug
     except Exception as exc:
         logger.exception("analysing dataset %s failed", dataset.pk)
