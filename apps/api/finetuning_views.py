@@ -14,7 +14,6 @@ from django.core.files.uploadedfile import UploadedFile
 from django.http import Http404, HttpRequest, JsonResponse
 
 from apps.accounts.models import ApiKey
-from apps.catalog.models import LanguageModel
 from apps.catalog.selectors import access_model, active_version
 from apps.core.errors import ServiceError
 from apps.finetuning.datasets import DatasetInvalid
@@ -187,9 +186,9 @@ async def jobs_create(request: HttpRequest, api_key: ApiKey) -> JsonResponse:
     def create() -> FineTuningJob:
         user = api_key.user
         try:
-            model = access_model(user, body.model, task=LanguageModel.Task.CHAT)
+            model = access_model(user, body.model)
         except Http404:
-            raise _not_found("chat model", body.model, "model") from None
+            raise _not_found("model", body.model, "model") from None
         files = {}
         for param in ("training_file", "validation_file"):
             file_id = getattr(body, param)

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from .schemas import (
     ChatCompletionRequest,
+    ClassificationRequest,
     CompletionRequest,
     EmbeddingRequest,
     FineTuningJobRequest,
@@ -122,7 +123,13 @@ def _finetuning_paths() -> dict[str, Any]:
 
 def openapi_document(base_url: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": _ERROR}
-    for model in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, FineTuningJobRequest):
+    for model in (
+        ChatCompletionRequest,
+        CompletionRequest,
+        EmbeddingRequest,
+        ClassificationRequest,
+        FineTuningJobRequest,
+    ):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -176,6 +183,11 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                 "A text_completion, or SSE events when stream is true",
             ),
             "/embeddings": _post(EmbeddingRequest, "Embeddings", "A list of embeddings"),
+            "/classifications": _post(
+                ClassificationRequest,
+                "Label texts with one of your classifiers",
+                "A list of {index, label, scores} (scores: the probability of every label)",
+            ),
             **_finetuning_paths(),
         },
     }

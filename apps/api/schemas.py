@@ -95,12 +95,11 @@ def parse(schema: type[_Strict], data: Any) -> Any:
 MAX_EMBEDDING_INPUTS = 256
 
 
-class EmbeddingRequest(_Strict):
+class _Texts(_Strict):
+    """A request of texts for an encoder model: ``input`` is one text or a list of them."""
+
     model: str
     input: str | list[str]
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
-    user: str | None = None
 
     def inputs(self) -> list[str]:
         """The inputs as a list; raises ServiceError for an empty one or too many."""
@@ -126,9 +125,19 @@ class EmbeddingRequest(_Strict):
         return items
 
 
+class EmbeddingRequest(_Texts):
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+
+class ClassificationRequest(_Texts):
+    """``POST /v1/classifications``: texts in; a label and the score of every label out."""
+
+
 class FineTuningJobRequest(_Strict):
     """``POST /v1/fine_tuning/jobs``: OpenAI's fields; ``hyperparameters`` takes this platform's
-    names (apps.finetuning.schemas.Hyperparameters); ``method`` is ``{"type": "lora"|"full"}``
+    names (apps.finetuning.schemas.Hyperparameters); ``method`` is ``{"type": "lora"|"full"|"head"}``
     (or just the type)."""
 
     model: str
@@ -136,14 +145,14 @@ class FineTuningJobRequest(_Strict):
     validation_file: str | None = None
     suffix: str | None = Field(None, max_length=32)
     seed: int | None = None
-    method: Any = "lora"
+    method: Any = None  # None: LoRA for a chat model, full fine-tuning for a classifier
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("method")
     @classmethod
-    def _method_type(cls, value: Any) -> str:
+    def _method_type(cls, value: Any) -> str | None:
         if isinstance(value, dict) and set(value) == {"type"}:
             value = value["type"]
-        if value not in ("lora", "full"):
-            raise ValueError('use {"type": "lora"} or {"type": "full"}')
-        return str(value)
+        if value is not None and value not in ("lora", "full", "head"):
+            raise ValueError('use {"type": "lora"}, {"type": "full"} or {"type": "head"}')
+        return None if value is None else str(value)

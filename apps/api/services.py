@@ -13,7 +13,12 @@ from apps.inference.models import EmbeddingBatch, Generation
 from apps.inference.protocol import SamplingParams
 from apps.inference.services import embedding_create, generation_cancel, generation_create
 
-from .schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from .schemas import (
+    ChatCompletionRequest,
+    ClassificationRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+)
 
 
 def _model_for(api_key: ApiKey, slug: str) -> LanguageModel:
@@ -79,6 +84,27 @@ def completion_cancel(*, generations: list[Generation]) -> None:
 
 
 EMBEDDING_DIMENSIONS = {"all-minilm-l6-v2": 384}
+
+
+def classification_start(*, api_key: ApiKey, body: ClassificationRequest) -> EmbeddingBatch:
+    """Validate and enqueue a classification request; nothing is written on a bad request."""
+    model = _model_for(api_key, body.model)
+    if model.task != LanguageModel.Task.CLASSIFICATION:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            f"The model {model.slug!r} is a {model.task} model, not a classifier. Train one on "
+            "the fine-tuning page.",
+            param="model",
+        )
+    inputs = body.inputs()
+    with transaction.atomic():
+        return embedding_create(
+            user=api_key.user,
+            model_version=active_version(model),
+            inputs=inputs,
+            api_key=api_key,
+            kind=EmbeddingBatch.Kind.CLASSIFICATION,
+        )
 
 
 def embedding_start(*, api_key: ApiKey, body: EmbeddingRequest) -> EmbeddingBatch:

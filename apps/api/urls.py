@@ -13,6 +13,7 @@ urlpatterns = [
     path("chat/completions", views.chat_completions, name="api-chat-completions"),
     path("completions", views.completions, name="api-completions"),
     path("embeddings", views.embeddings, name="api-embeddings"),
+    path("classifications", views.classifications, name="api-classifications"),
     path(
         "files",
         _by_method(GET=finetuning_views.files_list, POST=finetuning_views.files_create),

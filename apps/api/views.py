@@ -30,8 +30,19 @@ from apps.inference.streaming import embedding_group, follow, wait_finished
 from .auth import authenticate
 from .errors import GENERATION_FAILURE_STATUS, ApiError
 from .openapi import openapi_document
-from .schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse
-from .services import completion_cancel, completion_start, embedding_start
+from .schemas import (
+    ChatCompletionRequest,
+    ClassificationRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    parse,
+)
+from .services import (
+    classification_start,
+    completion_cancel,
+    completion_start,
+    embedding_start,
+)
 
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
@@ -192,10 +203,8 @@ async def completions(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase
     return await _complete(api_key, body, chat=False)
 
 
-@api_view("POST", scope=ApiKey.Scope.INFERENCE)
-async def embeddings(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
-    body = parse(EmbeddingRequest, _json_body(request))
-    batch = await sync_to_async(embedding_start)(api_key=api_key, body=body)
+async def _encoded(batch: EmbeddingBatch) -> EmbeddingBatch:
+    """Wait for a worker to finish ``batch``; its failure as an ApiError."""
     batch = await wait_finished(
         embedding_group(batch.pk), lambda: EmbeddingBatch.objects.get(pk=batch.pk)
     )
@@ -207,8 +216,33 @@ async def embeddings(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
             code=code.value,
             param="input" if code == ErrorCode.CONTEXT_LENGTH_EXCEEDED else None,
         )
+    return batch
+
+
+@api_view("POST", scope=ApiKey.Scope.INFERENCE)
+async def classifications(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
+    """Label texts with one of the account's classifiers (trained on the fine-tuning page)."""
+    body = parse(ClassificationRequest, _json_body(request))
+    batch = await _encoded(await sync_to_async(classification_start)(api_key=api_key, body=body))
+    return JsonResponse(
+        {
+            "object": "list",
+            "model": body.model,
+            "data": [
+                {"object": "classification", "index": i, **result}
+                for i, result in enumerate(batch.results or [])
+            ],
+            "usage": {"prompt_tokens": batch.prompt_tokens, "total_tokens": batch.prompt_tokens},
+        }
+    )
+
+
+@api_view("POST", scope=ApiKey.Scope.INFERENCE)
+async def embeddings(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
+    body = parse(EmbeddingRequest, _json_body(request))
+    batch = await _encoded(await sync_to_async(embedding_start)(api_key=api_key, body=body))
     data = []
-    for index, encoded in enumerate(batch.vectors):
+    for index, encoded in enumerate(batch.vectors or []):
         vector: Any = encoded
         if body.encoding_format == "float":
             vector = np.frombuffer(base64.b64decode(encoded), dtype=np.float32).tolist()

@@ -55,3 +55,8 @@ class CompareForm(forms.Form):
             except ServiceError as exc:
                 self.add_error(exc.param if exc.param in self.fields else None, exc.message)
         return data
+
+
+class ClassifyForm(forms.Form):
+    model = forms.CharField(max_length=200)
+    text = forms.CharField(max_length=4000, widget=forms.Textarea(attrs={"rows": 3}))

@@ -1,18 +1,22 @@
 from __future__ import annotations
 
+from typing import cast
+
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from apps.accounts.models import User
 from apps.catalog.models import LanguageModel
-from apps.catalog.selectors import access_model, chat_models_for
+from apps.catalog.selectors import access_model, active_version, chat_models_for
 from apps.core.errors import ServiceError
 from apps.core.http import AuthedHttpRequest
 
 from . import services
-from .forms import CompareForm, RenameForm, SettingsForm
+from .forms import ClassifyForm, CompareForm, RenameForm, SettingsForm
 from .models import Conversation
 from .selectors import access_conversation, conversation_messages, conversations_for
 
@@ -171,3 +175,57 @@ def compare(request: AuthedHttpRequest) -> HttpResponse:
         context["error"] = exc.message if isinstance(exc, ServiceError) else str(exc)
         return render(request, template, context, status=400)
     return render(request, template, context, status=201)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+async def classify(request: AuthedHttpRequest) -> HttpResponse:
+    """The classification tab: type a text, see every label's score from one of your classifiers."""
+    # Templates read request.user (a lazy database lookup): render them off the event loop.
+    from asgiref.sync import sync_to_async
+
+    from apps.inference.models import EmbeddingBatch
+    from apps.inference.services import embedding_create
+    from apps.inference.streaming import embedding_group, wait_finished
+
+    user = cast(User, await request.auser())  # login_required: never anonymous
+    models = await sync_to_async(
+        lambda: list(
+            LanguageModel.objects.usable_by(user).for_task(LanguageModel.Task.CLASSIFICATION)
+        )
+    )()
+    form = ClassifyForm(request.POST or None, initial={"model": request.GET.get("model", "")})
+    context: dict[str, object] = {"form": form, "models": models}
+    template = "chat/classify.html#classify-result" if request.htmx else "chat/classify.html"
+    if request.method == "GET":
+        return await sync_to_async(render)(request, "chat/classify.html", context)
+    if not form.is_valid():
+        return await sync_to_async(render)(request, template, context, status=400)
+
+    def start() -> EmbeddingBatch:
+        model = access_model(
+            user, form.cleaned_data["model"], task=LanguageModel.Task.CLASSIFICATION
+        )
+        with transaction.atomic():
+            return embedding_create(
+                user=user,
+                model_version=active_version(model),
+                inputs=[form.cleaned_data["text"]],
+                kind=EmbeddingBatch.Kind.CLASSIFICATION,
+            )
+
+    try:
+        batch = await sync_to_async(start)()
+    except Http404:
+        context["error"] = "That classifier is not available to you."
+        return await sync_to_async(render)(request, template, context, status=404)
+    batch = await wait_finished(
+        embedding_group(batch.pk), lambda: EmbeddingBatch.objects.get(pk=batch.pk)
+    )
+    if batch.status == EmbeddingBatch.Status.FAILED:
+        context["error"] = batch.error_message
+        return await sync_to_async(render)(request, template, context, status=400)
+    result = (batch.results or [{}])[0]
+    context["label"] = result["label"]
+    context["scores"] = sorted(result["scores"].items(), key=lambda item: -item[1])
+    return await sync_to_async(render)(request, template, context)

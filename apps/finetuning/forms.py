@@ -11,7 +11,7 @@ from .schemas import Hyperparameters
 
 
 class DatasetUploadForm(forms.Form):
-    file = forms.FileField(help_text="JSONL: one chat or prompt/completion row per line")
+    file = forms.FileField(help_text="JSONL (chat, prompt/completion or text/label rows) or CSV")
 
 
 class JobForm(forms.Form):

@@ -113,17 +113,20 @@ def finetune_job_create(
     base_version: ModelVersion,
     training_file: Dataset,
     validation_file: Dataset | None = None,
-    method: str = FineTuningJob.Method.LORA,
+    method: str | None = None,
     hyperparameters: Hyperparameters,
     suffix: str = "",
 ) -> FineTuningJob:
-    """Queue a job on the training queue. Preconditions: the model version came from
-    ``access_model`` for ``owner``, the datasets from ``access_dataset``; raises ServiceError for a
-    base that cannot be fine-tuned or a bad suffix."""
+    """Queue a job on the training queue: a chat fine-tune on a chat model, a classifier on an
+    embeddings model (``method`` defaults to the kind's first). Preconditions: the model version
+    came from ``access_model`` for ``owner``, the datasets from ``access_dataset``; raises
+    ServiceError for a base that cannot be fine-tuned, a method or file that does not suit it, or
+    a bad suffix."""
     from .tasks import run_finetune_job
 
     kind = FineTuningJob.Kind(_job_kind(base_version))
     methods = FineTuningJob.METHODS[kind]
+    method = method or methods[0]
     if method not in methods:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,

@@ -6,6 +6,11 @@ urlpatterns = [
     path("", views.finetuning_index, name="finetuning-index"),
     path("datasets/", views.dataset_upload, name="finetuning-dataset-upload"),
     path("datasets/demo/", views.dataset_demo, name="finetuning-dataset-demo"),
+    path(
+        "datasets/demo-classification/",
+        views.dataset_demo_classification,
+        name="finetuning-dataset-demo-classification",
+    ),
     path("datasets/<uuid:dataset_id>/", views.dataset_detail, name="finetuning-dataset"),
     path(
         "datasets/<uuid:dataset_id>/delete/",

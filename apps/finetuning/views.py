@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -11,12 +12,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.catalog.models import LanguageModel
-from apps.catalog.selectors import access_model, active_version
+from apps.catalog.selectors import DEFAULT_CLASSIFIER_BASE, access_model, active_version
 from apps.core.errors import ServiceError
 from apps.core.http import AuthedHttpRequest
 
 from .datasets import DatasetInvalid
 from .forms import DatasetUploadForm, JobForm
+from .models import FineTuningJob
 from .selectors import access_dataset, access_job, datasets_for, job_events, jobs_for
 from .services import (
     dataset_create,
@@ -30,20 +32,29 @@ from .streaming import job_state
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 DEMO_FILES = {"train": "mascot-train.jsonl", "validation": "mascot-validation.jsonl"}
+CLASSIFICATION_DEMO = "support-intents.csv"
 
 
 def _base_models(request: AuthedHttpRequest) -> list[LanguageModel]:
+    """Chat models to fine-tune, and encoders (embeddings models) to train classifiers on."""
     return list(
         LanguageModel.objects.usable_by(request.user)
-        .for_task(LanguageModel.Task.CHAT)
+        .filter(task__in=[LanguageModel.Task.CHAT, LanguageModel.Task.EMBEDDINGS])
         .filter(owner__isnull=True)
     )
 
 
 def _job_form(request: AuthedHttpRequest, data: object = None) -> JobForm:
     datasets = datasets_for(request.user)
-    initial = {}
-    if len(datasets) >= 2 and {d.filename for d in datasets[:2]} == set(DEMO_FILES.values()):
+    initial: dict[str, object] = {}
+    if datasets and datasets[0].filename == CLASSIFICATION_DEMO:  # just added: preselect it
+        initial = {
+            "model": DEFAULT_CLASSIFIER_BASE,
+            "training_file": str(datasets[0].pk),
+            "method": FineTuningJob.Method.FULL,
+            "suffix": "intents",
+        }
+    elif len(datasets) >= 2 and {d.filename for d in datasets[:2]} == set(DEMO_FILES.values()):
         by_name = {d.filename: d.pk for d in datasets[:2]}  # the demo, just added: preselect it
         initial = {
             "training_file": str(by_name[DEMO_FILES["train"]]),
@@ -114,13 +125,24 @@ def dataset_demo(request: AuthedHttpRequest) -> HttpResponse:
     return redirect("finetuning-index")
 
 
+@login_required
+@require_POST
+def dataset_demo_classification(request: AuthedHttpRequest) -> HttpResponse:
+    """Add the labelled demo (support requests by intent) to the user's datasets."""
+    dataset_create(
+        owner=request.user,
+        filename=CLASSIFICATION_DEMO,
+        data=(DEMO_DIR / CLASSIFICATION_DEMO).read_bytes(),
+    )
+    return redirect("finetuning-index")
+
+
 @require_GET
 def demo_file(request: AuthedHttpRequest, name: str) -> FileResponse:
-    if name not in DEMO_FILES.values():
+    if name not in [*DEMO_FILES.values(), CLASSIFICATION_DEMO]:
         raise Http404("No such demo file")
-    return FileResponse(
-        open(DEMO_DIR / name, "rb"), content_type="application/jsonl", filename=name
-    )
+    kind = "text/csv" if name.endswith(".csv") else "application/jsonl"
+    return FileResponse(open(DEMO_DIR / name, "rb"), content_type=kind, filename=name)
 
 
 @login_required
@@ -166,7 +188,7 @@ def job_create(request: AuthedHttpRequest) -> HttpResponse:
         return _index(request, job_form=form, status=400)
     data = form.cleaned_data
     try:
-        model = access_model(request.user, data["model"], task=LanguageModel.Task.CHAT)
+        model = access_model(request.user, data["model"])
         job = finetune_job_create(
             owner=request.user,
             base_version=active_version(model),
@@ -192,14 +214,51 @@ def job_detail(request: AuthedHttpRequest, job_id: str) -> HttpResponse:
     finetune_jobs_reap()
     job = access_job(request.user, job_id)
     events = job_events(job)
-    context = {
+    context: dict[str, object] = {
         "job": job,
         "state": job_state(job),
         "events": [e.as_json() for e in events],
         "log": events[-30:][::-1],
         "evaluation": job.evaluation,
     }
+    if job.kind == FineTuningJob.Kind.CLASSIFICATION and job.evaluation:
+        context["classification"] = _classification_tables(job.evaluation)
     return render(request, "finetuning/job.html", context)
+
+
+def _classification_tables(evaluation: dict[str, Any]) -> dict[str, object]:
+    """The job page's tables: metrics beside the baselines, per label, and the confusion matrix."""
+    labels = evaluation["labels"]
+    columns = [
+        ("Fine-tuned", evaluation["test"]),
+        ("TF-IDF + logistic regression", evaluation["baselines"]["tfidf_logreg"]),
+        (
+            f"Majority class ({evaluation['baselines']['majority']['label']})",
+            evaluation["baselines"]["majority"],
+        ),
+    ]
+    rows = [
+        (name, [metrics[key] for _, metrics in columns])
+        for key, name in (
+            ("accuracy", "Accuracy"),
+            ("macro_precision", "Macro precision"),
+            ("macro_recall", "Macro recall"),
+            ("macro_f1", "Macro F1"),
+        )
+    ]
+    confusion = evaluation["test"]["confusion"]
+    largest = max((n for row in confusion for n in row), default=0) or 1
+    return {
+        "columns": [name for name, _ in columns],
+        "rows": rows,
+        "per_label": [(label, evaluation["test"]["per_label"][label]) for label in labels],
+        "labels": labels,
+        "confusion": [
+            (label, [(n, round(n / largest, 2)) for n in row])
+            for label, row in zip(labels, confusion, strict=True)
+        ],
+        "mistakes": [p for p in evaluation["predictions"] if p["label"] != p["predicted"]],
+    }
 
 
 @login_required

@@ -84,12 +84,17 @@ class Generation(models.Model):
 
 
 class EmbeddingBatch(models.Model):
-    """One embeddings request: its inputs, state, token count and (base64 float32) vectors."""
+    """One request of texts to an encoder: embeddings (base64 float32 vectors) or classification
+    (a label and the scores of every label per text), with its state and token count."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
+
+    class Kind(models.TextChoices):
+        EMBEDDINGS = "embeddings"
+        CLASSIFICATION = "classification"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(
@@ -99,9 +104,11 @@ class EmbeddingBatch(models.Model):
         "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.EMBEDDINGS)
     inputs = models.JSONField()
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     vectors = models.JSONField(null=True, blank=True)
+    results = models.JSONField(null=True, blank=True)  # classification: [{"label", "scores"}]
     prompt_tokens = models.PositiveIntegerField(default=0)
     error_code = models.CharField(max_length=50, blank=True)
     error_message = models.TextField(blank=True)
@@ -109,7 +116,7 @@ class EmbeddingBatch(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
-        return f"embeddings {self.id} ({self.status})"
+        return f"{self.kind} {self.id} ({self.status})"
 
     @property
     def is_finished(self) -> bool:
@@ -141,7 +148,7 @@ class UsageRecord(models.Model):
     )
     model = models.ForeignKey("catalog.LanguageModel", on_delete=models.CASCADE, related_name="+")
     source = models.CharField(max_length=10, choices=Source.choices)
-    kind = models.CharField(max_length=20)  # chat, completion or embeddings
+    kind = models.CharField(max_length=20)  # chat, completion, embeddings or classification
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     generation = models.OneToOneField(

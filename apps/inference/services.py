@@ -265,48 +265,62 @@ def _finish(generation: Generation, status: str, *, finish_reason: str) -> None:
 
 
 def embedding_create(
-    *, user: User, model_version: ModelVersion, inputs: list[str], api_key: ApiKey | None = None
+    *,
+    user: User,
+    model_version: ModelVersion,
+    inputs: list[str],
+    api_key: ApiKey | None = None,
+    kind: str = EmbeddingBatch.Kind.EMBEDDINGS,
 ) -> EmbeddingBatch:
-    """Record an embeddings request and enqueue it once the transaction commits. Precondition:
-    ``model_version`` came through ``access_model`` for ``user`` and ``inputs`` are validated."""
+    """Record an embeddings (or classification) request and enqueue it once the transaction
+    commits. Precondition: ``model_version`` came through ``access_model`` for ``user``, has the
+    task that ``kind`` needs, and ``inputs`` are validated."""
     from .tasks import run_embedding
 
     batch = EmbeddingBatch.objects.create(
-        user=user, model_version=model_version, inputs=inputs, api_key=api_key
+        user=user, model_version=model_version, inputs=inputs, api_key=api_key, kind=kind
     )
     transaction.on_commit(lambda: run_embedding.delay(str(batch.pk)))
     return batch
 
 
 def embedding_run(*, batch_id: str) -> None:
-    """Embed one batch on this worker. Idempotent; never raises: failures end as a failed row."""
-    from .engines import get_embedder
+    """Embed or classify one batch on this worker. Idempotent; never raises: failures end as a
+    failed row."""
+    from .engines import get_classifier, get_embedder
 
     batch = (
         EmbeddingBatch.objects.select_related("model_version__model").filter(pk=batch_id).first()
     )
     if batch is None or batch.is_finished:
         return
+    classify = batch.kind == EmbeddingBatch.Kind.CLASSIFICATION
     result: Any
     try:
-        embedder = get_embedder(model_spec(batch.model_version))
+        encoder = (get_classifier if classify else get_embedder)(model_spec(batch.model_version))
     except Exception as exc:  # a model that cannot load must not take the worker down
-        logger.exception("embedding model for batch %s failed to load", batch.pk)
+        logger.exception("encoder model for batch %s failed to load", batch.pk)
         result = EngineError(ErrorCode.MODEL_LOAD_FAILED, f"The model could not be loaded: {exc}")
     else:
         try:
-            result = embedder.embed(batch.inputs)
+            result = encoder.classify(batch.inputs) if classify else encoder.embed(batch.inputs)
         except Exception:
-            logger.exception("embedding batch %s failed", batch.pk)
+            logger.exception("%s batch %s failed", batch.kind, batch.pk)
             result = EngineError(
-                ErrorCode.INTERNAL, "The worker failed while embedding; try again."
+                ErrorCode.INTERNAL, f"The worker failed during {batch.kind}; try again."
             )
     if isinstance(result, EngineError):
         batch.status = EmbeddingBatch.Status.FAILED
         batch.error_code, batch.error_message = result.code, result.message
     else:
         batch.status = EmbeddingBatch.Status.SUCCEEDED
-        batch.vectors = [base64.b64encode(row.tobytes()).decode() for row in result.vectors]
+        if classify:
+            batch.results = [
+                {"label": label, "scores": scores}
+                for label, scores in zip(result.labels, result.scores, strict=True)
+            ]
+        else:
+            batch.vectors = [base64.b64encode(row.tobytes()).decode() for row in result.vectors]
         batch.prompt_tokens = result.tokens
     batch.finished_at = timezone.now()
     with transaction.atomic():
@@ -314,7 +328,7 @@ def embedding_run(*, batch_id: str) -> None:
         if batch.prompt_tokens:
             _record_usage(
                 embedding_batch=batch,
-                kind="embeddings",
+                kind=batch.kind,
                 prompt_tokens=batch.prompt_tokens,
                 completion_tokens=0,
             )

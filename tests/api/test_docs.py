@@ -13,6 +13,7 @@ def test_openapi_describes_the_endpoints(client):
         "/chat/completions",
         "/completions",
         "/embeddings",
+        "/classifications",
         "/files",
         "/files/{file_id}",
         "/fine_tuning/jobs",

@@ -121,7 +121,7 @@ def test_api_refuses_bad_files_and_jobs_and_writes_nothing(owner, dataset, chat_
         (create(hyperparameters={"n_epochs": 0}), 400, "hyperparameters.n_epochs"),
         (create(hyperparameters={"warp": 9}), 400, "hyperparameters.warp"),
         (create(method={"type": "dpo"}), 400, "method"),
-        (create(model="all-minilm-l6-v2"), 404, "model"),
+        (create(model="no-such-model"), 404, "model"),
         (create(suffix="a b"), 400, "suffix"),
     ]
     for response, status, param in cases:
@@ -270,4 +270,65 @@ def test_deleting_files_and_models(client, owner, stranger, job, private_model, 
     refused = client.post(f"/finetuning/datasets/{job.training_file.pk}/delete/")
     assert (
         refused.status_code == 409 and "is used by the fine-tuning job" in refused.content.decode()
+    )
+
+
+def test_the_base_model_decides_the_kind_of_job(owner, dataset, chat_model):
+    from apps.finetuning.services import dataset_create
+
+    api = api_client(owner)
+    labelled = dataset_create(
+        owner=owner, filename="l.csv", data=b"text,label\nhi,a\nho,b\nhey,a\nyo,b\n"
+    )
+
+    def create(**body):
+        return api.post("/v1/fine_tuning/jobs", json.dumps(body), content_type="application/json")
+
+    cases = [
+        (create(model=chat_model.slug, training_file=labelled.openai_id), "training_file"),
+        (create(model="all-minilm-l6-v2", training_file=dataset.openai_id), "training_file"),
+        (
+            create(model="all-minilm-l6-v2", training_file=labelled.openai_id, method="lora"),
+            "method",
+        ),
+    ]
+    for response, param in cases:
+        assert response.status_code == 400, response.json()
+        assert response.json()["error"]["param"] == param
+    assert not FineTuningJob.objects.exists()
+    made = create(model="all-minilm-l6-v2", training_file=labelled.openai_id, method="head")
+    assert made.status_code == 200 and made.json()["method"] == {"type": "head"}
+    assert FineTuningJob.objects.get().kind == "classification"
+
+
+def test_classify_tab_lists_only_the_users_classifiers(client, owner, stranger, chat_model):
+    model = LanguageModel.objects.create(
+        slug="ft:all-minilm-l6-v2:mine:0000abcd",
+        display_name="mine",
+        task=LanguageModel.Task.CLASSIFICATION,
+        visibility=LanguageModel.Visibility.PRIVATE,
+        owner=owner,
+    )
+    ModelVersion.objects.create(
+        model=model, label="1", source_kind="local", source="/x", context_length=256, is_active=True
+    )
+    client.force_login(owner)
+    assert model.slug in client.get("/chat/classify/").content.decode()
+    client.force_login(stranger)
+    page = client.get("/chat/classify/").content.decode()
+    assert model.slug not in page and "You have no classifiers yet" in page
+    refused = api_client(stranger, scopes=[ApiKey.Scope.INFERENCE]).post(
+        "/v1/classifications",
+        json.dumps({"model": model.slug, "input": "hi"}),
+        content_type="application/json",
+    )
+    assert refused.status_code == 404
+    wrong_task = api_client(owner, scopes=[ApiKey.Scope.INFERENCE]).post(
+        "/v1/classifications",
+        json.dumps({"model": chat_model.slug, "input": "hi"}),
+        content_type="application/json",
+    )
+    assert (
+        wrong_task.status_code == 400
+        and "not a classifier" in wrong_task.json()["error"]["message"]
     )

@@ -146,3 +146,60 @@ def test_a_job_with_bad_settings_is_refused_and_not_written(
     assert response.status_code == 400
     assert message in response.content.decode()
     assert not FineTuningJob.objects.exists()
+
+
+CSV = b'text,label\nI was charged twice,billing\n"A quoted, comma text",billing\nThe app crashes,bug\n'
+
+
+def test_classification_rows_from_csv_and_jsonl():
+    parsed = parse_dataset(CSV)
+    assert (parsed.format, parsed.is_csv, parsed.lines) == ("classification", True, [2, 3, 4])
+    assert parsed.rows[1] == {"text": "A quoted, comma text", "label": "billing"}
+    assert parsed.label_counts == {"billing": 2, "bug": 1}
+    rows = jsonl([{"text": "hello", "label": 1}, {"text": "bye", "label": "0"}])
+    parsed = parse_dataset(rows)
+    assert parsed.format == "classification" and parsed.label_counts == {"1": 1, "0": 1}
+
+
+def test_bad_classification_rows_are_reported_with_their_lines():
+    data = (
+        b"label,text\n"  # columns in either order
+        b"billing,Fine row\n"  # 2
+        b",No label here\n"  # 3
+        b"bug\n"  # 4: one column
+        b'bug,"a text that spans\ntwo lines"\n'  # 5-6: fine
+        b"bug,x,extra\n"  # 7
+        b"\n"  # 8
+        b"bug,   \n"  # 9
+    )
+    with pytest.raises(DatasetInvalid) as caught:
+        parse_dataset(data)
+    assert [(e.line, e.message) for e in caught.value.errors] == [
+        (3, '"label" must not be empty'),
+        (4, "1 columns; a row has text and label"),
+        (7, "3 columns; a row has text and label"),
+        (8, "an empty row"),
+        (9, '"text" must be non-empty text'),
+    ]
+    with pytest.raises(DatasetInvalid, match="exactly the columns text and label"):
+        parse_dataset(b"text,label,weight\nhi,a,1\n")
+    with pytest.raises(DatasetInvalid, match="a classifier needs at least two labels"):
+        parse_dataset(b"text,label\nhi,a\nho,a\n")
+    with pytest.raises(DatasetInvalid) as caught:
+        parse_dataset(jsonl([{"text": "hi", "label": "a"}, {"text": "ho", "label": ["a"]}]))
+    assert str(caught.value.errors[0]) == 'line 2: "label" must be text or a whole number'
+
+
+def test_unbalanced_labels_get_a_warning(client, owner, django_capture_on_commit_callbacks):
+    client.force_login(owner)
+    rows = [{"text": f"common {i}", "label": "common"} for i in range(20)]
+    rows += [{"text": "rare one", "label": "rare"}, {"text": "rare two", "label": "rare"}]
+    upload = SimpleUploadedFile("labels.jsonl", jsonl(rows))
+    with django_capture_on_commit_callbacks():
+        response = client.post(reverse("finetuning-dataset-upload"), {"file": upload}, follow=True)
+    body = response.content.decode()
+    assert "The labels are unbalanced: rare has 2 rows against 20" in body
+    dataset = Dataset.objects.get()
+    assert dataset.label_counts == {"common": 20, "rare": 2}
+    balanced = Dataset(label_counts={"a": 10, "b": 3})
+    assert balanced.imbalance_warning == ""

@@ -1,14 +1,9 @@
-"""A text classifier on a sentence encoder: mean-pooled token states, then one linear layer.
-
-Either the whole encoder is fine-tuned with the head ("full") or the encoder stays frozen and only
-the head learns ("head"). The result is a folder: the encoder as a transformers model
-(safetensors), ``classifier.safetensors`` (the head) and ``classifier.json`` (the labels), which
-apps.inference.engines.classifier loads to serve it.
-"""
+"""Training a text classifier (apps.inference.engines.classifier.EncoderClassifier) on a sentence
+encoder: either the whole encoder is fine-tuned with the head ("full") or the encoder stays frozen
+and only the head learns ("head")."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -18,18 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
 from apps.finetuning.datasets import DatasetInvalid, RowError
 from apps.finetuning.schemas import Hyperparameters
+from apps.inference.engines.classifier import EncoderClassifier
 from apps.inference.engines.transformers_backend import pick_device, weights_location
 from apps.inference.protocol import ModelSpec
 
 from .common import warmup_then_linear_decay
-
-HEAD_FILE = "classifier.safetensors"
-LABELS_FILE = "classifier.json"
 
 StepCallback = Callable[[int, int, int, float, float, int], None]
 EpochCallback = Callable[[int, int], None]
@@ -41,41 +33,6 @@ class Example:
     text: str
     input_ids: list[int]
     label: int
-
-
-class EncoderClassifier(torch.nn.Module):
-    def __init__(self, encoder: Any, labels: Sequence[str]) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.labels = list(labels)
-        self.head = torch.nn.Linear(encoder.config.hidden_size, len(labels))
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(states.dtype)
-        pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return self.head(pooled)
-
-    def save(self, folder: Path, tokenizer: Any) -> None:
-        self.encoder.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-        save_file(
-            {k: v.contiguous() for k, v in self.head.state_dict().items()}, folder / HEAD_FILE
-        )
-        (folder / LABELS_FILE).write_text(json.dumps({"labels": self.labels, "pooling": "mean"}))
-
-    @classmethod
-    def load(cls, folder: str | Path, *, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
-        """The tokenizer and classifier saved in ``folder`` (safetensors only, no remote code)."""
-        folder = Path(folder)
-        labels = json.loads((folder / LABELS_FILE).read_text())["labels"]
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-        encoder = AutoModel.from_pretrained(
-            folder, dtype=dtype, use_safetensors=True, trust_remote_code=False
-        )
-        model = cls(encoder, labels)
-        model.head.load_state_dict(load_file(folder / HEAD_FILE))
-        return tokenizer, model.to(dtype)
 
 
 def batch_tensors(

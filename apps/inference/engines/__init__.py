@@ -33,16 +33,27 @@ def get_engine(spec: ModelSpec) -> EngineClient:
 
 def get_embedder(spec: ModelSpec) -> Any:
     """The embedding engine serving ``spec`` in this process (loaded on the first call)."""
-    with _lock:
-        embedder = _embedders.get(spec.key)
-        if embedder is None:
-            from .embeddings import TransformersEmbedder
+    from .embeddings import TransformersEmbedder
 
-            embedder = TransformersEmbedder(
+    return _encoder(spec, TransformersEmbedder)
+
+
+def get_classifier(spec: ModelSpec) -> Any:
+    """The text classifier serving ``spec`` in this process (loaded on the first call)."""
+    from .classifier import TransformersClassifier
+
+    return _encoder(spec, TransformersClassifier)
+
+
+def _encoder(spec: ModelSpec, factory: Any) -> Any:
+    with _lock:
+        encoder = _embedders.get(spec.key)
+        if encoder is None:
+            encoder = factory(
                 spec, device=settings.INFERENCE_DEVICE, threads=settings.INFERENCE_THREADS
             )
-            _embedders[spec.key] = embedder
-        return embedder
+            _embedders[spec.key] = encoder
+        return encoder
 
 
 def _failed(engine: EngineClient) -> bool:
