@@ -169,6 +169,14 @@ class FineTuningJob(models.Model):
         return self.result_version.model.slug if self.result_version else None
 
     @property
+    def settings_shown(self) -> dict[str, Any]:
+        """The hyperparameters that apply to this kind of job and method."""
+        skip = {"test_fraction"} if self.kind == self.Kind.CHAT else {"lora_rank", "lora_alpha"}
+        if self.method != self.Method.LORA:
+            skip |= {"lora_rank", "lora_alpha"}
+        return {k: v for k, v in self.hyperparameters.items() if k not in skip}
+
+    @property
     def progress(self) -> float:
         return self.step / self.total_steps if self.total_steps else 0.0
 

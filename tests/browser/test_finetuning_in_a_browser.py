@@ -75,3 +75,23 @@ def test_compare_streams_two_answers_side_by_side(page):
     # Greedy decoding: the same model gives the same answer in both panes.
     assert panes.nth(0).inner_text() == panes.nth(1).inner_text()
     page.screenshot(path=ARTIFACTS / "compare.png", full_page=True)
+
+
+def test_a_classifier_from_the_demo_file_to_the_classify_tab(page):
+    sign_up(page, "gil")
+    page.click("nav >> text=Fine-tuning")
+    page.click("text=Add the classification demo")
+    expect(page.locator("#id_suffix")).to_have_value("intents")  # the demo is preselected
+    expect(page.locator("#id_model")).to_have_value("all-minilm-l6-v2")
+    page.select_option("#id_method", "head")  # the quickest: a frozen encoder, a trained head
+    page.click("text=Start fine-tuning")
+    expect(page.locator("#job-status")).to_have_text("Succeeded", timeout=180_000)
+    expect(page.locator("#confusion")).to_be_visible()
+    expect(page.locator("#classification-metrics")).to_contain_text("Majority class")
+    page.screenshot(path=ARTIFACTS / "classifier-job.png", full_page=True)
+    page.click("#job-result >> text=Classify")
+    page.fill("#id_text", "I was charged twice this month, please refund me")
+    page.click("#classify-form button")
+    expect(page.locator("#classify-label")).to_have_text("billing", timeout=30_000)
+    expect(page.locator(".scores tr")).to_have_count(4)
+    page.screenshot(path=ARTIFACTS / "classify.png", full_page=True)
