@@ -12,7 +12,12 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.catalog.models import LanguageModel
-from apps.catalog.selectors import DEFAULT_CLASSIFIER_BASE, access_model, active_version
+from apps.catalog.selectors import (
+    DEFAULT_CHAT_MODEL,
+    DEFAULT_CLASSIFIER_BASE,
+    access_model,
+    active_version,
+)
 from apps.core.errors import ServiceError
 from apps.core.http import AuthedHttpRequest
 
@@ -46,7 +51,7 @@ def _base_models(request: AuthedHttpRequest) -> list[LanguageModel]:
 
 def _job_form(request: AuthedHttpRequest, data: object = None) -> JobForm:
     datasets = datasets_for(request.user)
-    initial: dict[str, object] = {}
+    initial: dict[str, object] = {"model": DEFAULT_CHAT_MODEL}
     if datasets and datasets[0].filename == CLASSIFICATION_DEMO:  # just added: preselect it
         initial = {
             "model": DEFAULT_CLASSIFIER_BASE,
@@ -57,11 +62,12 @@ def _job_form(request: AuthedHttpRequest, data: object = None) -> JobForm:
     elif len(datasets) >= 2 and {d.filename for d in datasets[:2]} == set(DEMO_FILES.values()):
         by_name = {d.filename: d.pk for d in datasets[:2]}  # the demo, just added: preselect it
         initial = {
+            "model": DEFAULT_CHAT_MODEL,
             "training_file": str(by_name[DEMO_FILES["train"]]),
             "validation_file": str(by_name[DEMO_FILES["validation"]]),
             "suffix": "mascot",
         }
-    return JobForm(data, models=_base_models(request), datasets=datasets, initial=initial or None)
+    return JobForm(data, models=_base_models(request), datasets=datasets, initial=initial)
 
 
 def _index(

@@ -36,6 +36,7 @@ def test_a_job_streams_its_loss_live_and_cancels(page):
     page.click("text=Add the demo dataset")
     expect(page.locator("table.list").first).to_contain_text("mascot-train.jsonl")
     expect(page.locator("#id_suffix")).to_have_value("mascot")  # the demo is preselected
+    expect(page.locator("#id_model")).to_have_value("smollm2-135m-instruct")
     page.screenshot(path=ARTIFACTS / "finetuning-index.png", full_page=True)
     # Many small steps: long enough to watch it and to cancel it.
     page.fill("#id_n_epochs", "50")
