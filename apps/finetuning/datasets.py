@@ -212,6 +212,9 @@ def _check_chat(row: dict[str, Any]) -> str | None:
             return f"{where}.content must be non-empty text"
     if messages[-1]["role"] != "assistant":
         return "the last message must be the assistant's (it is what the model learns)"
+    first_turn = messages[1] if messages[0]["role"] == "system" else messages[0]
+    if first_turn["role"] != "user":
+        return "the conversation must start with a user message (after an optional system one)"
     return None
 
 

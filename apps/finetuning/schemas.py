@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from apps.core.errors import invalid_input
 
@@ -34,11 +34,13 @@ class Hyperparameters(BaseModel):
     test_fraction: float = Field(0.2, gt=0.0, le=0.5)
     seed: int = Field(42, ge=0, le=2**31 - 1)
 
-    @model_validator(mode="after")
-    def _sane(self) -> Hyperparameters:
-        if self.lora_alpha > 16 * self.lora_rank:
-            raise ValueError("lora_alpha must be at most 16 times lora_rank")
-        return self
+    @field_validator("lora_alpha")
+    @classmethod
+    def _alpha_fits_rank(cls, value: int, info: ValidationInfo) -> int:
+        rank = info.data.get("lora_rank")
+        if rank is not None and value > 16 * rank:
+            raise ValueError(f"must be at most 16 times lora_rank ({16 * rank})")
+        return value
 
     def learning_rate_for(self, kind: str, method: str) -> float:
         return self.learning_rate or DEFAULT_LEARNING_RATE[(kind, method)]

@@ -3,9 +3,11 @@ worker), and failing the jobs whose worker is gone (any process, see ``finetune_
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
+import shutil
 import threading
 import time
 from datetime import timedelta
@@ -15,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, ProtectedError
 from django.utils import timezone
 
 from apps.accounts.models import User
@@ -59,8 +61,11 @@ def dataset_create(*, owner: User, filename: str, data: bytes) -> Dataset:
         )
         extension = "csv" if parsed.is_csv else "jsonl"
         dataset.file.save(f"upload.{extension}", ContentFile(data), save=False)
-        dataset.save()
-        # A file written for a transaction that rolls back is removed with it.
+        try:
+            dataset.save()
+        except Exception:
+            dataset.file.delete(save=False)
+            raise
         transaction.on_commit(lambda: analyze_dataset.delay(str(dataset.pk)))
     return dataset
 
@@ -98,7 +103,12 @@ def dataset_analyze(*, dataset_id: str) -> None:
     except Exception as exc:
         logger.exception("analysing dataset %s failed", dataset.pk)
         dataset.analysis_error = f"Counting tokens failed: {exc}"
-    dataset.save(update_fields=["tokens", "preview", "tokenizer_model", "analysis_error"])
+    Dataset.objects.filter(pk=dataset.pk).update(  # it may have been deleted meanwhile
+        tokens=dataset.tokens,
+        preview=dataset.preview,
+        tokenizer_model=dataset.tokenizer_model,
+        analysis_error=dataset.analysis_error,
+    )
 
 
 def _read(dataset: Dataset) -> ParsedDataset:
@@ -132,6 +142,13 @@ def finetune_job_create(
             ErrorCode.INVALID_PARAMETER,
             f"method must be {' or '.join(methods)} for a {kind} job on {base_version.model.slug}",
             param="method",
+        )
+    if validation_file is not None and validation_file.pk == training_file.pk:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            "The validation file is the training file: its loss would say nothing. Pick another "
+            "file, or none to hold out part of the training rows.",
+            param="validation_file",
         )
     formats = _FORMATS[kind]
     for param, dataset in (("training_file", training_file), ("validation_file", validation_file)):
@@ -272,10 +289,11 @@ def finetune_job_run(*, job_id: str, worker: str) -> None:
         "base_version__model", "training_file", "validation_file", "owner"
     ).get(pk=job.pk)
     _event(job, JobEvent.Kind.STATUS, f"Validating the data on {worker}")
-    heartbeat = _Heartbeat(job)
+    deadline = time.monotonic() + settings.FINETUNE_MAX_SECONDS
+    heartbeat = _Heartbeat(job, deadline)
     heartbeat.start()
     try:
-        _run(job)
+        _run(job, deadline)
     except JobStopped as stop:
         _end(job, stop.status, code=stop.code, message=stop.message)
     except DatasetInvalid as invalid:
@@ -291,28 +309,52 @@ def finetune_job_run(*, job_id: str, worker: str) -> None:
         _end(job, Status.FAILED, code=ErrorCode.INTERNAL, message=f"Training failed: {exc}")
     finally:
         heartbeat.stop()
+        if not FineTuningJob.objects.filter(pk=job.pk, status=Status.SUCCEEDED).exists():
+            output = _output_dir(job)
+            for folder in (output, output.with_name(output.name + ".tmp")):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 class _Heartbeat(threading.Thread):
-    """Writes the job's heartbeat while it works, including long steps, loading and evaluation."""
+    """Writes the job's heartbeat while it works, including long steps, loading and evaluation.
 
-    def __init__(self, job: FineTuningJob) -> None:
+    It also enforces FINETUNE_MAX_SECONDS: past it, it fails the job (so a job stuck inside one
+    long computation does not stay "running"), and the trainer stops at its next check. Celery's
+    time limits do not apply to the solo and thread pools that training workers use.
+    """
+
+    def __init__(self, job: FineTuningJob, deadline: float) -> None:
         super().__init__(name=f"heartbeat-{job.pk}", daemon=True)
-        self.job_id, self.attempts = job.pk, job.attempts
+        self.job = copy.copy(job)  # its own instance: _end refreshes it from this thread
+        self.deadline = deadline
         self._stopped = threading.Event()
 
     def run(self) -> None:
         try:
             while not self._stopped.wait(settings.FINETUNE_HEARTBEAT_SECONDS):
-                FineTuningJob.objects.filter(
-                    pk=self.job_id, attempts=self.attempts, status__in=FineTuningJob.WORKING
-                ).update(heartbeat_at=timezone.now())
+                try:
+                    if time.monotonic() > self.deadline:
+                        _end(
+                            self.job,
+                            Status.FAILED,
+                            code=ErrorCode.TIMEOUT,
+                            message=_timeout_message(),
+                        )
+                        return
+                    _mine(self.job).update(heartbeat_at=timezone.now())
+                except Exception:  # the database may be away a moment: beat again next time
+                    logger.exception("heartbeat of job %s failed", self.job.pk)
+                    connection.close()
         finally:
             connection.close()
 
     def stop(self) -> None:
         self._stopped.set()
         self.join(timeout=10)
+
+
+def _timeout_message() -> str:
+    return f"The job ran over its time limit of {settings.FINETUNE_MAX_SECONDS:.0f} s."
 
 
 def _mine(job: FineTuningJob) -> Any:
@@ -332,11 +374,7 @@ def _check(job: FineTuningJob, deadline: float) -> None:
     if row["cancel_requested"]:
         raise JobStopped(Status.CANCELLED, "cancelled", "Cancelled.")
     if time.monotonic() > deadline:
-        raise JobStopped(
-            Status.FAILED,
-            ErrorCode.TIMEOUT,
-            f"The job ran over its time limit of {settings.FINETUNE_MAX_SECONDS:.0f} s.",
-        )
+        raise JobStopped(Status.FAILED, ErrorCode.TIMEOUT, _timeout_message())
 
 
 def _split(
@@ -358,8 +396,7 @@ def _split(
     return pick(order[held:]), pick(order[:held])
 
 
-def _run(job: FineTuningJob) -> None:
-    deadline = time.monotonic() + settings.FINETUNE_MAX_SECONDS
+def _run(job: FineTuningJob, deadline: float) -> None:
     hp = Hyperparameters.model_validate(job.hyperparameters)
     parsed = _read(job.training_file)
     validation = _read(job.validation_file) if job.validation_file else None
@@ -415,9 +452,13 @@ def _step_logger(job: FineTuningJob, deadline: float) -> Any:
     return on_step
 
 
+def _output_dir(job: FineTuningJob) -> Path:
+    return settings.FINETUNE_OUTPUT_DIR / job.id.hex
+
+
 def _save(job: FineTuningJob, trainer: Any, deadline: float) -> Path:
     _check(job, deadline)
-    output = settings.FINETUNE_OUTPUT_DIR / job.id.hex
+    output = _output_dir(job)
     output.parent.mkdir(parents=True, exist_ok=True)
     trainer.save(output)
     return output
@@ -498,7 +539,8 @@ def stratified_split(
     parsed: ParsedDataset, fractions: tuple[float, ...], seed: int
 ) -> list[ParsedDataset]:
     """Split classification rows into the training part and one part per fraction, each label
-    divided in the same proportions (seeded). Every label keeps at least one training row."""
+    divided in the same proportions (seeded, rounded; a label with a few rows still gives one to
+    each part while it has three or more). Every label keeps at least one training row."""
     by_label: dict[str, list[int]] = {}
     for index, row in enumerate(parsed.rows):
         by_label.setdefault(row["label"], []).append(index)
@@ -509,9 +551,10 @@ def stratified_split(
         rng.shuffle(indexes)
         start = 0
         for part, fraction in enumerate(fractions, start=1):
-            take = min(math.ceil(len(indexes) * fraction), len(indexes) - start - 1)
-            parts[part].extend(indexes[start : start + max(take, 0)])
-            start += max(take, 0)
+            take = round(len(indexes) * fraction) or (1 if len(indexes) - start >= 3 else 0)
+            take = max(min(take, len(indexes) - start - 1), 0)
+            parts[part].extend(indexes[start : start + take])
+            start += take
         parts[0].extend(indexes[start:])
     return [
         ParsedDataset(
@@ -584,9 +627,16 @@ def _run_classifier(
     truth = [labels[e.label] for e in test]
     predicted = [labels[max(range(len(labels)), key=row.__getitem__)] for row in scores]
     majority = majority_baseline([row["label"] for row in train_rows.rows])
-    tfidf = tfidf_logreg_baseline(
-        [e.text for e in train], [labels[e.label] for e in train], [e.text for e in test], hp.seed
-    )
+    try:
+        tfidf: list[str] | None = tfidf_logreg_baseline(
+            [e.text for e in train],
+            [labels[e.label] for e in train],
+            [e.text for e in test],
+            hp.seed,
+        )
+    except ValueError as exc:  # e.g. no word in any text ("empty vocabulary")
+        logger.warning("job %s: no TF-IDF baseline: %s", job.pk, exc)
+        tfidf = None
     evaluation: dict[str, Any] = {
         "labels": labels,
         "splits": splits,
@@ -596,7 +646,7 @@ def _run_classifier(
                 "label": majority,
                 **classification_metrics(truth, [majority] * len(test), labels),
             },
-            "tfidf_logreg": classification_metrics(truth, tfidf, labels),
+            "tfidf_logreg": classification_metrics(truth, tfidf, labels) if tfidf else None,
         },
         "predictions": [
             {
@@ -615,8 +665,12 @@ def _run_classifier(
         job,
         JobEvent.Kind.EVAL,
         f"Test split: accuracy {mine['accuracy']:.3f}, macro F1 {mine['macro_f1']:.3f} "
-        f"(majority class {baselines['majority']['accuracy']:.3f}, TF-IDF + logistic "
-        f"regression {baselines['tfidf_logreg']['accuracy']:.3f})",
+        f"(majority class {baselines['majority']['accuracy']:.3f}"
+        + (
+            f", TF-IDF + logistic regression {baselines['tfidf_logreg']['accuracy']:.3f})"
+            if baselines["tfidf_logreg"]
+            else "; no TF-IDF baseline: the texts have no words it can use)"
+        ),
         {"test_accuracy": mine["accuracy"], "test_macro_f1": mine["macro_f1"]},
     )
     _deploy(job, _save(job, trainer, deadline), evaluation)
@@ -656,8 +710,8 @@ def _deploy(job: FineTuningJob, output: Path, evaluation: dict[str, Any]) -> Non
             is_active=True,
         )
         finished = timezone.now()
-        if (
-            not _mine(job)
+        deployed = (
+            _mine(job)
             .filter(cancel_requested=False)
             .update(
                 status=Status.SUCCEEDED,
@@ -665,14 +719,14 @@ def _deploy(job: FineTuningJob, output: Path, evaluation: dict[str, Any]) -> Non
                 evaluation=evaluation,
                 finished_at=finished,
             )
-        ):
-            transaction.set_rollback(True)
-            _check(job, math.inf)
-            return
-        job.refresh_from_db()
-        _event(
-            job, JobEvent.Kind.STATUS, f"Succeeded: deployed as {model.slug}", {"model": model.slug}
         )
+        if not deployed:  # cancelled or taken meanwhile: register nothing
+            transaction.set_rollback(True)
+    if not deployed:
+        _check(job, math.inf)  # raises JobStopped with the reason
+        return
+    job.refresh_from_db()
+    _event(job, JobEvent.Kind.STATUS, f"Succeeded: deployed as {model.slug}", {"model": model.slug})
 
 
 def _end(
@@ -714,17 +768,22 @@ def dataset_delete(*, dataset: Dataset) -> None:
             param="file_id",
         )
     name, storage = str(dataset.file.name), dataset.file.storage
-    with transaction.atomic():
-        dataset.delete()
-        transaction.on_commit(lambda: storage.delete(name))
+    try:
+        with transaction.atomic():
+            dataset.delete()
+            transaction.on_commit(lambda: storage.delete(name))
+    except ProtectedError:  # a job took it meanwhile
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            "The file is now used by a fine-tuning job; it is kept as that job's record.",
+            param="file_id",
+        ) from None
 
 
 def fine_tuned_model_delete(*, model: LanguageModel) -> None:
     """Retire one of the user's fine-tuned models: it leaves the picker and /v1/models at once and
     its trained weights are deleted. The rows stay, disabled, as the record of the answers it gave.
     Precondition: ``model`` came from ``access_model`` and ``model.owner`` is the caller."""
-    import shutil
-
     if model.owner_id is None:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER, "Only fine-tuned models can be deleted.", param="model"
@@ -743,3 +802,26 @@ def fine_tuned_model_delete(*, model: LanguageModel) -> None:
     with transaction.atomic():
         LanguageModel.objects.filter(pk=model.pk).update(is_enabled=False)
         transaction.on_commit(remove)
+
+
+def finetune_requeue_stranded() -> int:
+    """Enqueue again the jobs still queued and the datasets not yet counted: a broker that
+    restarted without its messages (the embedded in-memory one always does) lost their tasks.
+    A duplicate message is harmless: a job is claimed once, a counted dataset is left alone."""
+    from .tasks import analyze_dataset, run_finetune_job
+
+    jobs = [
+        str(pk)
+        for pk in FineTuningJob.objects.filter(status=Status.QUEUED).values_list("pk", flat=True)
+    ]
+    datasets = [
+        str(pk)
+        for pk in Dataset.objects.filter(tokens__isnull=True, analysis_error="").values_list(
+            "pk", flat=True
+        )
+    ]
+    for job_id in jobs:
+        run_finetune_job.delay(job_id)
+    for dataset_id in datasets:
+        analyze_dataset.delay(dataset_id)
+    return len(jobs) + len(datasets)

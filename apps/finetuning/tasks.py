@@ -9,8 +9,8 @@ def analyze_dataset(dataset_id: str) -> None:
     dataset_analyze(dataset_id=dataset_id)
 
 
-# The job enforces its own wall-clock limit between steps (FINETUNE_MAX_SECONDS); Celery's limits
-# are a backstop above it.
+# The job enforces its own wall-clock limit (FINETUNE_MAX_SECONDS, see services._Heartbeat):
+# Celery's limits below act only where a training worker runs a prefork pool.
 @shared_task(
     acks_late=True,
     reject_on_worker_lost=True,

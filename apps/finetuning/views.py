@@ -23,7 +23,7 @@ from apps.core.http import AuthedHttpRequest
 
 from .datasets import DatasetInvalid
 from .forms import DatasetUploadForm, JobForm
-from .models import FineTuningJob
+from .models import FineTuningJob, JobEvent
 from .selectors import access_dataset, access_job, datasets_for, job_events, jobs_for
 from .services import (
     dataset_create,
@@ -223,7 +223,7 @@ def job_detail(request: AuthedHttpRequest, job_id: str) -> HttpResponse:
     context: dict[str, object] = {
         "job": job,
         "state": job_state(job),
-        "events": [e.as_json() for e in events],
+        "events": [e.as_json() for e in _thinned(events)],
         "log": events[-30:][::-1],
         "evaluation": job.evaluation,
     }
@@ -232,17 +232,28 @@ def job_detail(request: AuthedHttpRequest, job_id: str) -> HttpResponse:
     return render(request, "finetuning/job.html", context)
 
 
+CHART_POINTS = 2000
+
+
+def _thinned(events: list[JobEvent]) -> list[JobEvent]:
+    """The events the chart draws, with training steps thinned to about CHART_POINTS (every
+    evaluation and the last step kept), so a long job's page stays light."""
+    steps = [e for e in events if e.kind == JobEvent.Kind.STEP]
+    every = max(1, -(-len(steps) // CHART_POINTS))
+    if every == 1:
+        return events
+    keep = {e.pk for e in steps[::every]} | {steps[-1].pk}
+    return [e for e in events if e.kind != JobEvent.Kind.STEP or e.pk in keep]
+
+
 def _classification_tables(evaluation: dict[str, Any]) -> dict[str, object]:
     """The job page's tables: metrics beside the baselines, per label, and the confusion matrix."""
     labels = evaluation["labels"]
-    columns = [
-        ("Fine-tuned", evaluation["test"]),
-        ("TF-IDF + logistic regression", evaluation["baselines"]["tfidf_logreg"]),
-        (
-            f"Majority class ({evaluation['baselines']['majority']['label']})",
-            evaluation["baselines"]["majority"],
-        ),
-    ]
+    baselines = evaluation["baselines"]
+    columns = [("Fine-tuned", evaluation["test"])]
+    if baselines["tfidf_logreg"]:
+        columns.append(("TF-IDF + logistic regression", baselines["tfidf_logreg"]))
+    columns.append((f"Majority class ({baselines['majority']['label']})", baselines["majority"]))
     rows = [
         (name, [metrics[key] for _, metrics in columns])
         for key, name in (

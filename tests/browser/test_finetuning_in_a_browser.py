@@ -63,6 +63,12 @@ def test_a_job_streams_its_loss_live_and_cancels(page):
 def test_compare_streams_two_answers_side_by_side(page):
     sign_up(page, "fay")
     page.goto("/chat/compare/")
+    # A refused form shows its error in place (htmx swaps 4xx answers here).
+    page.fill("#id_text", "Hello")
+    page.fill("#id_temperature", "5")
+    page.click("text=Send to both")
+    expect(page.locator("#compare-result .error")).to_contain_text("temperature")
+    page.fill("#id_temperature", "0")
     page.fill("#id_text", "What is the capital of France?")
     page.fill("#id_max_tokens", "24")
     page.click("text=Send to both")

@@ -123,6 +123,12 @@ def test_api_refuses_bad_files_and_jobs_and_writes_nothing(owner, dataset, chat_
         (create(method={"type": "dpo"}), 400, "method"),
         (create(model="no-such-model"), 404, "model"),
         (create(suffix="a b"), 400, "suffix"),
+        (
+            create(hyperparameters={"lora_rank": 2, "lora_alpha": 64}),
+            400,
+            "hyperparameters.lora_alpha",
+        ),
+        (create(validation_file=dataset.openai_id), 400, "validation_file"),
     ]
     for response, status, param in cases:
         assert response.status_code == status, response.json()
@@ -191,6 +197,29 @@ async def test_generation_socket_is_the_starters_alone(owner, stranger, chat_mod
     done = await ws.receive_json_from(timeout=5)
     assert done["type"] == "done" and done["status"] == "succeeded"
     await ws.disconnect()
+
+
+def test_stranded_work_is_enqueued_again(job, dataset, monkeypatch):
+    from apps.finetuning import tasks
+    from apps.finetuning.services import finetune_requeue_stranded
+
+    sent = []
+    monkeypatch.setattr(tasks.run_finetune_job, "delay", lambda pk: sent.append(("job", pk)))
+    monkeypatch.setattr(tasks.analyze_dataset, "delay", lambda pk: sent.append(("data", pk)))
+    assert finetune_requeue_stranded() == 2
+    assert sorted(sent) == [("data", str(dataset.pk)), ("job", str(job.pk))]
+
+
+def test_the_chart_gets_thinned_steps_and_every_evaluation(job, monkeypatch):
+    from apps.finetuning import views
+
+    events = [
+        JobEvent.objects.create(job=job, kind="step", message=str(i), data={"step": i})
+        for i in range(1, 10)
+    ]
+    events.insert(5, JobEvent.objects.create(job=job, kind="eval", message="e", data={}))
+    monkeypatch.setattr(views, "CHART_POINTS", 3)
+    assert [e.message for e in views._thinned(events)] == ["1", "4", "e", "7", "9"]
 
 
 def test_the_reaper_fails_silent_jobs_only(job, settings):

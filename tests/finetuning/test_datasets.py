@@ -203,3 +203,14 @@ def test_unbalanced_labels_get_a_warning(client, owner, django_capture_on_commit
     assert dataset.label_counts == {"common": 20, "rare": 2}
     balanced = Dataset(label_counts={"a": 10, "b": 3})
     assert balanced.imbalance_warning == ""
+
+
+def test_a_conversation_must_start_with_the_user():
+    rows = [
+        {"messages": [{"role": "assistant", "content": "Hi"}]},
+        {"messages": [{"role": "system", "content": "S"}, {"role": "assistant", "content": "Hi"}]},
+    ]
+    with pytest.raises(DatasetInvalid) as caught:
+        parse_dataset(jsonl(rows))
+    assert [e.line for e in caught.value.errors] == [1, 2]
+    assert "must start with a user message" in caught.value.errors[0].message

@@ -110,3 +110,56 @@ def test_a_row_over_the_max_length_fails_the_job_by_its_line(owner, tiny_model):
     event = job.events.last()
     assert event.level == JobEvent.Level.ERROR
     assert event.data["errors"][0]["line"] == 3
+
+
+def test_a_cancel_during_deployment_cancels_and_leaves_no_model(owner, tiny_model, monkeypatch):
+    from apps.finetuning import services
+
+    real_save = services._save
+
+    def save_then_cancel(job, trainer, deadline):
+        output = real_save(job, trainer, deadline)
+        FineTuningJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+        return output
+
+    monkeypatch.setattr(services, "_save", save_then_cancel)
+    job = run_job(owner, tiny_model, GOOD, "lora")
+    assert (job.status, job.result_version) == ("cancelled", None)
+    assert not LanguageModel.objects.filter(owner=owner).exists()
+    assert not services._output_dir(job).exists()
+
+
+def test_a_job_over_its_time_limit_fails_with_a_reason(owner, tiny_model, settings):
+    settings.FINETUNE_MAX_SECONDS = 0.0
+    job = run_job(owner, tiny_model, GOOD, "lora")
+    assert (job.status, job.error_code) == ("failed", "timeout")
+    assert "time limit" in job.error_message
+
+
+def test_a_classifier_without_a_tfidf_baseline_still_succeeds(owner, django_db_blocker):
+    from apps.catalog.packaged import register_packaged_models
+
+    register_packaged_models(LanguageModel, ModelVersion)
+    encoder = LanguageModel.objects.get(slug="all-minilm-l6-v2")
+    rows = [{"text": "!" * (i % 3 + 1), "label": "a"} for i in range(6)]
+    rows += [{"text": "?" * (i % 3 + 1), "label": "b"} for i in range(6)]
+    job = run_job(owner, encoder, jsonl(rows), "head", n_epochs=1)
+    assert job.status == "succeeded", job.error_message
+    assert job.evaluation["baselines"]["tfidf_logreg"] is None
+    assert job.evaluation["test"]["accuracy"] >= 0
+
+
+def test_stratified_split_keeps_every_label_in_every_part():
+    from apps.finetuning.datasets import ParsedDataset
+    from apps.finetuning.services import stratified_split
+
+    rows = [{"text": f"t{i}", "label": "big"} for i in range(40)]
+    rows += [{"text": f"s{i}", "label": "small"} for i in range(3)]
+    parsed = ParsedDataset("classification", rows, list(range(1, len(rows) + 1)))
+    train, test, val = stratified_split(parsed, (0.2, 0.1), seed=1)
+    # big: 8 test, 4 validation, 28 training; small (3 rows): 1 test, 0 validation, 2 training
+    assert [len(p.rows) for p in (train, test, val)] == [30, 9, 4]
+    counts = [sorted({r["label"] for r in p.rows}) for p in (train, test)]
+    assert counts == [["big", "small"], ["big", "small"]]
+    assert not set(train.lines) & set(test.lines) and not set(test.lines) & set(val.lines)
+    assert stratified_split(parsed, (0.2, 0.1), seed=1)[1].lines == test.lines  # seeded
