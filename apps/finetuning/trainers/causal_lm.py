@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +24,12 @@ from apps.finetuning.schemas import Hyperparameters
 from apps.inference.engines.transformers_backend import load_causal_lm, pick_device
 from apps.inference.protocol import ModelSpec
 
-from .common import warmup_then_linear_decay
+from .common import EpochCallback, StepCallback, train_epochs
 
 logger = logging.getLogger(__name__)
 
 IGNORE = -100
 SAMPLE_MAX_NEW_TOKENS = 64
-
-# (step, total_steps, epoch, train loss, learning rate, tokens seen so far) -> None; raises to stop
-StepCallback = Callable[[int, int, int, float, float, int], None]
-EpochCallback = Callable[[int, int], None]  # (epoch, step)
 
 
 @dataclass(frozen=True)
@@ -213,31 +209,22 @@ class CausalLMTrainer:
         on_epoch: EpochCallback,
     ) -> None:
         """Train; ``on_step`` runs after every optimizer step and may raise to stop at once."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            params, lr=self.hp.learning_rate_for("chat", self.method), weight_decay=0.0
+
+        def batch_loss(batch: list[Example]) -> torch.Tensor:
+            loss_sum, count = self._loss_sum(self._batch(batch))
+            return loss_sum / max(count, 1)
+
+        train_epochs(
+            examples=train,
+            hp=self.hp,
+            params=[p for p in self.model.parameters() if p.requires_grad],
+            learning_rate=self.hp.learning_rate_for("chat", self.method),
+            weight_decay=0.0,
+            batch_loss=batch_loss,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            begin_epoch=self.model.train,
         )
-        total = self.total_steps(train)
-        scheduler = warmup_then_linear_decay(optimizer, total)
-        order = torch.Generator().manual_seed(self.hp.seed)
-        step, tokens = 0, 0
-        for epoch in range(1, self.hp.n_epochs + 1):
-            self.model.train()
-            permutation = torch.randperm(len(train), generator=order).tolist()
-            for start in range(0, len(train), self.hp.batch_size):
-                batch = [train[i] for i in permutation[start : start + self.hp.batch_size]]
-                loss_sum, count = self._loss_sum(self._batch(batch))
-                loss = loss_sum / max(count, 1)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                learning_rate = float(scheduler.get_last_lr()[0])
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                tokens += sum(len(e.input_ids) for e in batch)
-                on_step(step, total, epoch, float(loss), learning_rate, tokens)
-            on_epoch(epoch, step)
 
     def answer(self, prompts: Sequence[Any]) -> list[str]:
         """Greedy answers (chat messages or raw prompts), as the sample table shows them."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,7 @@ from apps.inference.engines.classifier import EncoderClassifier
 from apps.inference.engines.transformers_backend import pick_device, weights_location
 from apps.inference.protocol import ModelSpec
 
-from .common import warmup_then_linear_decay
-
-StepCallback = Callable[[int, int, int, float, float, int], None]
-EpochCallback = Callable[[int, int], None]
+from .common import EpochCallback, StepCallback, train_epochs
 
 
 @dataclass(frozen=True)
@@ -144,33 +141,28 @@ class ClassifierTrainer:
     def fit(
         self, train: Sequence[Example], *, on_step: StepCallback, on_epoch: EpochCallback
     ) -> None:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            params, lr=self.hp.learning_rate_for("classification", self.method), weight_decay=0.01
-        )
-        total = self.total_steps(train)
-        scheduler = warmup_then_linear_decay(optimizer, total)
-        order = torch.Generator().manual_seed(self.hp.seed)
-        step, tokens = 0, 0
-        for epoch in range(1, self.hp.n_epochs + 1):
+        """Train; ``on_step`` runs after every optimizer step and may raise to stop at once."""
+
+        def batch_loss(batch: list[Example]) -> torch.Tensor:
+            target = torch.tensor([e.label for e in batch], device=self.device)
+            return torch.nn.functional.cross_entropy(self._logits(batch), target)
+
+        def begin_epoch() -> None:
             self.model.train()
             if self.method == "head":
                 self.model.encoder.eval()  # frozen: no dropout either
-            permutation = torch.randperm(len(train), generator=order).tolist()
-            for start in range(0, len(train), self.hp.batch_size):
-                batch = [train[i] for i in permutation[start : start + self.hp.batch_size]]
-                target = torch.tensor([e.label for e in batch], device=self.device)
-                loss = torch.nn.functional.cross_entropy(self._logits(batch), target)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                learning_rate = float(scheduler.get_last_lr()[0])
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                tokens += sum(len(e.input_ids) for e in batch)
-                on_step(step, total, epoch, float(loss), learning_rate, tokens)
-            on_epoch(epoch, step)
+
+        train_epochs(
+            examples=train,
+            hp=self.hp,
+            params=[p for p in self.model.parameters() if p.requires_grad],
+            learning_rate=self.hp.learning_rate_for("classification", self.method),
+            weight_decay=0.01,
+            batch_loss=batch_loss,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            begin_epoch=begin_epoch,
+        )
 
     def save(self, target: Path) -> None:
         tmp = target.with_name(target.name + ".tmp")
