@@ -24,6 +24,7 @@ from apps.accounts.models import User
 from apps.catalog.models import LanguageModel, ModelVersion
 from apps.catalog.selectors import DEFAULT_CHAT_MODEL, DEFAULT_CLASSIFIER_BASE
 from apps.core.errors import ErrorCode, ServiceError
+from apps.inference.engines import import_backends
 from apps.inference.services import model_spec
 
 from .datasets import CLASSIFICATION, DatasetInvalid, ParsedDataset, parse_dataset
@@ -78,6 +79,7 @@ def dataset_analyze(*, dataset_id: str) -> None:
     """Count the tokens of a dataset and render a few rows as the model will see them (through
     the default chat model's template; a classifier's rows as label and text). Worker side: needs
     the tokenizer. Idempotent; never raises."""
+    import_backends()
     from .trainers.causal_lm import encode_row, render_row, tokenizer_for
 
     dataset = Dataset.objects.filter(pk=dataset_id).first()
@@ -397,6 +399,7 @@ def _split(
 
 
 def _run(job: FineTuningJob, deadline: float) -> None:
+    import_backends()
     hp = Hyperparameters.model_validate(job.hyperparameters)
     parsed = _read(job.training_file)
     validation = _read(job.validation_file) if job.validation_file else None

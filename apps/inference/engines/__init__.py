@@ -33,27 +33,36 @@ def get_engine(spec: ModelSpec) -> EngineClient:
 
 def get_embedder(spec: ModelSpec) -> Any:
     """The embedding engine serving ``spec`` in this process (loaded on the first call)."""
-    from .embeddings import TransformersEmbedder
-
-    return _encoder(spec, TransformersEmbedder)
+    return _encoder(spec, "embeddings")
 
 
 def get_classifier(spec: ModelSpec) -> Any:
     """The text classifier serving ``spec`` in this process (loaded on the first call)."""
-    from .classifier import TransformersClassifier
-
-    return _encoder(spec, TransformersClassifier)
+    return _encoder(spec, "classifier")
 
 
-def _encoder(spec: ModelSpec, factory: Any) -> Any:
+def _encoder(spec: ModelSpec, kind: str) -> Any:
+    # Backends are imported under the lock too: transformers' lazy imports are not safe when two
+    # threads import it for the first time at once.
     with _lock:
         encoder = _embedders.get(spec.key)
         if encoder is None:
+            if kind == "classifier":
+                from .classifier import TransformersClassifier as factory
+            else:
+                from .embeddings import TransformersEmbedder as factory  # type: ignore[assignment]
             encoder = factory(
                 spec, device=settings.INFERENCE_DEVICE, threads=settings.INFERENCE_THREADS
             )
             _embedders[spec.key] = encoder
         return encoder
+
+
+def import_backends() -> None:
+    """Import torch and transformers under the lock, before code outside this package (the
+    trainers, token counting) uses them in a thread of its own (see ``_encoder``)."""
+    with _lock:
+        from . import classifier, embeddings, transformers_backend  # noqa: F401
 
 
 def _failed(engine: EngineClient) -> bool:

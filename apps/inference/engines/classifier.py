@@ -20,9 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
-from apps.core.errors import ErrorCode
 from apps.inference.protocol import EngineError, ModelSpec
 
+from .embeddings import encode_within_context
 from .transformers_backend import pick_device
 
 HEAD_FILE = "classifier.safetensors"
@@ -94,15 +94,10 @@ class TransformersClassifier:
     def classify(self, texts: list[str]) -> Classified | EngineError:
         """Label ``texts``; an input longer than the context is an error, never truncated."""
         with self._lock:
-            encoded = self.tokenizer(texts, padding=True, return_tensors="pt")
+            encoded = encode_within_context(self.tokenizer, texts, self.spec.context_length)
+            if isinstance(encoded, EngineError):
+                return encoded
             lengths = encoded["attention_mask"].sum(dim=1)
-            for index, length in enumerate(lengths.tolist()):
-                if length > self.spec.context_length:
-                    return EngineError(
-                        ErrorCode.CONTEXT_LENGTH_EXCEEDED,
-                        f"Input {index} has {length} tokens; the model reads at most "
-                        f"{self.spec.context_length}. Shorten it.",
-                    )
             with torch.inference_mode():
                 logits = self.model(
                     encoded["input_ids"].to(self.device),

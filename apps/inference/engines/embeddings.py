@@ -21,6 +21,22 @@ from apps.inference.protocol import EngineError, ModelSpec
 from .transformers_backend import packaged_path, pick_device
 
 
+def encode_within_context(
+    tokenizer: Any, texts: list[str], context_length: int
+) -> dict[str, torch.Tensor] | EngineError:
+    """``texts`` tokenized and padded into one batch, or an error naming the first text longer
+    than ``context_length`` tokens (texts are never truncated)."""
+    encoded = tokenizer(texts, padding=True, return_tensors="pt")
+    for index, length in enumerate(encoded["attention_mask"].sum(dim=1).tolist()):
+        if length > context_length:
+            return EngineError(
+                ErrorCode.CONTEXT_LENGTH_EXCEEDED,
+                f"Input {index} has {length} tokens; the model reads at most {context_length}. "
+                "Shorten it or split it.",
+            )
+    return dict(encoded)
+
+
 @dataclass(frozen=True)
 class Embedded:
     vectors: np.ndarray  # float32, one row per input, unit length
@@ -51,15 +67,10 @@ class TransformersEmbedder:
     def embed(self, texts: list[str]) -> Embedded | EngineError:
         """Embed ``texts``; an input longer than the context is an error, never truncated."""
         with self._lock:
-            encoded = self.tokenizer(texts, padding=True, return_tensors="pt")
+            encoded = encode_within_context(self.tokenizer, texts, self.spec.context_length)
+            if isinstance(encoded, EngineError):
+                return encoded
             lengths = encoded["attention_mask"].sum(dim=1)
-            for index, length in enumerate(lengths.tolist()):
-                if length > self.spec.context_length:
-                    return EngineError(
-                        ErrorCode.CONTEXT_LENGTH_EXCEEDED,
-                        f"Input {index} has {length} tokens; the model's context is "
-                        f"{self.spec.context_length} tokens. Shorten it or split it.",
-                    )
             encoded = {k: v.to(self.device) for k, v in encoded.items()}
             with torch.inference_mode():
                 hidden = self.model(**encoded).last_hidden_state
