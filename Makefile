@@ -58,7 +58,7 @@ prod: install
 
 worker: install
 	$(VENV)/bin/celery -A playground worker -Q inference --pool threads \
-		--concurrency $${INFERENCE_CONCURRENCY:-8} --loglevel INFO
+		--concurrency $${INFERENCE_CONCURRENCY:-32} --loglevel INFO
 
 # One fine-tuning job at a time per training worker.
 worker-training: install

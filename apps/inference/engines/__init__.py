@@ -86,6 +86,8 @@ def _create(spec: ModelSpec) -> EngineClient:
         device=settings.INFERENCE_DEVICE,
         dtype=settings.INFERENCE_DTYPE,
         threads=settings.INFERENCE_THREADS,
+        max_batch=settings.INFERENCE_MAX_BATCH,
+        kv_budget_bytes=settings.INFERENCE_KV_CACHE_MB << 20,
     )
 
 

@@ -1,7 +1,9 @@
-"""A request queue in front of one model, served by one thread; the base of every backend.
+"""The serving thread in front of one model: requests in, a stream of events out per request.
 
-Requests are served in arrival order, one at a time. Each request has its own event queue, so the
-caller's thread (a Celery task) only waits on its own stream.
+``EngineThread`` owns the parts every backend shares: a submission queue, one event queue per
+request (a Celery task's thread waits only on its own stream), aborts, and loading on the serving
+thread. ``QueuedEngine`` serves requests one at a time (the fake engine); the transformers backend
+batches them (``batching.BatchingEngine``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from apps.core.errors import ErrorCode
 from apps.inference.protocol import EngineError, Event, Finished, GenerationRequest, Idle
@@ -28,15 +31,25 @@ class StopRequested(Exception):
         self.reason = reason
 
 
-class QueuedEngine:
-    """Backends implement ``_load`` (once, on the serving thread) and ``_serve`` (per request)."""
+@dataclass
+class Submission:
+    request: GenerationRequest
+    emit: Emit
+    submitted: float  # time.monotonic()
+
+    @property
+    def deadline(self) -> float | None:
+        deadline_s = self.request.deadline_s
+        return self.submitted + deadline_s if deadline_s else None
+
+
+class EngineThread:
+    """Backends implement ``_load`` (once, on the serving thread) and ``_loop`` (forever)."""
 
     name = "base"
 
     def __init__(self) -> None:
-        self._pending: queue.Queue[tuple[GenerationRequest, queue.Queue[Event], float]] = (
-            queue.Queue()
-        )
+        self._pending: queue.Queue[Submission] = queue.Queue()
         self._aborted: set[str] = set()
         self._lock = threading.Lock()
         self._loaded = threading.Event()
@@ -47,7 +60,7 @@ class QueuedEngine:
     # -- interface -------------------------------------------------------------------------
     def generate(self, request: GenerationRequest, *, idle_every: float = 0.2) -> Iterator[Event]:
         events: queue.Queue[Event] = queue.Queue()
-        self._pending.put((request, events, time.monotonic()))
+        self._pending.put(Submission(request, events.put, time.monotonic()))
         ended = False
         try:
             while True:
@@ -80,16 +93,26 @@ class QueuedEngine:
         self._loaded.wait(timeout)
         self.check_health()
 
-    # -- backend hooks ---------------------------------------------------------------------
+    # -- for backends ----------------------------------------------------------------------
     def _load(self) -> None:
         raise NotImplementedError
 
-    def _serve(self, request: GenerationRequest, emit: Emit, check: Callable[[], None]) -> None:
-        """Run ``request`` to its end, emitting TokenDeltas and exactly one Finished or EngineError.
-
-        Call ``check()`` before each step: it raises StopRequested on abort or deadline.
-        """
+    def _loop(self) -> None:
+        """Serve submissions from ``self._pending`` forever."""
         raise NotImplementedError
+
+    def _stop_reason(self, submission: Submission, now: float) -> str | None:
+        """ "cancelled" or "timeout" when ``submission`` must end now, else None."""
+        if submission.request.request_id in self._aborted:
+            return "cancelled"
+        deadline = submission.deadline
+        if deadline is not None and now > deadline:
+            return "timeout"
+        return None
+
+    def _forget(self, request_id: str) -> None:
+        with self._lock:
+            self._aborted.discard(request_id)
 
     # -- serving thread --------------------------------------------------------------------
     def _run(self) -> None:
@@ -100,39 +123,50 @@ class QueuedEngine:
             self._load_error = exc
         finally:
             self._loaded.set()
-        while True:
-            request, events, submitted = self._pending.get()
-            if self._load_error is not None:
-                events.put(
+        if self._load_error is not None:
+            while True:
+                submission = self._pending.get()
+                submission.emit(
                     EngineError(
                         ErrorCode.MODEL_LOAD_FAILED,
                         f"The model could not be loaded: {self._load_error}",
                         retryable=True,
                     )
                 )
-                continue
-            self._serve_one(request, events.put, submitted)
+        self._loop()
 
-    def _serve_one(self, request: GenerationRequest, emit: Emit, submitted: float) -> None:
-        deadline = submitted + request.deadline_s if request.deadline_s else None
 
-        def check() -> None:
-            if request.request_id in self._aborted:
-                raise StopRequested("cancelled")
-            if deadline is not None and time.monotonic() > deadline:
-                raise StopRequested("timeout")
+class QueuedEngine(EngineThread):
+    """Requests in arrival order, one at a time: backends implement ``_serve``."""
 
-        try:
-            self._serve(request, emit, check)
-        except Exception:
-            logger.exception("engine %s failed on request %s", self.name, request.request_id)
-            emit(
-                EngineError(
-                    ErrorCode.INTERNAL,
-                    "The model failed while generating; try again.",
-                    retryable=True,
+    def _serve(self, request: GenerationRequest, emit: Emit, check: Callable[[], None]) -> None:
+        """Run ``request`` to its end, emitting TokenDeltas and exactly one Finished or EngineError.
+
+        Call ``check()`` before each step: it raises StopRequested on abort or deadline.
+        """
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while True:
+            submission = self._pending.get()
+
+            def check(submission: Submission = submission) -> None:
+                reason = self._stop_reason(submission, time.monotonic())
+                if reason is not None:
+                    raise StopRequested(reason)
+
+            try:
+                self._serve(submission.request, submission.emit, check)
+            except Exception:
+                logger.exception(
+                    "engine %s failed on request %s", self.name, submission.request.request_id
                 )
-            )
-        finally:
-            with self._lock:
-                self._aborted.discard(request.request_id)
+                submission.emit(
+                    EngineError(
+                        ErrorCode.INTERNAL,
+                        "The model failed while generating; try again.",
+                        retryable=True,
+                    )
+                )
+            finally:
+                self._forget(submission.request.request_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class StopTextTracker:
     """Holds back text that might still turn into a stop sequence or an unfinished character.
@@ -47,3 +49,38 @@ class StopTextTracker:
                     held = max(held, n)
                     break
         return held
+
+
+class IncrementalDetokenizer:
+    """Text for one token at a time, at constant cost per token.
+
+    Decoding the whole output at each step costs more the longer it gets; this decodes only the
+    tokens since the last piece of text it returned (plus the ones before, for context), and holds
+    a token back while it ends in an unfinished multi-byte character.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix_offset = 0  # ids before this were fully returned
+        self.read_offset = 0  # ids before this are covered by returned text
+
+    def _decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def push(self, token: int) -> str:
+        """The new text that ``token`` completes (often the token's text, sometimes empty)."""
+        self.ids.append(token)
+        before = self._decode(self.ids[self.prefix_offset : self.read_offset])
+        after = self._decode(self.ids[self.prefix_offset :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
+            return after[len(before) :]
+        return ""
+
+    def flush(self) -> str:
+        """Whatever is held back, once no more tokens will come."""
+        before = self._decode(self.ids[self.prefix_offset : self.read_offset])
+        after = self._decode(self.ids[self.prefix_offset :])
+        self.read_offset = self.prefix_offset = len(self.ids)
+        return after[len(before) :]

@@ -1,9 +1,10 @@
-"""The transformers backend: one causal LM on CPU or CUDA, decoded token by token.
+"""The transformers backend: causal LMs from transformers' weights, on CPU or CUDA.
 
-A hand-written decode loop (forward with a KV cache, then sampling) rather than ``generate`` gives
-each step a point to notice an abort or a deadline and to hold back text that may become a stop
-sequence. Weights load as safetensors only and never with ``trust_remote_code``. A packaged GGUF file
-is dequantized once into a safetensors folder under the model cache and loaded from there afterwards.
+A hand-written decode loop (``batching.py``, ``decoder.py``) rather than ``generate`` lets requests
+join and leave a running batch, and gives each step a point to notice an abort or a deadline and
+to hold back text that may become a stop sequence. Weights load as safetensors only and never
+with ``trust_remote_code``. A packaged GGUF file is dequantized once into a safetensors folder
+under the model cache and loaded from there afterwards.
 """
 
 from __future__ import annotations
@@ -15,25 +16,16 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from apps.core.errors import ErrorCode
-from apps.inference.protocol import (
-    EngineError,
-    Finished,
-    GenerationRequest,
-    ModelSpec,
-    SamplingParams,
-    TokenDelta,
-)
+from apps.inference.protocol import ModelSpec
 
-from .scheduler import Emit, QueuedEngine, StopRequested
-from .text import StopTextTracker
+from .batching import BatchingEngine
+from .decoder import EagerDecoder, LlamaDecoder, fbgemm_fp16_available, llama_unsupported
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +131,14 @@ def load_causal_lm(spec: ModelSpec, cache_dir: Path, *, dtype: torch.dtype) -> t
     return tokenizer, model
 
 
-class TransformersEngine(QueuedEngine):
+class TransformersEngine(BatchingEngine):
+    """A causal LM from transformers' weights, serving many requests per forward pass.
+
+    Llama-architecture models run on ``LlamaDecoder``; others on ``EagerDecoder``. On the CPU the
+    weights are kept as packed float16 for fbgemm where it runs (dtype ``auto`` or ``float16``),
+    else float32 or bfloat16 as asked; on a GPU in the chosen dtype.
+    """
+
     name = "transformers"
 
     def __init__(
@@ -150,133 +149,57 @@ class TransformersEngine(QueuedEngine):
         device: str = "auto",
         dtype: str = "auto",
         threads: int = 0,
+        max_batch: int = 32,
+        kv_budget_bytes: int = 2 << 30,
     ) -> None:
-        self.spec = spec
         self.cache_dir = cache_dir
         self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
+        self.dtype_policy = dtype
         self.threads = threads
-        self.model: Any = None
-        self.tokenizer: Any = None
-        super().__init__()
+        self.weights = ""  # how the weights are held, once loaded (for logs and the bench)
+        super().__init__(spec, max_batch=max_batch, kv_budget_bytes=kv_budget_bytes)
 
-    # -- loading ---------------------------------------------------------------------------
     def _load(self) -> None:
         if self.device.type == "cpu":
             torch.set_num_threads(self.threads or os.cpu_count() or 1)
         started = time.monotonic()
-        self.tokenizer, model = load_causal_lm(self.spec, self.cache_dir, dtype=self.dtype)
-        self.model = model.to(self.device)
-        self.model.eval()
-        eos = self.model.generation_config.eos_token_id
+        on_cpu = self.device.type == "cpu"
+        load_dtype = torch.float32 if on_cpu else pick_dtype(self.dtype_policy, self.device)
+        self.tokenizer, model = load_causal_lm(self.spec, self.cache_dir, dtype=load_dtype)
+        model = model.to(self.device).eval()
+        eos = model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if self.tokenizer.eos_token_id is not None:
             eos_ids.add(self.tokenizer.eos_token_id)
         self.eos_ids = eos_ids
+        unsupported = llama_unsupported(model)
+        if unsupported is None:
+            mode = self._weight_mode()
+            self.decoder = LlamaDecoder(
+                model, max_positions=self.spec.context_length, device=self.device, mode=mode
+            )
+            self.weights = f"llama decoder, {mode} weights"
+        else:
+            if on_cpu and self.dtype_policy in ("bfloat16", "float16"):
+                model = model.to(_DTYPES[self.dtype_policy])
+            self.decoder = EagerDecoder(model, device=self.device)
+            self.weights = f"transformers forward ({unsupported}), {model.dtype}"
         # The first forward pass pays for kernel selection; pay it here, not in a user's request.
         with torch.inference_mode():
-            warmup = [self.tokenizer.eos_token_id or 0] * 8
-            self.model(input_ids=torch.tensor([warmup], device=self.device))
+            self.decoder.prefill(0, [self.tokenizer.eos_token_id or 0] * 8)
+            self.decoder.decode([0], [8])
+        self.decoder.release()
         logger.info(
-            "loaded %s on %s as %s in %.1fs",
+            "loaded %s on %s (%s) in %.1fs",
             self.spec.key,
             self.device,
-            self.dtype,
+            self.weights,
             time.monotonic() - started,
         )
 
-    # -- serving ---------------------------------------------------------------------------
-    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
-        if request.messages is not None:
-            encoded = self.tokenizer.apply_chat_template(
-                request.messages, add_generation_prompt=True, tokenize=True, return_dict=True
-            )
-            return list(encoded["input_ids"])
-        return list(self.tokenizer(request.prompt or "")["input_ids"])
-
-    def _serve(self, request: GenerationRequest, emit: Emit, check: Callable[[], None]) -> None:
-        params = request.params
-        prompt_ids = self._prompt_ids(request)
-        if not prompt_ids:
-            emit(EngineError(ErrorCode.INVALID_PARAMETER, "The prompt is empty."))
-            return
-        if len(prompt_ids) + params.max_tokens > self.spec.context_length:
-            emit(
-                EngineError(
-                    ErrorCode.CONTEXT_LENGTH_EXCEEDED,
-                    f"The prompt has {len(prompt_ids)} tokens and max_tokens is {params.max_tokens}; "
-                    f"together they exceed the model's context of {self.spec.context_length} tokens. "
-                    "Shorten the conversation or lower max_tokens.",
-                )
-            )
-            return
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(
-            params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
-        )
-        tracker = StopTextTracker(params.stop)
-        generated: list[int] = []
-        seen = set(prompt_ids)  # for the repetition penalty
-        cache = DynamicCache(config=self.model.config)
-        step_input = torch.tensor([prompt_ids], device=self.device)
-        reason = "length"
-        forwarded = False  # a request stopped before its first step used no tokens
-        try:
-            with torch.inference_mode():
-                for _ in range(params.max_tokens):
-                    check()
-                    forwarded = True
-                    logits = (
-                        self.model(input_ids=step_input, past_key_values=cache, use_cache=True)
-                        .logits[0, -1]
-                        .float()
-                    )
-                    token = sample(logits, params, seen, generator)
-                    if token in self.eos_ids:
-                        reason = "stop"
-                        break
-                    generated.append(token)
-                    seen.add(token)
-                    text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                    new = tracker.update(text)
-                    if new:
-                        emit(TokenDelta(new, 1))
-                    if tracker.stopped:
-                        reason = "stop"
-                        break
-                    step_input = torch.tensor([[token]], device=self.device)
-        except StopRequested as stop:
-            reason = stop.reason
-        if not tracker.stopped:
-            tail = tracker.update(tracker.text, final=True)
-            if tail:
-                emit(TokenDelta(tail, 0))
-        prompt_tokens = len(prompt_ids) if forwarded else 0
-        emit(Finished(reason, prompt_tokens, len(generated)))  # type: ignore[arg-type]
-
-
-def sample(
-    logits: torch.Tensor, params: SamplingParams, seen: set[int], generator: torch.Generator
-) -> int:
-    """Pick the next token: repetition penalty over the ``seen`` ids (prompt and output), then
-    greedy or temperature/top-k/top-p sampling."""
-    if params.repetition_penalty != 1.0:
-        ids = torch.tensor(sorted(seen), device=logits.device)
-        picked = logits[ids]
-        logits[ids] = torch.where(
-            picked > 0, picked / params.repetition_penalty, picked * params.repetition_penalty
-        )
-    if params.temperature == 0.0:
-        return int(torch.argmax(logits))
-    logits = logits / params.temperature
-    if params.top_k:
-        kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        drop = cumulative - torch.softmax(sorted_logits, dim=-1) > params.top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(0, order, sorted_logits)
-    probs = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    def _weight_mode(self) -> str:
+        if self.device.type != "cpu":
+            return "native"
+        if self.dtype_policy in ("auto", "float16") and fbgemm_fp16_available():
+            return "fbgemm-fp16"
+        return "bfloat16" if self.dtype_policy == "bfloat16" else "float32"

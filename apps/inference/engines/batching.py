@@ -1,0 +1,316 @@
+"""Continuous batching: every running request of one model advances by one token per forward pass.
+
+The serving thread loops: take in what was submitted (tokenize, check the context), admit waiting
+requests while the batch has room (``max_batch`` rows, and the KV cache within ``kv_budget_bytes``
+at its worst case), prefill each newcomer alone, then run one decode step for all rows together.
+A request that arrives while others decode joins at the next step; one that finishes, is
+cancelled or runs out of time leaves at once and its row is reused. Each request keeps its own
+sampling parameters, random generator (so a seed repeats its output alone or in company), stop
+sequences and stream.
+
+Backends provide ``_load``, which sets ``tokenizer``, ``decoder`` (see ``decoder.py``),
+``eos_ids`` and ``device``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from apps.core.errors import ErrorCode
+from apps.inference.protocol import (
+    EngineError,
+    Finished,
+    GenerationRequest,
+    ModelSpec,
+    SamplingParams,
+    TokenDelta,
+)
+
+from .scheduler import EngineThread, Submission
+from .text import IncrementalDetokenizer, StopTextTracker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Sequence:
+    submission: Submission
+    prompt_ids: list[int]
+    tracker: StopTextTracker
+    detokenizer: IncrementalDetokenizer
+    generator: torch.Generator
+    seen: set[int]  # prompt and output ids, for the repetition penalty
+    length: int = 0  # positions in its cache row
+    last_token: int = -1  # sampled, not yet in the cache
+    generated: int = 0
+    unsent_tokens: int = 0  # generated but not yet covered by a TokenDelta
+    prefilled: bool = False
+    text: str = field(default="")
+
+    @property
+    def params(self) -> SamplingParams:
+        return self.submission.request.params
+
+    @property
+    def reserved_positions(self) -> int:
+        return len(self.prompt_ids) + self.params.max_tokens
+
+
+class BatchingEngine(EngineThread):
+    name = "batching"
+    tokenizer: Any
+    decoder: Any
+    eos_ids: set[int]
+    device: torch.device
+
+    def __init__(self, spec: ModelSpec, *, max_batch: int, kv_budget_bytes: int) -> None:
+        self.spec = spec
+        self.max_batch = max_batch
+        self.kv_budget_bytes = kv_budget_bytes
+        self.active: list[Sequence] = []
+        self.waiting: deque[Sequence] = deque()
+        # Decode steps taken, rows they carried in all, and the most rows in one step.
+        self.stats = {"steps": 0, "rows": 0, "widest": 0}
+        super().__init__()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests running or waiting for a row (a snapshot; read from any thread)."""
+        return len(self.active) + len(self.waiting)
+
+    # -- the loop --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                try:
+                    self._take_submissions(block=not self.active and not self.waiting)
+                    self._drop_stopped()
+                    self._admit()
+                    if self.active:
+                        self._step()
+                except Exception:
+                    # The serving thread must outlive any one failure: fail what was running.
+                    logger.exception("engine %s failed", self.name)
+                    self._fail(self.active)
+                    self.active.clear()
+                    self.decoder.release()
+
+    def _fail(self, sequences: list[Sequence]) -> None:
+        for sequence in sequences:
+            self._error(
+                sequence.submission,
+                ErrorCode.INTERNAL,
+                "The model failed while generating; try again.",
+                retryable=True,
+            )
+
+    def _take_submissions(self, *, block: bool) -> None:
+        try:
+            submission = self._pending.get() if block else self._pending.get_nowait()
+            while True:
+                self._prepare(submission)
+                submission = self._pending.get_nowait()
+        except queue.Empty:
+            pass
+
+    def _prepare(self, submission: Submission) -> None:
+        request, params = submission.request, submission.request.params
+        try:
+            prompt_ids = self._prompt_ids(request)
+        except Exception:
+            logger.exception("could not tokenize request %s", request.request_id)
+            self._error(submission, ErrorCode.INVALID_PARAMETER, "The prompt could not be read.")
+            return
+        if not prompt_ids:
+            self._error(submission, ErrorCode.INVALID_PARAMETER, "The prompt is empty.")
+            return
+        if len(prompt_ids) + params.max_tokens > self.spec.context_length:
+            self._error(
+                submission,
+                ErrorCode.CONTEXT_LENGTH_EXCEEDED,
+                f"The prompt has {len(prompt_ids)} tokens and max_tokens is {params.max_tokens}; "
+                f"together they exceed the model's context of {self.spec.context_length} tokens. "
+                "Shorten the conversation or lower max_tokens.",
+            )
+            return
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(
+            params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+        )
+        self.waiting.append(
+            Sequence(
+                submission=submission,
+                prompt_ids=prompt_ids,
+                tracker=StopTextTracker(params.stop),
+                detokenizer=IncrementalDetokenizer(self.tokenizer),
+                generator=generator,
+                seen=set(prompt_ids),
+            )
+        )
+
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        if request.messages is not None:
+            encoded = self.tokenizer.apply_chat_template(
+                request.messages, add_generation_prompt=True, tokenize=True, return_dict=True
+            )
+            return list(encoded["input_ids"])
+        return list(self.tokenizer(request.prompt or "")["input_ids"])
+
+    def _drop_stopped(self) -> None:
+        now = time.monotonic()
+        for sequence in list(self.waiting):
+            reason = self._stop_reason(sequence.submission, now)
+            if reason is not None:
+                self.waiting.remove(sequence)
+                self._finish(sequence, reason)
+        stopped = []
+        for row, sequence in enumerate(self.active):
+            reason = self._stop_reason(sequence.submission, now)
+            if reason is not None:
+                self._finish(sequence, reason)
+                stopped.append(row)
+        self._remove(stopped)
+
+    def _fits(self, sequence: Sequence) -> bool:
+        rows = len(self.active) + 1
+        longest = max([s.reserved_positions for s in self.active] + [sequence.reserved_positions])
+        return rows * longest * self.decoder.kv_bytes_per_token <= self.kv_budget_bytes
+
+    def _admit(self) -> None:
+        while self.waiting and len(self.active) < self.max_batch:
+            sequence = self.waiting[0]
+            if not self._fits(sequence):
+                if self.active:
+                    return  # it waits for rows to free up
+                self.waiting.popleft()
+                self._error(
+                    sequence.submission,
+                    ErrorCode.CONTEXT_LENGTH_EXCEEDED,
+                    "The prompt and max_tokens need more memory than this worker's KV cache "
+                    "budget; lower max_tokens.",
+                )
+                continue
+            self.waiting.popleft()
+            row = len(self.active)
+            try:
+                logits = self.decoder.prefill(row, sequence.prompt_ids)
+            except Exception:
+                logger.exception("prefill failed for %s", sequence.submission.request.request_id)
+                self._error(
+                    sequence.submission,
+                    ErrorCode.INTERNAL,
+                    "The model failed while reading the prompt; try again.",
+                    retryable=True,
+                )
+                continue
+            sequence.prefilled = True
+            sequence.length = len(sequence.prompt_ids)
+            token = sample(logits, sequence.params, sequence.seen, sequence.generator)
+            if not self._accept(sequence, token):
+                self.active.append(sequence)
+        if not self.active and not self.waiting:
+            self.decoder.release()
+
+    def _step(self) -> None:
+        logits = self.decoder.decode(
+            [s.last_token for s in self.active], [s.length for s in self.active]
+        )
+        self.stats["steps"] += 1
+        self.stats["rows"] += len(self.active)
+        self.stats["widest"] = max(self.stats["widest"], len(self.active))
+        greedy = logits.argmax(dim=-1).tolist()
+        finished = []
+        for row, sequence in enumerate(self.active):
+            sequence.length += 1
+            params = sequence.params
+            if params.temperature == 0.0 and params.repetition_penalty == 1.0:
+                token = greedy[row]
+            else:
+                token = sample(logits[row], params, sequence.seen, sequence.generator)
+            if self._accept(sequence, token):
+                finished.append(row)
+        self._remove(finished)
+
+    def _remove(self, rows: list[int]) -> None:
+        """Free ``rows`` (already finished), moving the last rows into the gaps."""
+        for row in sorted(rows, reverse=True):
+            last = len(self.active) - 1
+            if row != last:
+                self.decoder.move(last, row, self.active[last].length)
+                self.active[row] = self.active[last]
+            self.active.pop()
+
+    # -- one request -----------------------------------------------------------------------
+    def _accept(self, sequence: Sequence, token: int) -> bool:
+        """Take the sampled ``token`` into ``sequence``; True when the sequence has finished."""
+        if token in self.eos_ids:
+            return self._finish(sequence, "stop")
+        sequence.generated += 1
+        sequence.unsent_tokens += 1
+        sequence.seen.add(token)
+        sequence.last_token = token
+        piece = sequence.detokenizer.push(token)
+        if piece:
+            sequence.text += piece
+            new = sequence.tracker.update(sequence.text)
+            if new:
+                sequence.submission.emit(TokenDelta(new, sequence.unsent_tokens))
+                sequence.unsent_tokens = 0
+        if sequence.tracker.stopped:
+            return self._finish(sequence, "stop")
+        if sequence.generated >= sequence.params.max_tokens:
+            return self._finish(sequence, "length")
+        return False
+
+    def _finish(self, sequence: Sequence, reason: str) -> bool:
+        tracker = sequence.tracker
+        if not tracker.stopped:
+            tail = tracker.update(sequence.text + sequence.detokenizer.flush(), final=True)
+            if tail or sequence.unsent_tokens:
+                sequence.submission.emit(TokenDelta(tail, sequence.unsent_tokens))
+        prompt_tokens = len(sequence.prompt_ids) if sequence.prefilled else 0
+        sequence.submission.emit(Finished(reason, prompt_tokens, sequence.generated))  # type: ignore[arg-type]
+        self._forget(sequence.submission.request.request_id)
+        return True
+
+    def _error(
+        self, submission: Submission, code: ErrorCode, message: str, *, retryable: bool = False
+    ) -> None:
+        submission.emit(EngineError(code, message, retryable=retryable))
+        self._forget(submission.request.request_id)
+
+
+def sample(
+    logits: torch.Tensor, params: SamplingParams, seen: set[int], generator: torch.Generator
+) -> int:
+    """Pick the next token: repetition penalty over the ``seen`` ids (prompt and output), then
+    greedy or temperature/top-k/top-p sampling."""
+    if params.repetition_penalty != 1.0:
+        logits = logits.clone()
+        ids = torch.tensor(sorted(seen), device=logits.device)
+        picked = logits[ids]
+        logits[ids] = torch.where(
+            picked > 0, picked / params.repetition_penalty, picked * params.repetition_penalty
+        )
+    if params.temperature == 0.0:
+        return int(torch.argmax(logits))
+    logits = logits / params.temperature
+    if params.top_k:
+        kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        drop = cumulative - torch.softmax(sorted_logits, dim=-1) > params.top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(0, order, sorted_logits)
+    probs = torch.softmax(logits, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))

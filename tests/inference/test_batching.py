@@ -1,0 +1,224 @@
+"""Continuous batching in the transformers engine: requests share forward passes and still get
+exactly what they would get alone."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+
+import pytest
+
+from apps.inference.engines.text import IncrementalDetokenizer
+from apps.inference.engines.transformers_backend import TransformersEngine
+from apps.inference.protocol import (
+    EngineError,
+    Finished,
+    GenerationRequest,
+    Idle,
+    ModelSpec,
+    SamplingParams,
+    TokenDelta,
+)
+
+
+def request(*, messages=None, prompt=None, **params) -> GenerationRequest:
+    return GenerationRequest(
+        request_id=str(uuid.uuid4()),
+        params=SamplingParams(**params),
+        messages=messages,
+        prompt=prompt,
+    )
+
+
+def collect(engine, req: GenerationRequest) -> tuple[str, object]:
+    events = [e for e in engine.generate(req) if not isinstance(e, Idle)]
+    return "".join(e.text for e in events if isinstance(e, TokenDelta)), events[-1]
+
+
+def together(engine, requests: list[GenerationRequest]) -> list[tuple[str, object]]:
+    """Run ``requests`` at once, each from its own thread, as a worker's tasks do."""
+    results: list[tuple[str, object] | None] = [None] * len(requests)
+    start = threading.Barrier(len(requests))
+
+    def run(i: int) -> None:
+        start.wait()
+        results[i] = collect(engine, requests[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    assert all(r is not None for r in results)
+    return results  # type: ignore[return-value]
+
+
+def outcome(result: tuple[str, object]) -> tuple[str, str, int]:
+    text, last = result
+    assert isinstance(last, Finished), last
+    return text, last.finish_reason, last.completion_tokens
+
+
+def ask(question: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": question}]
+
+
+# -- the real packaged model -------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_greedy_answers_in_a_batch_are_exactly_the_answers_alone(smollm_engine):
+    requests = [
+        request(messages=ask("What is the capital of France?"), temperature=0, max_tokens=24),
+        request(messages=ask("Name three colours."), temperature=0, max_tokens=40, stop=["3."]),
+        request(prompt="def fibonacci(n):", temperature=0, max_tokens=48),
+        request(
+            messages=ask("Write a haiku about the sea, then explain it in two sentences."),
+            temperature=0,
+            max_tokens=64,
+            stop=["\n\n"],
+        ),
+        request(prompt="The days of the week are Monday,", temperature=0, max_tokens=16),
+    ]
+    alone = [outcome(collect(smollm_engine, r)) for r in requests]
+    widest_before = smollm_engine.stats["widest"]
+    smollm_engine.stats["widest"] = 0
+    batched = [outcome(r) for r in together(smollm_engine, requests)]
+    assert batched == alone
+    assert smollm_engine.stats["widest"] >= 4  # they really shared forward passes
+    smollm_engine.stats["widest"] = max(widest_before, smollm_engine.stats["widest"])
+    # The stop sequences cut where they should, and different lengths ended differently.
+    assert {reason for _, reason, _ in alone} >= {"stop", "length"}
+
+
+@pytest.mark.model
+def test_a_seed_repeats_its_sample_alone_and_beside_others(smollm_engine):
+    def seeded():
+        return request(
+            messages=ask("Tell me a short story about a fox."),
+            temperature=1.0,
+            top_p=0.95,
+            seed=1234,
+            max_tokens=32,
+        )
+
+    alone = outcome(collect(smollm_engine, seeded()))
+    others = [
+        request(messages=ask("Tell me a short story about a fox."), temperature=1.0, seed=99),
+        request(prompt="Once upon a time", temperature=0.8, top_k=40, max_tokens=40),
+        request(messages=ask("What is 2 + 2?"), temperature=0, max_tokens=20),
+    ]
+    results = together(smollm_engine, [seeded(), *others])
+    assert outcome(results[0]) == alone
+    assert outcome(results[1])[0] != alone[0]  # another seed samples another story
+
+
+@pytest.mark.model
+def test_a_request_joining_mid_batch_streams_before_the_others_finish(smollm_engine):
+    long = request(prompt="1, 2, 3, 4, 5,", temperature=0, max_tokens=160)
+    short = request(messages=ask("Say hello."), temperature=0, max_tokens=8)
+    alone_long = outcome(collect(smollm_engine, long))
+    assert alone_long[1] == "length"
+
+    timeline: queue.Queue[tuple[str, str, float]] = queue.Queue()
+
+    def follow(name: str, req: GenerationRequest) -> None:
+        for event in smollm_engine.generate(req):
+            if isinstance(event, TokenDelta):
+                timeline.put((name, "token", time.monotonic()))
+            elif isinstance(event, Finished | EngineError):
+                timeline.put((name, "end", time.monotonic()))
+
+    long_again = request(prompt="1, 2, 3, 4, 5,", temperature=0, max_tokens=160)
+    first = threading.Thread(target=follow, args=("long", long_again))
+    first.start()
+    seen = 0
+    while seen < 10:  # the long one is well under way
+        name, kind, _ = timeline.get(timeout=60)
+        seen += name == "long" and kind == "token"
+    second = threading.Thread(target=follow, args=("short", short))
+    second.start()
+    second.join(60)
+    first.join(120)
+    events = []
+    while not timeline.empty():
+        events.append(timeline.get())
+    order = [(name, kind) for name, kind, _ in events]
+    short_first_token = order.index(("short", "token"))
+    short_end, long_end = order.index(("short", "end")), order.index(("long", "end"))
+    assert short_first_token < short_end < long_end
+    # The long request kept streaming while the short one ran, not after it.
+    assert ("long", "token") in order[short_first_token:short_end]
+
+
+# -- a tiny random model (fast) ----------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_spec(tiny_model_dir):
+    return ModelSpec(
+        key=f"tiny@{uuid.uuid4().hex[:6]}",
+        source_kind="local",
+        source=str(tiny_model_dir),
+        context_length=512,
+    )
+
+
+def test_a_cancel_frees_the_slot_for_the_next_request(tiny_spec, tiny_model_dir):
+    engine = TransformersEngine(tiny_spec, cache_dir=tiny_model_dir, dtype="float32", max_batch=1)
+    engine.wait_loaded(timeout=60)
+    first = request(prompt="Once upon a time", temperature=0, max_tokens=400)
+    second = request(prompt="Hello", temperature=0, max_tokens=5)
+    first_stream = engine.generate(first)
+    assert any(isinstance(e, TokenDelta) for e in first_stream)  # the one slot is taken
+
+    second_events: queue.Queue[object] = queue.Queue()
+    waiter = threading.Thread(
+        target=lambda: [second_events.put(e) for e in engine.generate(second)]
+    )
+    waiter.start()
+    time.sleep(0.3)
+    assert all(isinstance(e, Idle) for e in list(second_events.queue))  # it waits for the slot
+    engine.abort(first.request_id)
+    ended = next(e for e in first_stream if isinstance(e, Finished))
+    assert ended.finish_reason == "cancelled" and ended.completion_tokens < 400
+    waiter.join(30)
+    last = list(second_events.queue)[-1]
+    assert isinstance(last, Finished) and last.completion_tokens > 0
+
+
+def test_the_kv_budget_holds_back_what_does_not_fit_and_refuses_what_never_can(
+    tiny_spec, tiny_model_dir
+):
+    engine = TransformersEngine(tiny_spec, cache_dir=tiny_model_dir, dtype="float32")
+    engine.wait_loaded(timeout=60)
+    per_token = engine.decoder.kv_bytes_per_token
+    engine.kv_budget_bytes = per_token * 300  # one request of 300 positions, not two
+    huge = request(prompt="Hello", temperature=0, max_tokens=400)
+    text, last = collect(engine, huge)
+    assert isinstance(last, EngineError) and last.code == "context_length_exceeded"
+    assert "lower max_tokens" in last.message
+    pair = [request(prompt=f"Story {i}", temperature=0, max_tokens=200) for i in range(2)]
+    engine.stats["widest"] = 0
+    results = together(engine, pair)
+    assert [outcome(r)[2] for r in results] == [200, 200]
+    assert engine.stats["widest"] == 1  # one after the other
+
+
+def test_the_incremental_detokenizer_adds_up_to_the_whole_decode(tiny_engine_tokenizer):
+    tokenizer = tiny_engine_tokenizer
+    text = "Grüße aus Köln 🦦, naïve café — 東京 ✓ done.\n  def f(x): return x**2"
+    ids = tokenizer(text)["input_ids"]
+    detokenizer = IncrementalDetokenizer(tokenizer)
+    pieces = [detokenizer.push(i) for i in ids]
+    assert "".join(pieces) + detokenizer.flush() == tokenizer.decode(ids)
+    assert "\ufffd" not in "".join(pieces)
+
+
+@pytest.fixture
+def tiny_engine_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
