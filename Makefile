@@ -11,7 +11,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/playground
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install chromium run test lint format migrations-check prod worker worker-training
+.PHONY: install chromium run test lint format migrations-check prod worker worker-training bench
 
 install: $(INSTALLED)
 
@@ -64,3 +64,8 @@ worker: install
 worker-training: install
 	$(VENV)/bin/celery -A playground worker -Q training --pool solo --concurrency 1 \
 		--hostname training@%h --loglevel INFO
+
+# The serving benchmark (README, "Performance"): raw engine, a naive server and the platform in its
+# production shape against the local Postgres and Redis. PEER=llamacpp adds llama.cpp's server.
+bench: install
+	PEER=$(PEER) $(PY) bench/run.py

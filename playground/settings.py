@@ -185,8 +185,10 @@ INFERENCE_MAX_BATCH = env_int("INFERENCE_MAX_BATCH", 32, minimum=1)
 INFERENCE_KV_CACHE_MB = env_int("INFERENCE_KV_CACHE_MB", 2048, minimum=16)
 # Cooperative wall-clock limit for one generation, enforced by the engine loop.
 INFERENCE_MAX_SECONDS = env_float("INFERENCE_MAX_SECONDS", 600.0)
-# Deltas are coalesced to at most one database write and one message per interval.
-STREAM_FLUSH_SECONDS = env_float("STREAM_FLUSH_SECONDS", 0.03)
+# Deltas are coalesced to at most one database write and one message per interval (the first text
+# goes at once). Each message costs CPU in the worker, Redis and the web process; at 0.1 s a single
+# stream still updates about ten times a second, and many streams cost half of one message per token.
+STREAM_FLUSH_SECONDS = env_float("STREAM_FLUSH_SECONDS", 0.1)
 # A stop is noticed by the worker within this many seconds.
 CANCEL_POLL_SECONDS = env_float("CANCEL_POLL_SECONDS", 0.2)
 # Engine used by workers: "transformers" (real) or "fake" (deterministic, for fast tests).

@@ -169,8 +169,10 @@ def _stream(generation: Generation) -> None:
             pending += event.text
             tokens += event.tokens
         if pending and (now - last_flush >= settings.STREAM_FLUSH_SECONDS or not generation.output):
-            _flush(generation, pending)
+            if _flush(generation, pending):
+                engine.abort(request.request_id)
             pending, last_flush = "", now
+            last_cancel_check = now  # the flush looked at cancel_requested too
         if now - last_cancel_check >= settings.CANCEL_POLL_SECONDS:
             last_cancel_check = now
             if Generation.objects.filter(pk=generation.pk, cancel_requested=True).exists():
@@ -204,13 +206,15 @@ def _stream(generation: Generation) -> None:
         return
 
 
-def _flush(generation: Generation, pending: str) -> None:
-    """Append ``pending`` to the output: first in the row, then as a published delta."""
+def _flush(generation: Generation, pending: str) -> bool:
+    """Append ``pending`` to the output: first in the row, then as a published delta. True when
+    a stop was asked for (the same write finds out, so streaming costs one query per flush)."""
     offset = len(generation.output)
     generation.output += pending
-    Generation.objects.filter(pk=generation.pk, attempts=generation.attempts).update(
-        output=generation.output
-    )
+    mine = Generation.objects.filter(pk=generation.pk, attempts=generation.attempts)
+    stop = not mine.filter(cancel_requested=False).update(output=generation.output)
+    if stop:  # cancelled, or no longer this run's: the text is written all the same
+        mine.update(output=generation.output)
     publish(
         generation.pk,
         {
@@ -220,6 +224,7 @@ def _flush(generation: Generation, pending: str) -> None:
             "text": pending,
         },
     )
+    return stop
 
 
 def _fail(generation: Generation, code: ErrorCode, message: str) -> None:

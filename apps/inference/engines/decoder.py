@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -51,24 +53,53 @@ def fbgemm_fp16_available() -> bool:
     return bool(torch.allclose(out[0], weight.sum(1), atol=1e-1))
 
 
-class Linear:
-    """``y = x @ W.T`` with the weight stored the way this device multiplies it fastest."""
+class CoreSplit:
+    """Runs one of two halves of a matrix product on a helper thread while the caller runs the
+    other. fbgemm's fp16 GEMM is single-threaded inside torch, so without this one core would sit
+    idle (torch's own threads only spin-wait there, taking the core from everything else)."""
 
-    def __init__(self, weight: torch.Tensor, *, mode: str) -> None:
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-core")
+
+    def run(
+        self, first: Callable[[], torch.Tensor], second: Callable[[], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        later = self._pool.submit(second)
+        return first(), later.result()
+
+
+class Linear:
+    """``y = x @ W.T`` with the weight stored the way this device multiplies it fastest.
+
+    With a ``split``, fbgemm weights are packed as two halves of the output features, computed on
+    two cores at once.
+    """
+
+    def __init__(self, weight: torch.Tensor, *, mode: str, split: CoreSplit | None = None) -> None:
         self.mode = mode
         self.out_features = weight.shape[0]
+        self.split = split if mode == "fbgemm-fp16" and weight.shape[0] >= 64 else None
         if mode == "fbgemm-fp16":
-            self.weight = torch.fbgemm_pack_gemm_matrix_fp16(weight.float().contiguous())
-            self.bias = torch.zeros(weight.shape[0])
+            weight = weight.float().contiguous()
+            halves = weight.chunk(2) if self.split else (weight,)
+            self.packed = [torch.fbgemm_pack_gemm_matrix_fp16(h.contiguous()) for h in halves]
+            self.biases = [torch.zeros(h.shape[0]) for h in halves]
         else:
             self.weight = weight.contiguous()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "fbgemm-fp16":
-            flat = x.reshape(-1, x.shape[-1])
-            out = torch.fbgemm_linear_fp16_weight(flat, self.weight, self.bias)
-            return out.view(*x.shape[:-1], self.out_features)
-        return F.linear(x, self.weight)
+        if self.mode != "fbgemm-fp16":
+            return F.linear(x, self.weight)
+        flat = x.reshape(-1, x.shape[-1])
+        if self.split is None:
+            out = torch.fbgemm_linear_fp16_weight(flat, self.packed[0], self.biases[0])
+        else:
+            halves = self.split.run(
+                lambda: torch.fbgemm_linear_fp16_weight(flat, self.packed[0], self.biases[0]),
+                lambda: torch.fbgemm_linear_fp16_weight(flat, self.packed[1], self.biases[1]),
+            )
+            out = torch.cat(halves, dim=-1)
+        return out.view(*x.shape[:-1], self.out_features)
 
 
 def llama_unsupported(model: Any) -> str | None:
@@ -93,7 +124,15 @@ class LlamaDecoder:
     only its weights are kept, so the caller may drop it afterwards.
     """
 
-    def __init__(self, model: Any, *, max_positions: int, device: torch.device, mode: str) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        max_positions: int,
+        device: torch.device,
+        mode: str,
+        cores: int = 1,
+    ) -> None:
         config = model.config
         self.device = device
         self.mode = mode
@@ -107,8 +146,11 @@ class LlamaDecoder:
         self.dtype = torch.float32 if device.type == "cpu" else model.dtype
         weight_dtype = torch.bfloat16 if mode == "bfloat16" else self.dtype
 
+        split = CoreSplit() if cores >= 2 and mode == "fbgemm-fp16" else None
+
         def linear(*parts: torch.Tensor) -> Linear:
-            return Linear(torch.cat([p.detach() for p in parts]).to(weight_dtype), mode=mode)
+            weight = torch.cat([p.detach() for p in parts]).to(weight_dtype)
+            return Linear(weight, mode=mode, split=split)
 
         inner = model.model
         self.embed = inner.embed_tokens.weight.detach().to(self.dtype)

@@ -160,8 +160,12 @@ class TransformersEngine(BatchingEngine):
         super().__init__(spec, max_batch=max_batch, kv_budget_bytes=kv_budget_bytes)
 
     def _load(self) -> None:
+        cores = self.threads or os.cpu_count() or 1
         if self.device.type == "cpu":
-            torch.set_num_threads(self.threads or os.cpu_count() or 1)
+            # fbgemm's fp16 GEMM runs on one thread whatever torch's setting; the decoder spreads
+            # it over the cores itself (decoder.CoreSplit). More torch threads would only spin.
+            fbgemm = self._weight_mode() == "fbgemm-fp16"
+            torch.set_num_threads(1 if fbgemm else cores)
         started = time.monotonic()
         on_cpu = self.device.type == "cpu"
         load_dtype = torch.float32 if on_cpu else pick_dtype(self.dtype_policy, self.device)
@@ -176,7 +180,11 @@ class TransformersEngine(BatchingEngine):
         if unsupported is None:
             mode = self._weight_mode()
             self.decoder = LlamaDecoder(
-                model, max_positions=self.spec.context_length, device=self.device, mode=mode
+                model,
+                max_positions=self.spec.context_length,
+                device=self.device,
+                mode=mode,
+                cores=cores,
             )
             self.weights = f"llama decoder, {mode} weights"
         else:

@@ -1,0 +1,444 @@
+"""``make bench``: the raw engine, a naive server and the platform in its production shape, with the
+same prompts (greedy, 128 new tokens), in one run on this machine.
+
+Writes bench/results/latest.json and bench/results/latest.md. With PEER=llamacpp it also measures
+llama.cpp's server on the same GGUF file (see peer_llamacpp.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+BENCH_DATABASE = os.environ.get(
+    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/playground_bench"
+)
+BENCH_REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+WEB_PORT, NAIVE_PORT, PEER_PORT = 8765, 8766, 8767
+LEVELS = [1, 4, 16, 32]
+PYTHON = sys.executable
+
+os.environ.update(
+    DJANGO_SETTINGS_MODULE="playground.settings",
+    DATABASE_URL=BENCH_DATABASE,
+    REDIS_URL=BENCH_REDIS,
+)
+
+import httpx  # noqa: E402
+from client import concurrently, sse_stream, ws_stream  # noqa: E402
+from common import NEW_TOKENS, PROMPTS, Sample, summarise  # noqa: E402
+
+LOGS = Path(tempfile.mkdtemp(prefix="playground-bench-"))
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def start(
+    name: str, command: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    out = open(LOGS / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_http(url: str, timeout: float, headers: dict[str, str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, headers=headers, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f}s; logs in {LOGS}")
+
+
+# -- the parts -----------------------------------------------------------------------------------
+
+
+def bench_engine() -> dict[str, Any]:
+    out = LOGS / "engine.json"
+    log("raw engine and plain generate (in-process)")
+    with open(LOGS / "engine.log", "wb") as engine_log:
+        subprocess.run(
+            [PYTHON, str(HERE / "engine.py"), str(out)],
+            cwd=ROOT,
+            check=True,
+            stdout=engine_log,
+            stderr=subprocess.STDOUT,
+        )
+    return json.loads(out.read_text())
+
+
+def sse_levels(url: str, headers: dict[str, str], model: str, levels: list[int]) -> dict[str, Any]:
+    results = {}
+    for streams in levels:
+
+        async def run(streams: int = streams) -> list[Sample]:
+            limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+            async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+                samples = await concurrently(
+                    streams, lambda i: sse_stream(client, url, i, headers=headers, model=model)
+                )
+            return samples  # type: ignore[return-value]
+
+        samples = asyncio.run(run())
+        results[str(streams)] = summarise(samples)
+        log(f"  {streams:>2} streams: {brief(results[str(streams)])}")
+    return results
+
+
+def brief(summary: dict[str, Any]) -> str:
+    return (
+        f"{summary['aggregate_tok_s']} tok/s in all, {summary['per_stream_tok_s']} per stream, "
+        f"TTFT p50 {summary['ttft_p50_ms']} ms p95 {summary['ttft_p95_ms']} ms, "
+        f"{len(summary['errors'])} errors"
+    )
+
+
+def bench_naive() -> dict[str, Any]:
+    log("naive server (generate per request, one at a time)")
+    server = start("naive", [PYTHON, str(HERE / "naive_server.py"), str(NAIVE_PORT)])
+    try:
+        wait_http(f"http://127.0.0.1:{NAIVE_PORT}/", 600)
+        url = f"http://127.0.0.1:{NAIVE_PORT}/v1/chat/completions"
+        sse_levels(url, {}, "naive", [1])  # warm-up
+        return sse_levels(url, {}, "naive", [1, 16])
+    finally:
+        stop(server)
+
+
+def platform_setup(ws_streams: int) -> dict[str, Any]:
+    """A bench account with a key, a signed-in session and one conversation per WebSocket stream."""
+    import django
+
+    django.setup()
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.core.management import call_command
+
+    from apps.accounts.models import ApiKey, User
+    from apps.accounts.services import api_key_issue
+    from apps.chat.services import conversation_create
+
+    call_command("migrate", verbosity=0)
+    user = User.objects.filter(username="bench").first() or User.objects.create_user(
+        "bench", password=os.urandom(16).hex()
+    )
+    api_key, key = api_key_issue(user=user, name="bench", scopes=[ApiKey.Scope.INFERENCE])
+    api_key.requests_per_minute = 100_000
+    api_key.save()
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    conversations = []
+    for _ in range(ws_streams):
+        conversation = conversation_create(owner=user)
+        conversation.temperature, conversation.max_tokens = 0.0, NEW_TOKENS
+        conversation.save()
+        conversations.append(str(conversation.pk))
+    return {
+        "key": key,
+        "session": session.session_key,
+        "conversations": conversations,
+        "model": conversation.model.slug,
+    }
+
+
+def generation_tokens(ids: list[str]) -> dict[str, int]:
+    from apps.inference.models import Generation
+
+    return {str(g.pk): g.completion_tokens for g in Generation.objects.filter(pk__in=ids)}
+
+
+def ensure_database() -> None:
+    import psycopg
+
+    name = BENCH_DATABASE.rsplit("/", 1)[1]
+    admin = BENCH_DATABASE.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        if not connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone():
+            connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def bench_platform() -> dict[str, Any]:
+    log("platform: uvicorn + Celery inference worker + Redis + Postgres")
+    ensure_database()
+    import redis
+
+    redis.Redis.from_url(BENCH_REDIS).flushdb()
+    setup = platform_setup(sum(LEVELS) + 1)
+    worker = start(
+        "worker",
+        [
+            str(ROOT / ".venv/bin/celery"),
+            "-A",
+            "playground",
+            "worker",
+            "-Q",
+            "inference",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "32",
+            "--loglevel",
+            "INFO",
+        ],
+    )
+    web = start("web", [PYTHON, "manage.py", "serve", "--port", str(WEB_PORT)])
+    try:
+        base = f"http://127.0.0.1:{WEB_PORT}"
+        headers = {"Authorization": f"Bearer {setup['key']}"}
+        wait_http(f"{base}/v1/models", 120, headers)
+        url = f"{base}/v1/chat/completions"
+        log("  waiting for the worker to load the model")
+        deadline = time.monotonic() + 600
+        while True:
+            warm = sse_levels(url, headers, setup["model"], [1])["1"]
+            if not warm["errors"] and warm["tokens"]:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the platform did not answer: {warm['errors']}; logs in {LOGS}")
+            time.sleep(2)
+        log("  API, server-sent events")
+        results: dict[str, Any] = {"sse": sse_levels(url, headers, setup["model"], LEVELS)}
+        log("  chat WebSocket")
+        conversations = iter(setup["conversations"][1:])
+        results["ws"] = {}
+        for streams in LEVELS:
+            mine = [next(conversations) for _ in range(streams)]
+
+            async def run(mine: list[str] = mine) -> list[tuple[Sample, str]]:
+                return await concurrently(  # type: ignore[return-value]
+                    len(mine),
+                    lambda i: ws_stream(
+                        f"ws://127.0.0.1:{WEB_PORT}/ws/chat/{mine[i]}/",
+                        i,
+                        cookie=f"sessionid={setup['session']}",
+                        origin=base,
+                    ),
+                )
+
+            pairs = asyncio.run(run())
+            tokens = generation_tokens([g for _, g in pairs if g])
+            samples = []
+            for sample, generation in pairs:
+                sample.tokens = tokens.get(generation, 0)
+                samples.append(sample)
+            results["ws"][str(streams)] = summarise(samples)
+            log(f"  {streams:>2} streams: {brief(results['ws'][str(streams)])}")
+        return results
+    finally:
+        stop(web)
+        stop(worker)
+
+
+def bench_peer() -> dict[str, Any]:
+    from peer_llamacpp import serve_llamacpp
+
+    log("llama.cpp server on the same GGUF file")
+    server, model = serve_llamacpp(PEER_PORT, slots=16, log_file=LOGS / "llamacpp.log")
+    try:
+        url = f"http://127.0.0.1:{PEER_PORT}/v1/chat/completions"
+        wait_http(f"http://127.0.0.1:{PEER_PORT}/health", 600)
+        sse_levels(url, {}, model, [1])  # warm-up
+        return sse_levels(url, {}, model, [1, 16])
+    finally:
+        stop(server)
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "commit": commit,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "prompts": PROMPTS,
+        "new_tokens": NEW_TOKENS,
+    }
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    engine1, sse, ws, naive = (
+        r["engine"]["engine_1"],
+        r["platform"]["sse"],
+        r["platform"]["ws"],
+        r["naive"],
+    )
+    rows = []
+
+    def add(name: str, value: float | None, goal: str, met: bool | None) -> None:
+        rows.append({"target": name, "value": value, "goal": goal, "met": met})
+
+    for label, shape in (("API (SSE)", sse), ("WebSocket", ws)):
+        value = ratio(shape["1"]["per_stream_tok_s"], engine1["per_stream_tok_s"])
+        add(
+            f"{label} single-stream tok/s ÷ raw engine",
+            value,
+            "≥ 0.9",
+            value is not None and value >= 0.9,
+        )
+        gap = (shape["1"]["ttft_p50_ms"] or 0) - (engine1["ttft_p50_ms"] or 0)
+        add(f"{label} TTFT p50 − raw engine's (ms)", round(gap, 1), "≤ 50", gap <= 50)
+    agg16 = sse["16"]["aggregate_tok_s"]
+    value = ratio(agg16, sse["1"]["aggregate_tok_s"])
+    add(
+        "aggregate tok/s at 16 streams ÷ single stream",
+        value,
+        "≥ 6",
+        value is not None and value >= 6,
+    )
+    value = ratio(agg16, naive["16"]["aggregate_tok_s"])
+    add(
+        "aggregate tok/s at 16 streams ÷ naive server's",
+        value,
+        "≥ 6",
+        value is not None and value >= 6,
+    )
+    p95 = sse["16"]["ttft_p95_ms"]
+    add("TTFT p95 at 16 streams (ms)", p95, "< 2000", p95 is not None and p95 < 2000)
+    for dtype in ("float32", "bfloat16"):
+        value = ratio(
+            engine1["per_stream_tok_s"], r["engine"][f"generate_{dtype}"]["per_stream_tok_s"]
+        )
+        add(
+            f"raw engine decode ÷ plain generate ({dtype})",
+            value,
+            "≥ 2",
+            value is not None and value >= 2,
+        )
+    if "peer" in r:
+        value = ratio(agg16, r["peer"]["16"]["aggregate_tok_s"])
+        add(
+            "aggregate tok/s at 16 streams ÷ llama.cpp's (16 slots)",
+            value,
+            "≥ 1",
+            value is not None and value >= 1,
+        )
+        value = ratio(sse["1"]["per_stream_tok_s"], r["peer"]["1"]["per_stream_tok_s"])
+        add("single-stream tok/s ÷ llama.cpp's", value, "reported", None)
+    return rows
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        f"Run {m['date']} at commit {m['commit']} on {m['cpu']} ({m['cores']} cores"
+        + (f", {m['gpu']}" if m["gpu"] else ", no GPU")
+        + f"), Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}. "
+        f"SmolLM2-135M-Instruct, greedy, up to {m['new_tokens']} new tokens, {len(m['prompts'])} fixed prompts. "
+        f"Engine weights: {r['engine']['engine_weights']}.",
+        "",
+        "| what | streams | tok/s in all | tok/s per stream | TTFT p50 ms | TTFT p95 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def row(name: str, s: dict[str, Any]) -> None:
+        lines.append(
+            f"| {name} | {s['streams']} | {s['aggregate_tok_s']} | {s['per_stream_tok_s']} | "
+            f"{s['ttft_p50_ms']} | {s['ttft_p95_ms']} | {len(s['errors'])} |"
+        )
+
+    e = r["engine"]
+    row("raw engine, one prompt at a time", e["engine_1"])
+    row("raw engine, concurrent", e["engine_16"])
+    row("plain `generate`, float32", e["generate_float32"])
+    row("plain `generate`, bfloat16", e["generate_bfloat16"])
+    for s in r["naive"].values():
+        row("naive server (`generate` per request, in turn)", s)
+    for s in r["platform"]["sse"].values():
+        row("platform, API with SSE", s)
+    for s in r["platform"]["ws"].values():
+        row("platform, chat WebSocket", s)
+    for s in r.get("peer", {}).values():
+        row("llama.cpp server (16 slots)", s)
+    lines += ["", "| target | value | goal | met |", "|---|---:|---:|:---:|"]
+    for t in r["targets"]:
+        met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {t['target']} | {t['value']} | {t['goal']} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    peer = os.environ.get("PEER", "")
+    results: dict[str, Any] = {"machine": machine()}
+    results["engine"] = bench_engine()
+    results["naive"] = bench_naive()
+    results["platform"] = bench_platform()
+    if peer == "llamacpp":
+        results["peer"] = bench_peer()
+    elif peer:
+        raise SystemExit(f"unknown PEER {peer!r}; the one known peer is llamacpp")
+    results["targets"] = targets(results)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=1))
+    (out / "latest.md").write_text(markdown(results))
+    print(markdown(results))
+    log(f"wrote {out / 'latest.json'} and {out / 'latest.md'}; process logs in {LOGS}")
+
+
+if __name__ == "__main__":
+    main()
