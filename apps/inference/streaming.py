@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
@@ -30,10 +30,33 @@ def publish(generation_id: object, event: dict[str, Any]) -> None:
     publish_to(generation_group(generation_id), event)
 
 
+_publisher: asyncio.AbstractEventLoop | None = None
+_publisher_lock = threading.Lock()
+
+
+def _publisher_loop() -> asyncio.AbstractEventLoop:
+    """One event loop per process, on its own thread, for publishing from sync code.
+
+    ``async_to_sync`` would start a new loop per call, and channels_redis keeps its connections per
+    loop, so each delta would open a Redis connection; measured, that made publishing the largest
+    cost of a worker thread streaming an answer.
+    """
+    global _publisher
+    with _publisher_lock:
+        if _publisher is None or _publisher.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="channel-publisher", daemon=True).start()
+            _publisher = loop
+        return _publisher
+
+
 def publish_to(group: str, event: dict[str, Any]) -> None:
+    """Send ``event`` to ``group`` from sync code (not from an event loop's thread); returns once
+    the channel layer has taken it, so one thread's events keep their order."""
     layer = get_channel_layer()
     if layer is not None:
-        async_to_sync(layer.group_send)(group, event)
+        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, event), _publisher_loop())
+        future.result(timeout=30)
 
 
 async def follow(generation_ids: list[str]) -> AsyncGenerator[tuple[str, str, Any]]:
