@@ -222,3 +222,37 @@ def tiny_engine_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_other_architectures_share_the_scheduler_through_transformers_forward(
+    tmp_path, tiny_model_dir
+):
+    """A model LlamaDecoder does not cover (Mistral here) runs on EagerDecoder: same joins,
+    streams and answers, one forward per row."""
+    import torch
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    MistralForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    spec = ModelSpec(
+        key="tiny-mistral@1", source_kind="local", source=str(tmp_path), context_length=256
+    )
+    engine = TransformersEngine(spec, cache_dir=tmp_path, dtype="float32")
+    engine.wait_loaded(timeout=60)
+    assert engine.weights.startswith("transformers forward (architecture 'mistral')")
+    requests = [request(prompt=f"Story number {i}", temperature=0, max_tokens=12) for i in range(3)]
+    alone = [outcome(collect(engine, r)) for r in requests]
+    assert [outcome(r) for r in together(engine, requests)] == alone
+    assert engine.stats["widest"] >= 2

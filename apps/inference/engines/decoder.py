@@ -309,7 +309,7 @@ class EagerDecoder:
     def _forward(self, row: int, ids: list[int]) -> torch.Tensor:
         output = self.model(
             input_ids=torch.tensor([ids], device=self.device),
-            past_key_values=self.caches[row],
+            cache=self.caches[row],
             use_cache=True,
         )
         return output.logits[0, -1].float()
