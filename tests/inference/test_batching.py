@@ -194,17 +194,18 @@ def test_the_kv_budget_holds_back_what_does_not_fit_and_refuses_what_never_can(
 ):
     engine = TransformersEngine(tiny_spec, cache_dir=tiny_model_dir, dtype="float32")
     engine.wait_loaded(timeout=60)
-    per_token = engine.decoder.kv_bytes_per_token
-    engine.kv_budget_bytes = per_token * 300  # one request of 300 positions, not two
+    # The cache grows in steps of 4 rows and 256 positions: this budget holds 4 requests of up to
+    # 256 positions at once.
+    engine.kv_budget_bytes = engine.decoder.cache_bytes(4, 256)
     huge = request(prompt="Hello", temperature=0, max_tokens=400)
     text, last = collect(engine, huge)
     assert isinstance(last, EngineError) and last.code == "context_length_exceeded"
     assert "lower max_tokens" in last.message
-    pair = [request(prompt=f"Story {i}", temperature=0, max_tokens=200) for i in range(2)]
+    five = [request(prompt=f"Story {i}", temperature=0, max_tokens=200) for i in range(5)]
     engine.stats["widest"] = 0
-    results = together(engine, pair)
-    assert [outcome(r)[2] for r in results] == [200, 200]
-    assert engine.stats["widest"] == 1  # one after the other
+    results = together(engine, five)
+    assert [outcome(r)[2] for r in results] == [200] * 5
+    assert engine.stats["widest"] == 4  # the fifth waited for a row to free up
 
 
 def test_the_incremental_detokenizer_adds_up_to_the_whole_decode(tiny_engine_tokenizer):
@@ -256,3 +257,61 @@ def test_other_architectures_share_the_scheduler_through_transformers_forward(
     alone = [outcome(collect(engine, r)) for r in requests]
     assert [outcome(r) for r in together(engine, requests)] == alone
     assert engine.stats["widest"] >= 2
+
+
+def test_bfloat16_weights_on_the_cpu_answer(tiny_spec, tiny_model_dir):
+    engine = TransformersEngine(tiny_spec, cache_dir=tiny_model_dir, dtype="bfloat16")
+    engine.wait_loaded(timeout=60)
+    assert engine.weights == "llama decoder, bfloat16 weights"
+    text, reason, tokens = outcome(
+        collect(engine, request(prompt="Hello", temperature=0, max_tokens=6))
+    )
+    assert tokens >= 1
+
+
+def test_one_request_failing_to_sample_ends_only_that_request(
+    tiny_spec, tiny_model_dir, monkeypatch
+):
+    from apps.inference.engines import batching
+
+    engine = TransformersEngine(tiny_spec, cache_dir=tiny_model_dir, dtype="float32")
+    engine.wait_loaded(timeout=60)
+    healthy = request(prompt="Story 1", temperature=0, max_tokens=30)
+    alone = outcome(collect(engine, healthy))
+    real_sample = batching.sample
+
+    def broken_for_seed_13(logits, params, seen, generator):
+        if params.seed == 13 and len(seen) > 3:
+            raise RuntimeError("probability tensor contains either inf or nan")
+        return real_sample(logits, params, seen, generator)
+
+    monkeypatch.setattr(batching, "sample", broken_for_seed_13)
+    doomed = request(prompt="Story 2", temperature=0.7, seed=13, max_tokens=30)
+    results = together(engine, [request(prompt="Story 1", temperature=0, max_tokens=30), doomed])
+    assert outcome(results[0]) == alone
+    failed = results[1][1]
+    assert isinstance(failed, EngineError) and failed.code == "internal_error" and failed.retryable
+
+
+def test_a_caller_that_stops_at_the_final_event_leaves_nothing_behind(tiny_spec, tiny_model_dir):
+    engine = TransformersEngine(tiny_spec, cache_dir=tiny_model_dir, dtype="float32")
+    engine.wait_loaded(timeout=60)
+    stream = engine.generate(request(prompt="Hello", temperature=0, max_tokens=5))
+    for event in stream:  # as the worker reads it: it returns at the final event
+        if isinstance(event, Finished):
+            break
+    stream.close()
+    assert engine._aborted == set()  # not recorded as aborted after it had ended
+
+
+def test_the_cache_shrinks_back_to_what_the_running_requests_need(tiny_spec, tiny_model_dir):
+    engine = TransformersEngine(tiny_spec, cache_dir=tiny_model_dir, dtype="float32")
+    engine.wait_loaded(timeout=60)
+    decoder = engine.decoder
+    decoder.reserve(32, 700)
+    assert decoder.k.shape[1] == 32 and decoder.k.shape[3] == 768
+    decoder.reserve(5, 300)  # most of it is no longer needed
+    assert decoder.k.shape[1] == 8 and decoder.k.shape[3] == 512
+    decoder.reserve(4, 300)  # close enough: kept as it is
+    assert decoder.k.shape[1] == 8
+    decoder.release()

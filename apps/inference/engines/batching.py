@@ -179,10 +179,15 @@ class BatchingEngine(EngineThread):
                 stopped.append(row)
         self._remove(stopped)
 
+    def _longest(self, extra: Sequence | None = None) -> int:
+        """The most positions any running request (and ``extra``) may reach."""
+        sequences = self.active if extra is None else [*self.active, extra]
+        return max(s.reserved_positions for s in sequences)
+
     def _fits(self, sequence: Sequence) -> bool:
         rows = len(self.active) + 1
-        longest = max([s.reserved_positions for s in self.active] + [sequence.reserved_positions])
-        return rows * longest * self.decoder.kv_bytes_per_token <= self.kv_budget_bytes
+        needed = self.decoder.cache_bytes(rows, self._longest(sequence))
+        return bool(needed <= self.kv_budget_bytes)
 
     def _admit(self) -> None:
         while self.waiting and len(self.active) < self.max_batch:
@@ -201,7 +206,13 @@ class BatchingEngine(EngineThread):
             self.waiting.popleft()
             row = len(self.active)
             try:
+                self.decoder.reserve(row + 1, self._longest(sequence))
                 logits = self.decoder.prefill(row, sequence.prompt_ids)
+                sequence.prefilled = True
+                sequence.length = len(sequence.prompt_ids)
+                token = sample(logits, sequence.params, sequence.seen, sequence.generator)
+                if not self._accept(sequence, token):
+                    self.active.append(sequence)
             except Exception:
                 logger.exception("prefill failed for %s", sequence.submission.request.request_id)
                 self._error(
@@ -210,12 +221,6 @@ class BatchingEngine(EngineThread):
                     "The model failed while reading the prompt; try again.",
                     retryable=True,
                 )
-                continue
-            sequence.prefilled = True
-            sequence.length = len(sequence.prompt_ids)
-            token = sample(logits, sequence.params, sequence.seen, sequence.generator)
-            if not self._accept(sequence, token):
-                self.active.append(sequence)
         if not self.active and not self.waiting:
             self.decoder.release()
 
@@ -231,11 +236,17 @@ class BatchingEngine(EngineThread):
         for row, sequence in enumerate(self.active):
             sequence.length += 1
             params = sequence.params
-            if params.temperature == 0.0 and params.repetition_penalty == 1.0:
-                token = greedy[row]
-            else:
-                token = sample(logits[row], params, sequence.seen, sequence.generator)
-            if self._accept(sequence, token):
+            try:
+                if params.temperature == 0.0 and params.repetition_penalty == 1.0:
+                    token = greedy[row]
+                else:
+                    token = sample(logits[row], params, sequence.seen, sequence.generator)
+                ended = self._accept(sequence, token)
+            except Exception:  # one request's failure (a NaN in its logits, say) ends only it
+                logger.exception("sampling failed for %s", sequence.submission.request.request_id)
+                self._fail([sequence])
+                ended = True
+            if ended:
                 finished.append(row)
         self._remove(finished)
 
@@ -247,6 +258,8 @@ class BatchingEngine(EngineThread):
                 self.decoder.move(last, row, self.active[last].length)
                 self.active[row] = self.active[last]
             self.active.pop()
+        if rows and self.active:
+            self.decoder.reserve(len(self.active), self._longest())  # shrinks when worth it
 
     # -- one request -----------------------------------------------------------------------
     def _accept(self, sequence: Sequence, token: int) -> bool:

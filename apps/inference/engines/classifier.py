@@ -9,7 +9,6 @@ the caller, so one lock serialises them, as for embeddings.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,8 +80,8 @@ class TransformersClassifier:
         self.spec = spec
         self.device = pick_device(device)
         self._lock = threading.Lock()
-        if self.device.type == "cpu":
-            torch.set_num_threads(threads or os.cpu_count() or 1)
+        # torch's thread count is process-wide and the chat engine sets it (see
+        # TransformersEngine._load); an encoder in the same worker leaves it as it finds it.
         if not (Path(spec.source) / LABELS_FILE).is_file():
             raise FileNotFoundError(f"{spec.source} holds no classifier")
         self.tokenizer, model = EncoderClassifier.load(spec.source)

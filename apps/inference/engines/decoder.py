@@ -58,25 +58,26 @@ def fbgemm_fp16_available() -> bool:
 
 
 class CoreSplit:
-    """Runs one of two halves of a matrix product on a helper thread while the caller runs the
-    other. fbgemm's fp16 GEMM is single-threaded inside torch, so without this one core would sit
-    idle (torch's own threads only spin-wait there, taking the core from everything else)."""
+    """Runs the parts of a matrix product on ``cores`` threads at once, one on the caller's.
 
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-core")
+    fbgemm's fp16 GEMM is single-threaded inside torch, so without this all cores but one would
+    sit idle (torch's own threads only spin-wait there, taking the cores from everything else).
+    """
 
-    def run(
-        self, first: Callable[[], torch.Tensor], second: Callable[[], torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        later = self._pool.submit(second)
-        return first(), later.result()
+    def __init__(self, cores: int) -> None:
+        self.cores = cores
+        self._pool = ThreadPoolExecutor(max_workers=cores - 1, thread_name_prefix="engine-core")
+
+    def run(self, parts: list[Callable[[], torch.Tensor]]) -> list[torch.Tensor]:
+        later = [self._pool.submit(part) for part in parts[1:]]
+        return [parts[0](), *(future.result() for future in later)]
 
 
 class Linear:
     """``y = x @ W.T`` with the weight stored the way this device multiplies it fastest.
 
-    With a ``split``, fbgemm weights are packed as two halves of the output features, computed on
-    two cores at once.
+    With a ``split``, fbgemm weights are packed as one slice of the output features per core, and
+    larger products run on all of them at once.
     """
 
     def __init__(self, weight: torch.Tensor, *, mode: str, split: CoreSplit | None = None) -> None:
@@ -85,25 +86,26 @@ class Linear:
         self.split = split if mode == "fbgemm-fp16" and weight.shape[0] >= 64 else None
         if mode == "fbgemm-fp16":
             weight = weight.float().contiguous()
-            halves = weight.chunk(2) if self.split else (weight,)
-            self.packed = [torch.fbgemm_pack_gemm_matrix_fp16(h.contiguous()) for h in halves]
-            self.biases = [torch.zeros(h.shape[0]) for h in halves]
+            slices = weight.chunk(self.split.cores) if self.split else (weight,)
+            self.packed = [torch.fbgemm_pack_gemm_matrix_fp16(w.contiguous()) for w in slices]
+            self.biases = [torch.zeros(w.shape[0]) for w in slices]
         else:
             self.weight = weight.contiguous()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode != "fbgemm-fp16":
-            return F.linear(x, self.weight)
+            # bfloat16 weights on a CPU take bfloat16 inputs; the activations stay float32.
+            return F.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
         flat = x.reshape(-1, x.shape[-1])
-        parts = [
+        parts: list[Callable[[], torch.Tensor]] = [
             functools.partial(torch.fbgemm_linear_fp16_weight, flat, packed, bias)
             for packed, bias in zip(self.packed, self.biases, strict=True)
         ]
         if len(parts) == 1:
             out = parts[0]()
-        elif flat.shape[0] * self.out_features * flat.shape[1] >= _SPLIT_MIN_MACS:
-            out = torch.cat(self.split.run(*parts), dim=-1)  # type: ignore[union-attr]
-        else:  # too small to pay for handing half to the other core
+        elif self.split and flat.shape[0] * self.out_features * flat.shape[1] >= _SPLIT_MIN_MACS:
+            out = torch.cat(self.split.run(parts), dim=-1)
+        else:  # too small to pay for handing slices to the other cores
             out = torch.cat([part() for part in parts], dim=-1)
         return out.view(*x.shape[:-1], self.out_features)
 
@@ -152,7 +154,7 @@ class LlamaDecoder:
         self.dtype = torch.float32 if device.type == "cpu" else model.dtype
         weight_dtype = torch.bfloat16 if mode == "bfloat16" else self.dtype
 
-        split = CoreSplit() if cores >= 2 and mode == "fbgemm-fp16" else None
+        split = CoreSplit(cores) if cores >= 2 and mode == "fbgemm-fp16" else None
 
         def linear(*parts: torch.Tensor) -> Linear:
             weight = torch.cat([p.detach() for p in parts]).to(weight_dtype)
@@ -191,21 +193,37 @@ class LlamaDecoder:
         itemsize = torch.empty(0, dtype=self.dtype).element_size()
         return 2 * len(self.layers) * self.n_kv * self.head_dim * itemsize
 
+    def cache_bytes(self, rows: int, positions: int) -> int:
+        """What ``reserve(rows, positions)`` allocates."""
+        rows = -(-rows // _ROW_STEP) * _ROW_STEP
+        positions = -(-positions // _POSITION_STEP) * _POSITION_STEP
+        return rows * positions * self.kv_bytes_per_token
+
     # -- the cache -------------------------------------------------------------------------
-    def _ensure(self, rows: int, positions: int) -> None:
+    def reserve(self, rows: int, positions: int) -> None:
+        """Size the cache for ``rows`` rows of ``positions`` positions (rounded up a little),
+        keeping what rows ``0..rows-1`` hold. It grows when it must and shrinks when it holds over
+        twice what is asked, so its size follows the scheduler's budget check. While it is resized
+        the old and the new cache exist together."""
         cap_rows = 0 if self.k is None else self.k.shape[1]
         cap_positions = 0 if self.k is None else self.k.shape[3]
-        if rows <= cap_rows and positions <= cap_positions:
+        new_rows = -(-rows // _ROW_STEP) * _ROW_STEP
+        new_positions = -(-positions // _POSITION_STEP) * _POSITION_STEP
+        fits = rows <= cap_rows and positions <= cap_positions
+        if fits and cap_rows * cap_positions <= 2 * new_rows * new_positions:
             return
-        new_rows = max(cap_rows, -(-rows // _ROW_STEP) * _ROW_STEP)
-        new_positions = max(cap_positions, -(-positions // _POSITION_STEP) * _POSITION_STEP)
         shape = (len(self.layers), new_rows, self.n_kv, new_positions, self.head_dim)
         k = torch.zeros(shape, dtype=self.dtype, device=self.device)
         v = torch.zeros(shape, dtype=self.dtype, device=self.device)
         if self.k is not None and self.v is not None:
-            k[:, :cap_rows, :, :cap_positions] = self.k
-            v[:, :cap_rows, :, :cap_positions] = self.v
+            keep_rows, keep = min(cap_rows, new_rows), min(cap_positions, new_positions)
+            k[:, :keep_rows, :, :keep] = self.k[:, :keep_rows, :, :keep]
+            v[:, :keep_rows, :, :keep] = self.v[:, :keep_rows, :, :keep]
         self.k, self.v = k, v
+
+    def _check_room(self, rows: int, positions: int) -> None:
+        if self.k is None or rows > self.k.shape[1] or positions > self.k.shape[3]:
+            raise RuntimeError("the KV cache was not reserved for this step")
 
     def move(self, source: int, target: int, length: int) -> None:
         """Copy row ``source``'s first ``length`` positions into row ``target``."""
@@ -246,7 +264,7 @@ class LlamaDecoder:
         """Run the prompt ``ids`` into row ``row`` (positions ``0..len(ids)-1``); return the
         logits (float32) that follow it."""
         t = len(ids)
-        self._ensure(row + 1, t)
+        self._check_room(row + 1, t)
         assert self.k is not None and self.v is not None
         x = self.embed[torch.tensor(ids, device=self.device)][None]  # [1, t, hidden]
         cos, sin = self.cos[:t][None, :, None], self.sin[:t][None, :, None]  # [1, t, 1, dim]
@@ -264,7 +282,7 @@ class LlamaDecoder:
         ``positions[i]``. Returns the next-token logits, ``[rows, vocab]`` float32."""
         b = len(tokens)
         longest = max(positions) + 1
-        self._ensure(b, longest)
+        self._check_room(b, longest)
         assert self.k is not None and self.v is not None
         where = torch.tensor(positions, device=self.device)
         rows = torch.arange(b, device=self.device)
@@ -306,6 +324,9 @@ class EagerDecoder:
         )
         self.kv_bytes_per_token = 2 * config.num_hidden_layers * heads * head_dim * itemsize
 
+    def cache_bytes(self, rows: int, positions: int) -> int:
+        return rows * positions * self.kv_bytes_per_token
+
     def _forward(self, row: int, ids: list[int]) -> torch.Tensor:
         output = self.model(
             input_ids=torch.tensor([ids], device=self.device),
@@ -322,6 +343,11 @@ class EagerDecoder:
 
     def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
         return torch.stack([self._forward(row, [token]) for row, token in enumerate(tokens)])
+
+    def reserve(self, rows: int, positions: int) -> None:
+        """Each row's cache grows by itself; rows past ``rows`` are dropped."""
+        for row in [r for r in self.caches if r >= rows]:
+            del self.caches[row]
 
     def move(self, source: int, target: int, length: int) -> None:
         self.caches[target] = self.caches.pop(source)

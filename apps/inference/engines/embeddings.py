@@ -6,7 +6,6 @@ Requests are short and batched by the caller, so one lock serialises them instea
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -50,8 +49,8 @@ class TransformersEmbedder:
         self.spec = spec
         self.device = pick_device(device)
         self._lock = threading.Lock()
-        if self.device.type == "cpu":
-            torch.set_num_threads(threads or os.cpu_count() or 1)
+        # torch's thread count is process-wide and the chat engine sets it (see
+        # TransformersEngine._load); an encoder in the same worker leaves it as it finds it.
         location = (
             str(packaged_path(spec.source)) if spec.source_kind == "packaged" else spec.source
         )

@@ -69,10 +69,11 @@ class EngineThread:
                 except queue.Empty:
                     yield Idle()
                     continue
-                yield event
                 if isinstance(event, Finished | EngineError):
-                    ended = True
+                    ended = True  # before the yield: a caller may stop listening right after it
+                    yield event
                     return
+                yield event
         finally:
             # A caller that stops listening early must not leave the model working for nobody.
             if not ended:

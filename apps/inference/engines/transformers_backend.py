@@ -161,11 +161,6 @@ class TransformersEngine(BatchingEngine):
 
     def _load(self) -> None:
         cores = self.threads or os.cpu_count() or 1
-        if self.device.type == "cpu":
-            # fbgemm's fp16 GEMM runs on one thread whatever torch's setting; the decoder spreads
-            # it over the cores itself (decoder.CoreSplit). More torch threads would only spin.
-            fbgemm = self._weight_mode() == "fbgemm-fp16"
-            torch.set_num_threads(1 if fbgemm else cores)
         started = time.monotonic()
         on_cpu = self.device.type == "cpu"
         load_dtype = torch.float32 if on_cpu else pick_dtype(self.dtype_policy, self.device)
@@ -179,6 +174,11 @@ class TransformersEngine(BatchingEngine):
         unsupported = llama_unsupported(model)
         if unsupported is None:
             mode = self._weight_mode()
+            if on_cpu:
+                # fbgemm's fp16 GEMM runs on one thread whatever torch's setting; the decoder
+                # spreads it over the cores itself (CoreSplit). More torch threads would only
+                # spin-wait beside it. The setting is process-wide: see the README.
+                torch.set_num_threads(1 if mode == "fbgemm-fp16" else cores)
             self.decoder = LlamaDecoder(
                 model,
                 max_positions=self.spec.context_length,
@@ -188,12 +188,15 @@ class TransformersEngine(BatchingEngine):
             )
             self.weights = f"llama decoder, {mode} weights"
         else:
+            if on_cpu:
+                torch.set_num_threads(cores)
             if on_cpu and self.dtype_policy in ("bfloat16", "float16"):
                 model = model.to(_DTYPES[self.dtype_policy])
             self.decoder = EagerDecoder(model, device=self.device)
             self.weights = f"transformers forward ({unsupported}), {model.dtype}"
         # The first forward pass pays for kernel selection; pay it here, not in a user's request.
         with torch.inference_mode():
+            self.decoder.reserve(1, 16)
             self.decoder.prefill(0, [self.tokenizer.eos_token_id or 0] * 8)
             self.decoder.decode([0], [8])
         self.decoder.release()
