@@ -315,3 +315,23 @@ def test_the_cache_shrinks_back_to_what_the_running_requests_need(tiny_spec, tin
     decoder.reserve(4, 300)  # close enough: kept as it is
     assert decoder.k.shape[1] == 8
     decoder.release()
+
+
+def test_prompts_prefilled_together_get_the_logits_they_get_alone(tiny_spec, tiny_model_dir):
+    import torch
+
+    engine = TransformersEngine(tiny_spec, cache_dir=tiny_model_dir, dtype="float32")
+    engine.wait_loaded(timeout=60)  # idle: its serving thread waits on an empty queue
+    decoder = engine.decoder
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15]]
+    with torch.inference_mode():
+        decoder.reserve(3, 16)
+        alone = torch.stack([decoder.prefill(0, ids) for ids in prompts])
+        together_ = decoder.prefill_many([0, 1, 2], prompts)
+        # The cache rows hold each prompt's keys: a decode step from them agrees too.
+        step = decoder.decode([1, 1, 1], [len(ids) for ids in prompts])
+        decoder.reserve(1, 16)
+        single = [decoder.prefill(0, ids + [1]) for ids in prompts]
+    decoder.release()
+    assert torch.allclose(together_, alone, atol=1e-5)
+    assert torch.allclose(step, torch.stack(single), atol=1e-5)

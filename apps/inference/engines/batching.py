@@ -39,6 +39,9 @@ from .text import IncrementalDetokenizer, StopTextTracker
 
 logger = logging.getLogger(__name__)
 
+# Most prompt tokens prefilled in one pass: bounds the pause of the running requests meanwhile.
+PREFILL_TOKENS = 2048
+
 
 @dataclass
 class Sequence:
@@ -179,22 +182,28 @@ class BatchingEngine(EngineThread):
                 stopped.append(row)
         self._remove(stopped)
 
-    def _longest(self, extra: Sequence | None = None) -> int:
-        """The most positions any running request (and ``extra``) may reach."""
-        sequences = self.active if extra is None else [*self.active, extra]
-        return max(s.reserved_positions for s in sequences)
+    def _longest(self, extra: list[Sequence] | None = None) -> int:
+        """The most positions any running request (or one of ``extra``) may reach."""
+        return max(s.reserved_positions for s in [*self.active, *(extra or [])])
 
-    def _fits(self, sequence: Sequence) -> bool:
-        rows = len(self.active) + 1
-        needed = self.decoder.cache_bytes(rows, self._longest(sequence))
+    def _fits(self, batch: list[Sequence]) -> bool:
+        """Whether the running requests and ``batch`` fit the KV budget together."""
+        rows = len(self.active) + len(batch)
+        needed = self.decoder.cache_bytes(rows, self._longest(batch))
         return bool(needed <= self.kv_budget_bytes)
 
     def _admit(self) -> None:
-        while self.waiting and len(self.active) < self.max_batch:
+        """Take waiting requests into the batch, in arrival order, while rows and the KV budget
+        allow; prefill them together (up to PREFILL_TOKENS prompt tokens in one pass)."""
+        batch: list[Sequence] = []
+        tokens = 0
+        while self.waiting and len(self.active) + len(batch) < self.max_batch:
             sequence = self.waiting[0]
-            if not self._fits(sequence):
-                if self.active:
-                    return  # it waits for rows to free up
+            if batch and tokens + len(sequence.prompt_ids) > PREFILL_TOKENS:
+                break
+            if not self._fits([*batch, sequence]):
+                if self.active or batch:
+                    break  # it waits for rows to free up
                 self.waiting.popleft()
                 self._error(
                     sequence.submission,
@@ -204,25 +213,38 @@ class BatchingEngine(EngineThread):
                 )
                 continue
             self.waiting.popleft()
-            row = len(self.active)
-            try:
-                self.decoder.reserve(row + 1, self._longest(sequence))
-                logits = self.decoder.prefill(row, sequence.prompt_ids)
-                sequence.prefilled = True
-                sequence.length = len(sequence.prompt_ids)
-                token = sample(logits, sequence.params, sequence.seen, sequence.generator)
-                if not self._accept(sequence, token):
-                    self.active.append(sequence)
-            except Exception:
-                logger.exception("prefill failed for %s", sequence.submission.request.request_id)
+            batch.append(sequence)
+            tokens += len(sequence.prompt_ids)
+        if batch:
+            self._prefill(batch)
+        if not self.active and not self.waiting:
+            self.decoder.release()
+
+    def _prefill(self, batch: list[Sequence]) -> None:
+        first = len(self.active)
+        try:
+            self.decoder.reserve(first + len(batch), self._longest(batch))
+            logits = self.decoder.prefill_many(
+                list(range(first, first + len(batch))), [s.prompt_ids for s in batch]
+            )
+        except Exception:
+            logger.exception("prefill failed for %d requests", len(batch))
+            for sequence in batch:
                 self._error(
                     sequence.submission,
                     ErrorCode.INTERNAL,
                     "The model failed while reading the prompt; try again.",
                     retryable=True,
                 )
-        if not self.active and not self.waiting:
-            self.decoder.release()
+            return
+        self.active.extend(batch)
+        finished = []
+        for i, sequence in enumerate(batch):
+            sequence.prefilled = True
+            sequence.length = len(sequence.prompt_ids)
+            if self._take(sequence, logits[i]):
+                finished.append(first + i)
+        self._remove(finished)
 
     def _step(self) -> None:
         logits = self.decoder.decode(
@@ -236,19 +258,22 @@ class BatchingEngine(EngineThread):
         for row, sequence in enumerate(self.active):
             sequence.length += 1
             params = sequence.params
-            try:
-                if params.temperature == 0.0 and params.repetition_penalty == 1.0:
-                    token = greedy[row]
-                else:
-                    token = sample(logits[row], params, sequence.seen, sequence.generator)
-                ended = self._accept(sequence, token)
-            except Exception:  # one request's failure (a NaN in its logits, say) ends only it
-                logger.exception("sampling failed for %s", sequence.submission.request.request_id)
-                self._fail([sequence])
-                ended = True
-            if ended:
+            plain_greedy = params.temperature == 0.0 and params.repetition_penalty == 1.0
+            if self._take(sequence, logits[row], greedy[row] if plain_greedy else None):
                 finished.append(row)
         self._remove(finished)
+
+    def _take(self, sequence: Sequence, logits: torch.Tensor, token: int | None = None) -> bool:
+        """Sample ``sequence``'s next token (unless given) and take it; True when it has ended.
+        One request's failure (a NaN in its logits, say) ends only that request."""
+        try:
+            if token is None:
+                token = sample(logits, sequence.params, sequence.seen, sequence.generator)
+            return self._accept(sequence, token)
+        except Exception:
+            logger.exception("sampling failed for %s", sequence.submission.request.request_id)
+            self._fail([sequence])
+            return True
 
     def _remove(self, rows: list[int]) -> None:
         """Free ``rows`` (already finished), moving the last rows into the gaps."""

@@ -263,19 +263,36 @@ class LlamaDecoder:
     def prefill(self, row: int, ids: list[int]) -> torch.Tensor:
         """Run the prompt ``ids`` into row ``row`` (positions ``0..len(ids)-1``); return the
         logits (float32) that follow it."""
-        t = len(ids)
-        self._check_room(row + 1, t)
+        return self.prefill_many([row], [ids])[0]
+
+    def prefill_many(self, rows: list[int], prompts: list[list[int]]) -> torch.Tensor:
+        """Prefill several prompts in one pass, each into its own row: the projections run as one
+        product over all their tokens, attention per prompt. Returns ``[len(rows), vocab]``."""
+        lengths = [len(ids) for ids in prompts]
+        starts = [sum(lengths[:i]) for i in range(len(lengths))]
+        self._check_room(max(rows) + 1, max(lengths))
         assert self.k is not None and self.v is not None
-        x = self.embed[torch.tensor(ids, device=self.device)][None]  # [1, t, hidden]
-        cos, sin = self.cos[:t][None, :, None], self.sin[:t][None, :, None]  # [1, t, 1, dim]
+        flat = torch.tensor([t for ids in prompts for t in ids], device=self.device)
+        where = torch.cat([torch.arange(n, device=self.device) for n in lengths])
+        x = self.embed[flat][None]  # [1, tokens, hidden]
+        cos, sin = self.cos[where][None, :, None], self.sin[where][None, :, None]
         for index, (norm_in, qkv, out, norm_post, gate_up, down) in enumerate(self.layers):
             q, k, v = self._attention_inputs(qkv(self._norm(x, norm_in)), cos, sin)
-            self.k[index, row, :, :t] = k[0]
-            self.v[index, row, :, :t] = v[0]
-            attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-            x = x + out(attended.transpose(1, 2).reshape(1, t, -1))
+            attended = []
+            for row, start, n in zip(rows, starts, lengths, strict=True):
+                span = slice(start, start + n)
+                self.k[index, row, :, :n] = k[0, :, span]
+                self.v[index, row, :, :n] = v[0, :, span]
+                attended.append(
+                    F.scaled_dot_product_attention(
+                        q[:, :, span], k[:, :, span], v[:, :, span], is_causal=True, enable_gqa=True
+                    )
+                )
+            joined = torch.cat(attended, dim=2) if len(attended) > 1 else attended[0]
+            x = x + out(joined.transpose(1, 2).reshape(1, len(flat), -1))
             x = x + self._mlp(x, norm_post, gate_up, down)
-        return self.lm_head(self._norm(x[:, -1], self.norm))[0].float()
+        last = x[0, [start + n - 1 for start, n in zip(starts, lengths, strict=True)]]
+        return self.lm_head(self._norm(last, self.norm)).float()
 
     def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
         """One step for rows ``0..len(tokens)-1``: row ``i`` takes ``tokens[i]`` at position
@@ -340,6 +357,9 @@ class EagerDecoder:
 
         self.caches[row] = DynamicCache(config=self.model.config)
         return self._forward(row, ids)
+
+    def prefill_many(self, rows: list[int], prompts: list[list[int]]) -> torch.Tensor:
+        return torch.stack([self.prefill(row, ids) for row, ids in zip(rows, prompts, strict=True)])
 
     def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
         return torch.stack([self._forward(row, [token]) for row, token in enumerate(tokens)])
