@@ -40,7 +40,7 @@ from .text import IncrementalDetokenizer, StopTextTracker
 logger = logging.getLogger(__name__)
 
 # Most prompt tokens prefilled in one pass: bounds the pause of the running requests meanwhile.
-PREFILL_TOKENS = 2048
+PREFILL_TOKENS = 256
 
 
 @dataclass
