@@ -84,11 +84,6 @@ class BatchingEngine(EngineThread):
         self.stats = {"steps": 0, "rows": 0, "widest": 0}
         super().__init__()
 
-    @property
-    def in_flight(self) -> int:
-        """Requests running or waiting for a row (a snapshot; read from any thread)."""
-        return len(self.active) + len(self.waiting)
-
     # -- the loop --------------------------------------------------------------------------
     def _loop(self) -> None:
         with torch.inference_mode():
