@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -26,6 +27,7 @@ from common import NEW_TOKENS, PROMPTS, Sample, messages, summarise  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from apps.catalog.packaged import PACKAGED  # noqa: E402
+from apps.inference.engines import get_engine  # noqa: E402
 from apps.inference.engines.transformers_backend import (  # noqa: E402
     TransformersEngine,
     load_causal_lm,
@@ -114,20 +116,12 @@ def plain_generate(dtype: torch.dtype) -> list[Sample]:
 
 def main() -> None:
     results: dict[str, object] = {}
-    engine = TransformersEngine(
-        SPEC,
-        cache_dir=settings.MODEL_CACHE_DIR,
-        device=settings.INFERENCE_DEVICE,
-        dtype=settings.INFERENCE_DTYPE,
-        threads=settings.INFERENCE_THREADS,
-        max_batch=settings.INFERENCE_MAX_BATCH,
-    )
+    engine = cast(TransformersEngine, get_engine(SPEC))  # as a worker builds it, from settings
     engine.wait_loaded(timeout=600)
     engine_stream(engine, 0)  # warm-up
     results["engine_weights"] = engine.weights
     results["engine_1"] = summarise([engine_stream(engine, i) for i in range(len(PROMPTS))])
     results["engine_16"] = summarise(engine_concurrent(engine, 16))
-    del engine
     # The engine set torch to one thread (its GEMMs split the cores themselves); generate uses
     # torch's own threads, as many as the cores.
     torch.set_num_threads(settings.INFERENCE_THREADS or os.cpu_count() or 1)

@@ -40,6 +40,11 @@ _POSITION_STEP = 256
 _SPLIT_MIN_MACS = 4_000_000
 
 
+def _rounded(rows: int, positions: int) -> tuple[int, int]:
+    """The cache size that holds ``rows`` rows of ``positions`` positions."""
+    return -(-rows // _ROW_STEP) * _ROW_STEP, -(-positions // _POSITION_STEP) * _POSITION_STEP
+
+
 def fbgemm_fp16_available() -> bool:
     """Whether this torch build and CPU run fbgemm's fp16-weight GEMM (checked on a small one)."""
     if not hasattr(torch, "fbgemm_linear_fp16_weight"):
@@ -143,13 +148,11 @@ class LlamaDecoder:
     ) -> None:
         config = model.config
         self.device = device
-        self.mode = mode
         self.n_heads = config.num_attention_heads
         self.n_kv = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
         self.hidden = config.hidden_size
         self.eps = config.rms_norm_eps
-        self.vocab_size = config.vocab_size
         # On the CPU the activations and the cache are float32 whatever the weights are stored as.
         self.dtype = torch.float32 if device.type == "cpu" else model.dtype
         weight_dtype = torch.bfloat16 if mode == "bfloat16" else self.dtype
@@ -195,8 +198,7 @@ class LlamaDecoder:
 
     def cache_bytes(self, rows: int, positions: int) -> int:
         """What ``reserve(rows, positions)`` allocates."""
-        rows = -(-rows // _ROW_STEP) * _ROW_STEP
-        positions = -(-positions // _POSITION_STEP) * _POSITION_STEP
+        rows, positions = _rounded(rows, positions)
         return rows * positions * self.kv_bytes_per_token
 
     # -- the cache -------------------------------------------------------------------------
@@ -207,8 +209,7 @@ class LlamaDecoder:
         the old and the new cache exist together."""
         cap_rows = 0 if self.k is None else self.k.shape[1]
         cap_positions = 0 if self.k is None else self.k.shape[3]
-        new_rows = -(-rows // _ROW_STEP) * _ROW_STEP
-        new_positions = -(-positions // _POSITION_STEP) * _POSITION_STEP
+        new_rows, new_positions = _rounded(rows, positions)
         fits = rows <= cap_rows and positions <= cap_positions
         if fits and cap_rows * cap_positions <= 2 * new_rows * new_positions:
             return
