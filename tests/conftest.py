@@ -59,15 +59,25 @@ def _end_stray_connections(django_db_setup) -> Iterator[None]:
 def _own_storage(tmp_path_factory) -> None:
     """Uploaded datasets and trained models go to a folder of this session, for this process and
     every server and worker it starts (they inherit the environment). Heartbeats are quick here so
-    that the tests of a lost worker do not wait a minute."""
+    that the tests of a lost worker or job do not wait a minute."""
     root = tmp_path_factory.mktemp("storage")
     values = {
+        # Models the tests build are saved under the session's temporary folder: that is the
+        # models root local sources must lie under.
+        "MODELS_ROOT": str(tmp_path_factory.getbasetemp()),
+        "WORKER_HEARTBEAT_SECONDS": "0.5",
+        "WORKER_LOST_SECONDS": "3",
+        "METRICS_TOKEN": "metrics-token-for-tests",
         "MEDIA_ROOT": str(root / "media"),
         "FINETUNE_OUTPUT_DIR": str(root / "finetuned"),
         "FINETUNE_HEARTBEAT_SECONDS": "1",
         "FINETUNE_HEARTBEAT_TIMEOUT": "8",
     }
     os.environ.update(values)
+    settings.MODELS_ROOT = Path(values["MODELS_ROOT"]).resolve()
+    settings.WORKER_HEARTBEAT_SECONDS = 0.5
+    settings.WORKER_LOST_SECONDS = 3.0
+    settings.METRICS_TOKEN = values["METRICS_TOKEN"]
     settings.MEDIA_ROOT = Path(values["MEDIA_ROOT"])
     settings.FINETUNE_OUTPUT_DIR = Path(values["FINETUNE_OUTPUT_DIR"])
     settings.FINETUNE_HEARTBEAT_SECONDS = 1.0
@@ -80,9 +90,9 @@ def model_cache_dir() -> Path:
     return settings.MODEL_CACHE_DIR
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, model_cache_dir) -> Path:
-    """A small randomly initialised Llama with SmolLM2's tokenizer, saved as a local folder."""
+def build_tiny_llama(folder: Path, *, seed: int, cache_dir: Path) -> Path:
+    """A small randomly initialised Llama with SmolLM2's tokenizer, saved into ``folder``
+    (safetensors); different seeds give different weights, hence different answers."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -98,9 +108,9 @@ def tiny_model_dir(tmp_path_factory, model_cache_dir) -> Path:
             source=smollm["source"],
             context_length=smollm["context_length"],
         ),
-        model_cache_dir,
+        cache_dir,
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -112,10 +122,25 @@ def tiny_model_dir(tmp_path_factory, model_cache_dir) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
     )
-    folder = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, model_cache_dir) -> Path:
+    """A small randomly initialised Llama with SmolLM2's tokenizer, saved as a local folder."""
+    return build_tiny_llama(
+        tmp_path_factory.mktemp("tiny-llama"), seed=0, cache_dir=model_cache_dir
+    )
+
+
+@pytest.fixture(scope="session")
+def other_tiny_model_dir(tmp_path_factory, model_cache_dir) -> Path:
+    """Another tiny Llama, with other weights (a second version, or a second model)."""
+    return build_tiny_llama(
+        tmp_path_factory.mktemp("tiny-llama-b"), seed=1, cache_dir=model_cache_dir
+    )
 
 
 @pytest.fixture
@@ -146,9 +171,9 @@ def fake_engine(settings) -> Iterator[None]:
     from apps.inference import engines
 
     settings.INFERENCE_ENGINE = "fake"
-    engines._engines.clear()
+    engines.reset()
     yield
-    engines._engines.clear()
+    engines.reset()
 
 
 @pytest.fixture
@@ -175,9 +200,16 @@ def _test_database_url() -> str:
 
 
 def celery_worker(
-    queue: str, log_dir: Path, *, pool: str = "threads", concurrency: int = 4
+    queue: str,
+    log_dir: Path,
+    *,
+    pool: str = "threads",
+    concurrency: int = 4,
+    name: str = "",
+    **env: str,
 ) -> Process:
-    """A `celery worker` process on the test database and the Redis broker, ready to take tasks."""
+    """A `celery worker` process on the test database and the Redis broker, ready to take tasks.
+    ``env`` adds to its environment (INFERENCE_MEMORY_MB and the like)."""
     worker = Process(
         [
             str(ROOT / ".venv/bin/celery"),
@@ -193,12 +225,13 @@ def celery_worker(
             "--loglevel",
             "INFO",
             "--hostname",
-            f"test-{queue}@%h",
+            name or f"test-{queue}@%h",
         ],
         env=child_env(
             DATABASE_URL=_test_database_url(),
             REDIS_URL=settings.REDIS_URL,
             MODEL_CACHE_DIR=str(settings.MODEL_CACHE_DIR),
+            **env,
         ),
         log=log_dir / f"{queue}-worker.log",
     )

@@ -65,6 +65,11 @@ class ModelSpec:
     source: str
     context_length: int
     base: ModelSpec | None = None  # the version an adapter applies to
+    revision: str = ""  # hub sources: a branch, tag or commit
+    dtype: str = "auto"  # "auto": the worker's INFERENCE_DTYPE
+    device: str = "auto"  # "auto": the worker's INFERENCE_DEVICE
+    chat_template: str = ""  # replaces the tokenizer's own when set
+    version_id: int | None = None  # the ModelVersion row, for reporting load results
 
 
 @dataclass(frozen=True)

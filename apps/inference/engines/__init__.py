@@ -1,13 +1,30 @@
-"""One engine per model version per worker process, created on first use.
+"""The models this worker process has loaded: one server per model version, loaded on first use,
+kept within a memory budget by unloading the least recently used.
 
-Importing this package does not import torch: the transformers backend is imported only when a
-worker first needs it, so web processes never load it.
+A server is a generation engine (``EngineClient``), an embedder or a classifier. Work holds one
+with ``lease``; a server under lease is never unloaded. ``INFERENCE_MEMORY_MB`` (0: no limit)
+bounds the weights held: before a load the registry unloads idle servers, oldest use first, to make
+room for the newcomer's estimated size, and once the newcomer reports its real size it does so
+again. A server that is busy stays, so the budget can be exceeded while every server is in use;
+the worker's heartbeat shows it.
+
+Importing this package does not import torch: backends are imported only when a worker first
+needs one, so web processes never load them.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 import threading
-from typing import Any
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 from django.conf import settings
 
@@ -15,65 +32,251 @@ from apps.inference.protocol import ModelSpec
 
 from .base import EngineClient
 
-_engines: dict[str, EngineClient] = {}
-_embedders: dict[str, Any] = {}
-_lock = threading.Lock()
+logger = logging.getLogger(__name__)
+
+Kind = Literal["generate", "embeddings", "classifier"]
+
+
+@dataclass
+class Loaded:
+    spec: ModelSpec
+    kind: Kind
+    server: Any
+    last_used: float = field(default_factory=time.monotonic)
+    leases: int = 0
+    retired: bool = False  # replaced or evicted while leased: close when the last lease ends
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(getattr(self.server, "memory_bytes", 0) or 0)
+
+
+_loaded: OrderedDict[str, Loaded] = OrderedDict()  # least recently used first
+_sizes: dict[str, int] = {}  # what each key took when it was last loaded, for estimates
+_lock = threading.RLock()
 
 
 def get_engine(spec: ModelSpec) -> EngineClient:
-    """The engine serving ``spec`` in this process; loading starts on the first call."""
+    """The engine serving ``spec`` in this process; loading starts on the first call.
+    Long work should hold it with ``lease`` instead, so it is not unloaded meanwhile."""
     with _lock:
-        engine = _engines.get(spec.key)
-        if engine is not None and _failed(engine):
-            engine = None  # a version that failed to load gets a fresh attempt
-        if engine is None:
-            engine = _engines[spec.key] = _create(spec)
-        return engine
+        return _get(spec, "generate").server  # type: ignore[no-any-return]
 
 
 def get_embedder(spec: ModelSpec) -> Any:
     """The embedding engine serving ``spec`` in this process (loaded on the first call)."""
-    return _encoder(spec, "embeddings")
+    with _lock:
+        return _get(spec, "embeddings").server
 
 
 def get_classifier(spec: ModelSpec) -> Any:
     """The text classifier serving ``spec`` in this process (loaded on the first call)."""
-    return _encoder(spec, "classifier")
-
-
-def _encoder(spec: ModelSpec, kind: str) -> Any:
-    # Backends are imported under the lock too: transformers' lazy imports are not safe when two
-    # threads import it for the first time at once.
     with _lock:
-        encoder = _embedders.get(spec.key)
-        if encoder is None:
-            if kind == "classifier":
-                from .classifier import TransformersClassifier as factory
+        return _get(spec, "classifier").server
+
+
+@contextmanager
+def lease(spec: ModelSpec, kind: Kind = "generate") -> Iterator[Any]:
+    """The server for ``spec``, kept loaded until the block ends."""
+    with _lock:
+        entry = _get(spec, kind)
+        entry.leases += 1
+    try:
+        yield entry.server
+    finally:
+        with _lock:
+            entry.leases -= 1
+            entry.last_used = time.monotonic()
+            if entry.retired:
+                if entry.leases == 0:
+                    _close(entry)
             else:
-                from .embeddings import TransformersEmbedder as factory  # type: ignore[assignment]
-            encoder = factory(
-                spec, device=settings.INFERENCE_DEVICE, threads=settings.INFERENCE_THREADS
+                _loaded.move_to_end(spec.key)
+            enforce_budget()
+
+
+def unload(key: str) -> bool:
+    """Unload the version ``key`` (``slug@label``) from this process; False if it was not loaded.
+    A server in use is unloaded when its last request ends."""
+    with _lock:
+        entry = _loaded.pop(key, None)
+        if entry is None:
+            return False
+        _retire(entry)
+        return True
+
+
+def enforce_budget(room_for: int = 0, *, keep: str | None = None) -> None:
+    """Unload idle servers, least recently used first, until the loaded ones plus ``room_for``
+    bytes fit in INFERENCE_MEMORY_MB. ``keep``, by default the most recently used, stays: a model
+    larger than the budget alone is still served, rather than reloaded for every request."""
+    budget = settings.INFERENCE_MEMORY_MB << 20
+    if not budget:
+        return
+    with _lock:
+        if keep is None and not room_for and _loaded:
+            keep = next(reversed(_loaded))
+        used = sum(e.memory_bytes for e in _loaded.values())
+        for key, entry in list(_loaded.items()):
+            if used + room_for <= budget:
+                return
+            if key == keep or entry.leases:
+                continue
+            logger.info("unloading %s to stay within INFERENCE_MEMORY_MB", key)
+            used -= entry.memory_bytes
+            del _loaded[key]
+            _retire(entry)
+        if used + room_for > budget:
+            logger.warning(
+                "loaded models take %d MiB of INFERENCE_MEMORY_MB=%d: the rest are in use",
+                (used + room_for) >> 20,
+                settings.INFERENCE_MEMORY_MB,
             )
-            _embedders[spec.key] = encoder
-        return encoder
+
+
+@dataclass(frozen=True)
+class LoadedStatus:
+    key: str
+    kind: str
+    version_id: int | None
+    state: str  # "loading", "ready" or "failed: <reason>"
+    memory_bytes: int
+    in_use: int
+    idle_seconds: float
+
+
+def status() -> list[LoadedStatus]:
+    """What this process has loaded, most recently used first (for the worker's heartbeat)."""
+    now = time.monotonic()
+    with _lock:
+        entries = list(_loaded.items())
+    return [
+        LoadedStatus(
+            key=key,
+            kind=entry.kind,
+            version_id=entry.spec.version_id,
+            state=_state(entry.server),
+            memory_bytes=entry.memory_bytes,
+            in_use=entry.leases,
+            idle_seconds=round(now - entry.last_used, 1),
+        )
+        for key, entry in reversed(entries)
+    ]
 
 
 def import_backends() -> None:
     """Import torch and transformers under the lock, before code outside this package (the
-    trainers, token counting) uses them in a thread of its own (see ``_encoder``)."""
+    trainers, token counting) uses them in a thread of its own (see ``_get``)."""
     with _lock:
         from . import classifier, embeddings, transformers_backend  # noqa: F401
 
 
-def _failed(engine: EngineClient) -> bool:
+def reset() -> None:
+    """Unload everything (tests switch engines between cases)."""
+    with _lock:
+        for key in list(_loaded):
+            unload(key)
+        _sizes.clear()
+
+
+# -- inside the lock -------------------------------------------------------------------------
+
+
+def _get(spec: ModelSpec, kind: Kind) -> Loaded:
+    entry = _loaded.get(spec.key)
+    if entry is not None and (entry.spec != spec or entry.kind != kind or _failed(entry.server)):
+        # The version was edited since it loaded, or its load failed: load it afresh.
+        del _loaded[spec.key]
+        _retire(entry)
+        entry = None
+    if entry is None:
+        enforce_budget(_estimate(spec))
+        # Backends are imported under the lock too: transformers' lazy imports are not safe
+        # when two threads import it for the first time at once.
+        entry = Loaded(spec, kind, _create(spec, kind))
+        _loaded[spec.key] = entry
+    _loaded.move_to_end(spec.key)
+    entry.last_used = time.monotonic()
+    if entry.memory_bytes:
+        _sizes[spec.key] = entry.memory_bytes
+        enforce_budget(keep=spec.key)
+    return entry
+
+
+def _retire(entry: Loaded) -> None:
+    entry.retired = True
+    if entry.leases == 0:
+        _close(entry)
+
+
+def _close(entry: Loaded) -> None:
+    close = getattr(entry.server, "close", None)
+    if close is not None:
+        close()
+
+
+def _failed(server: Any) -> bool:
     try:
-        engine.check_health()
+        server.check_health()
     except RuntimeError:
         return True
     return False
 
 
-def _create(spec: ModelSpec) -> EngineClient:
+def _state(server: Any) -> str:
+    loaded = getattr(server, "_loaded", None)
+    try:
+        server.check_health()
+    except RuntimeError as exc:
+        return f"failed: {exc}"
+    if loaded is not None and not loaded.is_set():
+        return "loading"
+    return "ready"
+
+
+def _estimate(spec: ModelSpec) -> int:
+    """Bytes ``spec`` will take once loaded: what it took last time, else its parameter count
+    (from the safetensors headers) at the serving precision, else four times a GGUF file (4-bit
+    weights served in 16). The check after loading corrects a wrong guess."""
+    if spec.key in _sizes:
+        return _sizes[spec.key]
+    dtype = settings.INFERENCE_DTYPE if spec.dtype == "auto" else spec.dtype
+    per_parameter = 4 if dtype == "float32" else 2
+    try:
+        if spec.source_kind == "packaged":
+            from .transformers_backend import packaged_path
+
+            path = packaged_path(spec.source)
+        elif spec.source_kind == "local":
+            from apps.catalog.sources import local_folder
+
+            path = local_folder(spec.source)
+        else:
+            return 0
+        if path.suffix == ".gguf":
+            return 4 * path.stat().st_size
+        return per_parameter * sum(_parameters(f) for f in Path(path).glob("*.safetensors"))
+    except (OSError, ValueError):
+        return 0  # the load itself reports what is wrong
+
+
+def _parameters(safetensors_file: Path) -> int:
+    """The parameter count in a safetensors file, from its header alone."""
+    with open(safetensors_file, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+
+
+def _create(spec: ModelSpec, kind: Kind) -> Any:
+    device = settings.INFERENCE_DEVICE if spec.device == "auto" else spec.device
+    if kind == "embeddings":
+        from .embeddings import TransformersEmbedder
+
+        return TransformersEmbedder(spec, device=device, threads=settings.INFERENCE_THREADS)
+    if kind == "classifier":
+        from .classifier import TransformersClassifier
+
+        return TransformersClassifier(spec, device=device, threads=settings.INFERENCE_THREADS)
     if settings.INFERENCE_ENGINE == "fake":
         from .fake import FakeEngine
 
@@ -83,14 +286,9 @@ def _create(spec: ModelSpec) -> EngineClient:
     return TransformersEngine(
         spec,
         cache_dir=settings.MODEL_CACHE_DIR,
-        device=settings.INFERENCE_DEVICE,
-        dtype=settings.INFERENCE_DTYPE,
+        device=device,
+        dtype=settings.INFERENCE_DTYPE if spec.dtype == "auto" else spec.dtype,
         threads=settings.INFERENCE_THREADS,
         max_batch=settings.INFERENCE_MAX_BATCH,
         kv_budget_bytes=settings.INFERENCE_KV_CACHE_MB << 20,
     )
-
-
-def loaded_engines() -> dict[str, EngineClient]:
-    with _lock:
-        return dict(_engines)

@@ -87,7 +87,7 @@ class BatchingEngine(EngineThread):
     # -- the loop --------------------------------------------------------------------------
     def _loop(self) -> None:
         with torch.inference_mode():
-            while True:
+            while not self._closing.is_set():
                 try:
                     self._take_submissions(block=not self.active and not self.waiting)
                     self._drop_stopped()
@@ -114,10 +114,20 @@ class BatchingEngine(EngineThread):
         try:
             submission = self._pending.get() if block else self._pending.get_nowait()
             while True:
-                self._prepare(submission)
+                if submission is not None:  # None: ``close`` woke the loop
+                    self._prepare(submission)
                 submission = self._pending.get_nowait()
         except queue.Empty:
             pass
+
+    def _unload(self) -> None:
+        message = "The model was unloaded from this worker; try again."
+        for sequence in [*self.active, *self.waiting]:
+            self._error(sequence.submission, ErrorCode.MODEL_LOAD_FAILED, message, retryable=True)
+        self.active.clear()
+        self.waiting.clear()
+        self.decoder = self.tokenizer = None
+        self.memory_bytes = 0
 
     def _prepare(self, submission: Submission) -> None:
         request, params = submission.request, submission.request.params

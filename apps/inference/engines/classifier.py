@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
+from apps.catalog.sources import local_folder
 from apps.inference.protocol import EngineError, ModelSpec
 
 from .embeddings import encode_within_context
@@ -82,10 +83,17 @@ class TransformersClassifier:
         self._lock = threading.Lock()
         # torch's thread count is process-wide and the chat engine sets it (see
         # TransformersEngine._load); an encoder in the same worker leaves it as it finds it.
-        if not (Path(spec.source) / LABELS_FILE).is_file():
+        folder = local_folder(spec.source)
+        if not (folder / LABELS_FILE).is_file():
             raise FileNotFoundError(f"{spec.source} holds no classifier")
-        self.tokenizer, model = EncoderClassifier.load(spec.source)
+        self.tokenizer, model = EncoderClassifier.load(folder)
         self.model = model.to(self.device).eval()
+        self.memory_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    def close(self) -> None:
+        """Unload. Precondition: no call is running (the registry closes only idle encoders)."""
+        with self._lock:
+            self.model = None
 
     def check_health(self) -> None:
         pass

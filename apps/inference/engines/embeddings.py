@@ -17,7 +17,7 @@ from transformers import AutoModel, AutoTokenizer
 from apps.core.errors import ErrorCode
 from apps.inference.protocol import EngineError, ModelSpec
 
-from .transformers_backend import packaged_path, pick_device
+from .transformers_backend import packaged_path, pick_device, revision_of, safetensors_folder
 
 
 def encode_within_context(
@@ -51,14 +51,25 @@ class TransformersEmbedder:
         self._lock = threading.Lock()
         # torch's thread count is process-wide and the chat engine sets it (see
         # TransformersEngine._load); an encoder in the same worker leaves it as it finds it.
-        location = (
-            str(packaged_path(spec.source)) if spec.source_kind == "packaged" else spec.source
+        if spec.source_kind == "packaged":
+            location = str(packaged_path(spec.source))
+        elif spec.source_kind == "local":
+            location = str(safetensors_folder(spec.source))
+        else:
+            location = spec.source
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(
+            location, trust_remote_code=False, **revision_of(spec)
         )
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
         model: Any = AutoModel.from_pretrained(
-            location, use_safetensors=True, trust_remote_code=False
+            location, use_safetensors=True, trust_remote_code=False, **revision_of(spec)
         )
         self.model = model.to(self.device).eval()
+        self.memory_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    def close(self) -> None:
+        """Unload. Precondition: no call is running (the registry closes only idle encoders)."""
+        with self._lock:
+            self.model = None
 
     def check_health(self) -> None:
         pass

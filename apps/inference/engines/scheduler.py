@@ -49,16 +49,26 @@ class EngineThread:
     name = "base"
 
     def __init__(self) -> None:
-        self._pending: queue.Queue[Submission] = queue.Queue()
+        # None is the wake-up that ``close`` sends.
+        self._pending: queue.Queue[Submission | None] = queue.Queue()
         self._aborted: set[str] = set()
         self._lock = threading.Lock()
         self._loaded = threading.Event()
         self._load_error: BaseException | None = None
+        self._closing = threading.Event()
+        self.memory_bytes = 0  # what the loaded weights take, set by ``_load``
         self._thread = threading.Thread(target=self._run, name=f"engine-{self.name}", daemon=True)
         self._thread.start()
 
     # -- interface -------------------------------------------------------------------------
     def generate(self, request: GenerationRequest, *, idle_every: float = 0.2) -> Iterator[Event]:
+        if self._closing.is_set():
+            yield EngineError(
+                ErrorCode.MODEL_LOAD_FAILED,
+                "The model was unloaded from this worker; try again.",
+                retryable=True,
+            )
+            return
         events: queue.Queue[Event] = queue.Queue()
         self._pending.put(Submission(request, events.put, time.monotonic()))
         ended = False
@@ -83,7 +93,16 @@ class EngineThread:
         with self._lock:
             self._aborted.add(request_id)
 
+    def close(self) -> None:
+        """Unload: the serving thread ends and drops the model. Precondition: nothing is
+        streaming (the registry closes only engines no task holds); a request submitted anyway
+        gets a retryable error."""
+        self._closing.set()
+        self._pending.put(None)
+
     def check_health(self) -> None:
+        if self._closing.is_set():
+            raise RuntimeError("the model was unloaded")
         if not self._thread.is_alive():
             raise RuntimeError("the engine's serving thread has stopped")
         if self._load_error is not None:
@@ -115,6 +134,18 @@ class EngineThread:
         with self._lock:
             self._aborted.discard(request_id)
 
+    def _unload(self) -> None:
+        """Drop the model's memory; backends extend it."""
+
+    def _refuse_rest(self, message: str) -> None:
+        while True:
+            try:
+                submission = self._pending.get_nowait()
+            except queue.Empty:
+                return
+            if submission is not None:
+                submission.emit(EngineError(ErrorCode.MODEL_LOAD_FAILED, message, retryable=True))
+
     # -- serving thread --------------------------------------------------------------------
     def _run(self) -> None:
         try:
@@ -125,16 +156,23 @@ class EngineThread:
         finally:
             self._loaded.set()
         if self._load_error is not None:
-            while True:
+            while not self._closing.is_set():
                 submission = self._pending.get()
-                submission.emit(
-                    EngineError(
-                        ErrorCode.MODEL_LOAD_FAILED,
-                        f"The model could not be loaded: {self._load_error}",
-                        retryable=True,
+                if submission is not None:
+                    submission.emit(
+                        EngineError(
+                            ErrorCode.MODEL_LOAD_FAILED,
+                            f"The model could not be loaded: {self._load_error}",
+                            retryable=True,
+                        )
                     )
-                )
-        self._loop()
+            return
+        try:
+            self._loop()
+        finally:
+            self._refuse_rest("The model was unloaded from this worker; try again.")
+            self._unload()
+            logger.info("engine %s unloaded", self.name)
 
 
 class QueuedEngine(EngineThread):
@@ -148,8 +186,10 @@ class QueuedEngine(EngineThread):
         raise NotImplementedError
 
     def _loop(self) -> None:
-        while True:
+        while not self._closing.is_set():
             submission = self._pending.get()
+            if submission is None:
+                continue
 
             def check(submission: Submission = submission) -> None:
                 reason = self._stop_reason(submission, time.monotonic())

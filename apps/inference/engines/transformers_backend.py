@@ -10,6 +10,7 @@ under the model cache and loaded from there afterwards.
 from __future__ import annotations
 
 import fcntl
+import gc
 import importlib.util
 import json
 import logging
@@ -101,13 +102,39 @@ def weights_location(spec: ModelSpec, cache_dir: Path) -> str:
             folder = cache_dir / spec.key.replace("/", "_").replace("@", "--")
             return str(gguf_to_safetensors(path, folder))
         return str(path)
-    if kind == "local" and not Path(source).is_dir():
+    if kind == "local":
+        return str(safetensors_folder(source))
+    return source  # a hub id, where the deployment can reach a hub
+
+
+def safetensors_folder(source: str) -> Path:
+    """The local folder ``source`` names, once it is known to lie under an allowed root and to
+    hold safetensors weights (pickled ``.bin`` weights can run code as they load: refused)."""
+    from apps.catalog.sources import local_folder
+
+    folder = local_folder(source)
+    if not folder.is_dir():
         raise FileNotFoundError(f"{source} is not a folder")
-    return source  # a local folder, or a hub id where the deployment can reach a hub
+    if not any(folder.glob("*.safetensors")):
+        raise FileNotFoundError(
+            f"{source} holds no .safetensors weights (other formats are refused)"
+        )
+    return folder
+
+
+def revision_of(spec: ModelSpec) -> dict[str, str]:
+    """``from_pretrained``'s revision argument for a hub version that pins one."""
+    return {"revision": spec.revision} if spec.source_kind == "hub" and spec.revision else {}
 
 
 def load_tokenizer(spec: ModelSpec, cache_dir: Path) -> Any:
-    return AutoTokenizer.from_pretrained(weights_location(spec, cache_dir), trust_remote_code=False)
+    base = spec.base if spec.source_kind == "adapter" and spec.base else spec
+    tokenizer = AutoTokenizer.from_pretrained(
+        weights_location(spec, cache_dir), trust_remote_code=False, **revision_of(base)
+    )
+    if spec.chat_template:
+        tokenizer.chat_template = spec.chat_template
+    return tokenizer
 
 
 def load_causal_lm(spec: ModelSpec, cache_dir: Path, *, dtype: torch.dtype) -> tuple[Any, Any]:
@@ -117,16 +144,24 @@ def load_causal_lm(spec: ModelSpec, cache_dir: Path, *, dtype: torch.dtype) -> t
     as fast as the base does.
     """
     location = weights_location(spec, cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
-    model: Any = AutoModelForCausalLM.from_pretrained(
-        location, dtype=dtype, use_safetensors=True, trust_remote_code=False
+    base = spec.base if spec.source_kind == "adapter" and spec.base else spec
+    tokenizer = AutoTokenizer.from_pretrained(
+        location, trust_remote_code=False, **revision_of(base)
     )
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        location, dtype=dtype, use_safetensors=True, trust_remote_code=False, **revision_of(base)
+    )
+    if spec.chat_template:
+        tokenizer.chat_template = spec.chat_template
     if spec.source_kind == "adapter":
         from peft import PeftModel
 
-        if not (Path(spec.source) / "adapter_config.json").is_file():
+        from apps.catalog.sources import local_folder
+
+        adapter = local_folder(spec.source)
+        if not (adapter / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{spec.source} holds no adapter")
-        model = PeftModel.from_pretrained(model, spec.source, is_trainable=False)
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
         model = model.merge_and_unload()
     return tokenizer, model
 
@@ -166,6 +201,7 @@ class TransformersEngine(BatchingEngine):
         load_dtype = torch.float32 if on_cpu else pick_dtype(self.dtype_policy, self.device)
         self.tokenizer, model = load_causal_lm(self.spec, self.cache_dir, dtype=load_dtype)
         model = model.to(self.device).eval()
+        parameters = sum(p.numel() for p in model.parameters())
         eos = model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if self.tokenizer.eos_token_id is not None:
@@ -187,6 +223,7 @@ class TransformersEngine(BatchingEngine):
                 cores=cores,
             )
             self.weights = f"llama decoder, {mode} weights"
+            self.memory_bytes = parameters * (4 if mode == "float32" else 2)
         else:
             if on_cpu:
                 torch.set_num_threads(cores)
@@ -194,6 +231,7 @@ class TransformersEngine(BatchingEngine):
                 model = model.to(_DTYPES[self.dtype_policy])
             self.decoder = EagerDecoder(model, device=self.device)
             self.weights = f"transformers forward ({unsupported}), {model.dtype}"
+            self.memory_bytes = parameters * model.dtype.itemsize
         # The first forward pass pays for kernel selection; pay it here, not in a user's request.
         with torch.inference_mode():
             self.decoder.reserve(1, 16)
@@ -207,6 +245,12 @@ class TransformersEngine(BatchingEngine):
             self.weights,
             time.monotonic() - started,
         )
+
+    def _unload(self) -> None:
+        super()._unload()
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _weight_mode(self) -> str:
         if self.device.type != "cpu":
