@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "apps.core",
+    "apps.audit",
     "apps.accounts",
     "apps.catalog",
     "apps.inference",
@@ -51,6 +52,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "apps.core.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -196,6 +198,23 @@ INFERENCE_ENGINE = env_choice("INFERENCE_ENGINE", "transformers", ("transformers
 
 # Models each inference worker loads at start, before the first request needs them.
 INFERENCE_WARM_MODELS = env_list("INFERENCE_WARM_MODELS", ["smollm2-135m-instruct"])
+# Weights that one inference worker process keeps loaded, in MiB (0: no limit). Beyond it the least
+# recently used idle model is unloaded (apps.inference.engines).
+INFERENCE_MEMORY_MB = env_int("INFERENCE_MEMORY_MB", 0, minimum=0)
+# Admin-registered local models (and LoRA adapters) must lie under this folder, or under
+# FINETUNE_OUTPUT_DIR; a relative source is read from here.
+MODELS_ROOT = Path(env_str("MODELS_ROOT", str(VAR_DIR / "local-models"))).resolve()
+
+# --- Operations -----------------------------------------------------------------------------
+# Every worker reports itself this often (apps.inference.heartbeat); one silent for longer than
+# WORKER_LOST_SECONDS is shown as lost and does not count for /readyz.
+WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 5.0)
+WORKER_LOST_SECONDS = env_float("WORKER_LOST_SECONDS", 20.0)
+# /metrics answers staff sessions, and requests with "Authorization: Bearer <METRICS_TOKEN>".
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Staff do not read users' conversations unless this is on; each read is then written to the
+# audit log.
+ADMIN_CONVERSATION_ACCESS = env_bool("ADMIN_CONVERSATION_ACCESS", False)
 
 # Requests per minute for an API key without its own limit.
 API_REQUESTS_PER_MINUTE = env_int("API_REQUESTS_PER_MINUTE", 120, minimum=1)

@@ -77,3 +77,37 @@ def child_env(**overrides: str) -> dict[str, str]:
     env.update(overrides)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def admin_form_data(response) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The POST data an admin change page would send unchanged: its form's values and each
+    inline formset's management form and rows (for tests that change one field and post)."""
+    data: dict[str, object] = {}
+
+    def add(form) -> None:  # type: ignore[no-untyped-def]
+        for name in form.fields:
+            value = form[name].value()
+            key = form.add_prefix(name)
+            if value is None or value is False:
+                continue
+            widget = form.fields[name].widget
+            if hasattr(widget, "widgets"):  # a split date and time: one input per part
+                for index, part in enumerate(widget.decompress(value)):
+                    data[f"{key}_{index}"] = "" if part is None else str(part)
+                continue
+            if isinstance(value, list | tuple):
+                data[key] = [str(v) for v in value]
+            elif isinstance(value, dict):
+                import json
+
+                data[key] = json.dumps(value)
+            else:
+                data[key] = "on" if value is True else str(value)
+
+    add(response.context["adminform"].form)
+    for inline in response.context["inline_admin_formsets"]:
+        formset = inline.formset
+        add(formset.management_form)
+        for form in formset.forms:
+            add(form)
+    return data

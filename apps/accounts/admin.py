@@ -6,12 +6,14 @@ from django.contrib.auth.admin import UserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from apps.audit.admin import AuditedAdmin
+
 from .models import ApiKey, User
 from .services import api_key_issue, api_key_revoke
 
 
 @admin.register(User)
-class PlaygroundUserAdmin(UserAdmin):
+class PlaygroundUserAdmin(AuditedAdmin, UserAdmin):  # type: ignore[misc]
     fieldsets = (*(UserAdmin.fieldsets or ()), ("Limits", {"fields": ("daily_token_quota",)}))
     list_display = ("username", "email", "is_staff", "is_active", "daily_token_quota")
 
@@ -27,7 +29,7 @@ class ApiKeyAdminForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(AuditedAdmin):
     """Staff issue keys for a user (shown once, in the confirmation message), set their limits and
     revoke them; the key material is never shown again or editable."""
 
@@ -45,6 +47,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_filter = ("revoked_at",)
     search_fields = ("name", "prefix", "user__username")
     actions = ["revoke"]
+    audit_creates = False  # api_key_issue writes the entry
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         fields: tuple[str, ...] = ("user", "name", "scopes", "expires_at", "requests_per_minute")
@@ -62,7 +65,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         api_key, key = api_key_issue(
-            user=obj.user, name=obj.name, scopes=obj.scopes, expires_at=obj.expires_at
+            user=obj.user,
+            name=obj.name,
+            scopes=obj.scopes,
+            expires_at=obj.expires_at,
+            actor=request.user,  # type: ignore[arg-type]
         )
         if obj.requests_per_minute:
             api_key.requests_per_minute = obj.requests_per_minute
@@ -77,4 +84,4 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for api_key in queryset:
-            api_key_revoke(api_key=api_key)
+            api_key_revoke(api_key=api_key, actor=request.user)  # type: ignore[arg-type]

@@ -5,6 +5,9 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from apps.audit.models import AuditEntry
+from apps.audit.services import audit_record
+
 from .keys import key_hash, new_key
 from .models import ApiKey, User
 
@@ -15,11 +18,18 @@ def user_sign_up(*, username: str, password: str) -> User:
     return User.objects.create_user(username=username, password=password)
 
 
+@transaction.atomic
 def api_key_issue(
-    *, user: User, name: str, scopes: list[str], expires_at: datetime | None = None
+    *,
+    user: User,
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None = None,
+    actor: User | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key for ``user``; returns the row and the key, which is not stored and not shown
-    again. Precondition: ``scopes`` are ApiKey.Scope values (ApiKeyForm checks them)."""
+    again. ``actor`` is who asked (the user, or staff in the admin); it goes to the audit log.
+    Precondition: ``scopes`` are ApiKey.Scope values (ApiKeyForm checks them)."""
     key, prefix = new_key()
     api_key = ApiKey.objects.create(
         user=user,
@@ -29,12 +39,21 @@ def api_key_issue(
         scopes=scopes,
         expires_at=expires_at,
     )
+    audit_record(
+        actor=actor or user,
+        action=AuditEntry.Action.ISSUE,
+        target=api_key,
+        changes={"user": user.get_username(), "scopes": scopes, "name": name},
+    )
     return api_key, key
 
 
-def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
-    """Revoke ``api_key`` now; it stops working on the next request. Revoking twice is harmless."""
+@transaction.atomic
+def api_key_revoke(*, api_key: ApiKey, actor: User | None = None) -> ApiKey:
+    """Revoke ``api_key`` now; it stops working on the next request. Revoking twice is harmless.
+    ``actor`` (default: the key's owner) goes to the audit log."""
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
+        audit_record(actor=actor or api_key.user, action=AuditEntry.Action.REVOKE, target=api_key)
     return api_key

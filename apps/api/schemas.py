@@ -50,9 +50,9 @@ class _Sampling(_Strict):
     user: str | None = None  # accepted for compatibility; usage is tracked per key and account
 
     def sampling(self) -> dict[str, Any]:
-        """The engine's sampling parameters; OpenAI's default temperature is 1."""
+        """The sampling parameters the request sets (``completion_start`` fills in the rest)."""
         values = {
-            "temperature": 1.0 if self.temperature is None else self.temperature,
+            "temperature": self.temperature,
             "top_p": self.top_p,
             "top_k": self.top_k,
             "repetition_penalty": self.repetition_penalty,

@@ -50,14 +50,15 @@ def completion_start(
             f"The model {model.slug!r} is a {model.task} model; it cannot be used here.",
             param="model",
         )
-    params = SamplingParams.parse(body.sampling())
+    version = active_version(model)
+    # What the request leaves out comes from the version's defaults, then OpenAI's (temperature 1).
+    params = SamplingParams.parse({"temperature": 1.0, **version.default_params, **body.sampling()})
     messages = None
     if isinstance(body, ChatCompletionRequest):
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
         ]
-    version = active_version(model)
     with transaction.atomic():
         generations = []
         for i in range(body.n):

@@ -15,7 +15,12 @@ class ModelQuerySet(models.QuerySet["LanguageModel"]):
     def usable_by(self, user: User) -> ModelQuerySet:
         """Enabled models with an active version that ``user`` may see."""
         visible = Q(visibility=LanguageModel.Visibility.PUBLIC)
-        visible |= Q(visibility=LanguageModel.Visibility.PRIVATE, owner=user)
+        if user.is_authenticated:
+            visible |= Q(visibility=LanguageModel.Visibility.PRIVATE, owner=user)
+            listed = LanguageModel.objects.filter(
+                Q(allowed_users=user) | Q(allowed_groups__in=user.groups.all())
+            )
+            visible |= Q(visibility=LanguageModel.Visibility.LISTED, pk__in=listed.values("pk"))
         if user.is_staff:
             visible |= Q(visibility=LanguageModel.Visibility.STAFF)
         return self.filter(visible, is_enabled=True, versions__is_active=True).distinct()
@@ -36,6 +41,7 @@ class LanguageModel(models.Model):
     class Visibility(models.TextChoices):
         PUBLIC = "public", "Everyone"
         STAFF = "staff", "Staff only"
+        LISTED = "listed", "Listed users and groups"
         PRIVATE = "private", "Its owner only"
 
     # Fine-tuned models carry colons: ``ft:smollm2-135m-instruct:<suffix>:<short id>``.
@@ -64,6 +70,11 @@ class LanguageModel(models.Model):
         blank=True,
         related_name="own_models",
     )
+    # Who sees a model whose visibility is "listed" (staff do not, unless listed).
+    allowed_users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="listed_models"
+    )
+    allowed_groups = models.ManyToManyField("auth.Group", blank=True, related_name="listed_models")
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = ModelQuerySet.as_manager()
@@ -80,7 +91,11 @@ class LanguageModel(models.Model):
 
 
 class ModelVersion(models.Model):
-    """One loadable revision of a model: where its weights come from and how large its context is."""
+    """One loadable revision of a model: where its weights come from, how to load and prompt it.
+
+    Versions are the unit of rollback: an admin adds one, activates it, and activates an older one
+    to roll back (``catalog.services.version_activate``). Workers record whether it loaded.
+    """
 
     class Source(models.TextChoices):
         PACKAGED = "packaged", "Packaged with the platform"
@@ -88,17 +103,50 @@ class ModelVersion(models.Model):
         HUB = "hub", "Hub id"
         ADAPTER = "adapter", "LoRA adapter on a base version"
 
+    class Dtype(models.TextChoices):
+        AUTO = "auto", "The worker's default"
+        FLOAT32 = "float32", "float32"
+        BFLOAT16 = "bfloat16", "bfloat16"
+        FLOAT16 = "float16", "float16"
+
+    class Device(models.TextChoices):
+        AUTO = "auto", "The worker's default"
+        CPU = "cpu", "CPU"
+        CUDA = "cuda", "GPU (CUDA)"
+
+    class LoadStatus(models.TextChoices):
+        UNKNOWN = "", "Not loaded yet"
+        READY = "ready", "Loaded"
+        FAILED = "failed", "Failed to load"
+
     model = models.ForeignKey(LanguageModel, on_delete=models.CASCADE, related_name="versions")
     label = models.CharField(max_length=100)
     source_kind = models.CharField(max_length=20, choices=Source.choices)
-    # packaged: "<python package>/<file or folder inside it>"; local: a path; hub: a repo id;
-    # adapter: the folder of a peft adapter, applied to ``base_version``.
+    # packaged: "<python package>/<file or folder inside it>"; local: a folder under MODELS_ROOT
+    # (absolute, or relative to it); hub: a repo id; adapter: the folder of a peft adapter, applied
+    # to ``base_version``.
     source = models.CharField(max_length=500)
+    revision = models.CharField(
+        max_length=100, blank=True, help_text="Hub sources only: a branch, tag or commit."
+    )
     base_version = models.ForeignKey(
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="adapters"
     )
     context_length = models.PositiveIntegerField()
+    dtype = models.CharField(max_length=10, choices=Dtype.choices, default=Dtype.AUTO)
+    device = models.CharField(max_length=10, choices=Device.choices, default=Device.AUTO)
+    # Sampling parameters (temperature, top_p, top_k, max_tokens, repetition_penalty, stop) used
+    # where a request leaves them out; checked against the same bounds as requests.
+    default_params = models.JSONField(default=dict, blank=True)
+    chat_template = models.TextField(
+        blank=True, help_text="A Jinja chat template used instead of the tokenizer's own."
+    )
     is_active = models.BooleanField(default=False)
+    load_status = models.CharField(
+        max_length=10, choices=LoadStatus.choices, default=LoadStatus.UNKNOWN, blank=True
+    )
+    load_error = models.TextField(blank=True)
+    load_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -115,4 +163,9 @@ class ModelVersion(models.Model):
         ]
 
     def __str__(self) -> str:
+        return self.key
+
+    @property
+    def key(self) -> str:
+        """How workers name this version: ``slug@label``."""
         return f"{self.model.slug}@{self.label}"

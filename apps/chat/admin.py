@@ -1,11 +1,30 @@
 from django.contrib import admin
+from django.http import HttpRequest
 
-from .models import Conversation
+from apps.audit.admin import PrivateContentAdmin
+
+from .models import Conversation, Message
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    fields = ("role", "content", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
-    # Staff see that conversations exist, not what was said in them.
+class ConversationAdmin(PrivateContentAdmin):
+    """Staff see that conversations exist, not what was said in them, unless
+    ADMIN_CONVERSATION_ACCESS is on (and then each read is in the audit log)."""
+
     list_display = ("id", "owner", "model", "created_at", "updated_at")
     fields = ("owner", "model", "created_at", "updated_at")
     readonly_fields = fields
+    private_fields = ("title", "system_prompt")
+    private_inlines = [MessageInline]
+    owner_field = "owner"

@@ -26,7 +26,9 @@ def conversation_create(*, owner: User) -> Conversation:
     if not models:
         raise ServiceError(ErrorCode.MODEL_NOT_FOUND, "No chat model is available to you yet.")
     model = next((m for m in models if m.slug == DEFAULT_CHAT_MODEL), models[0])
-    return Conversation.objects.create(owner=owner, model=model)
+    defaults = active_version(model).default_params
+    knobs = {k: defaults[k] for k in ("temperature", "top_p", "max_tokens") if k in defaults}
+    return Conversation.objects.create(owner=owner, model=model, **knobs)
 
 
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
@@ -116,10 +118,20 @@ def _start_answer(conversation: Conversation, owner: User) -> Message:
             ErrorCode.MODEL_NOT_FOUND,
             f"The model {model.slug!r} is no longer available; pick another.",
         )
+    version = active_version(model)
     generation = generation_create(
         user=owner,
-        model_version=active_version(model),
-        params=conversation.sampling_params(),
+        model_version=version,
+        # The conversation's own settings win; the version's other defaults (stop, top_k, ...)
+        # apply beneath them.
+        params=SamplingParams.parse(
+            {
+                **version.default_params,
+                "temperature": conversation.temperature,
+                "top_p": conversation.top_p,
+                "max_tokens": conversation.max_tokens,
+            }
+        ),
         messages=_prompt_messages(conversation),
     )
     return Message.objects.create(

@@ -1,0 +1,176 @@
+"""The audit log (who changed which model, version, visibility, key, quota or user setting) and
+the privacy of conversations in the admin."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.accounts.models import ApiKey
+from apps.audit.models import AuditEntry
+from apps.catalog.models import ModelVersion
+from apps.chat.models import Conversation, Message
+from apps.inference.models import Generation
+from tests.helpers import admin_form_data
+
+pytestmark = pytest.mark.django_db
+
+
+def entries(**filters) -> list[tuple[str, str, str, dict]]:
+    return [
+        (e.actor_name, e.action, e.target_type, e.changes)
+        for e in AuditEntry.objects.filter(**filters).order_by("at", "id")
+    ]
+
+
+def test_visibility_changes_in_the_admin_are_logged_with_before_and_after(
+    admin_client, chat_model, owner, teammate
+):
+    url = f"/admin/catalog/languagemodel/{chat_model.pk}/change/"
+    data = admin_form_data(admin_client.get(url))
+    data.update(visibility="listed", allowed_users=[str(owner.pk), str(teammate.pk)])
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert entries(target_type="catalog.languagemodel") == [
+        (
+            "admin",
+            "update",
+            "catalog.languagemodel",
+            {
+                "allowed_users": [[], sorted([str(owner), str(teammate)])],
+                "visibility": ["public", "listed"],
+            },
+        )
+    ]
+    # Saving again without a change writes nothing.
+    admin_client.post(url, admin_form_data(admin_client.get(url)))
+    assert AuditEntry.objects.count() == 1
+
+
+def test_a_quota_change_is_logged_and_password_hashes_never_are(admin_client, owner):
+    # The admin's date and time inputs drop microseconds, as a browser's post would.
+    owner.date_joined = owner.date_joined.replace(microsecond=0)
+    owner.save()
+    url = f"/admin/accounts/user/{owner.pk}/change/"
+    data = admin_form_data(admin_client.get(url))
+    data["daily_token_quota"] = "5000"
+    assert admin_client.post(url, data).status_code == 302
+    [(actor, action, target, changes)] = entries(target_type="accounts.user")
+    assert (actor, action, changes) == ("admin", "update", {"daily_token_quota": [None, 5000]})
+
+    password_url = f"/admin/accounts/user/{owner.pk}/password/"
+    admin_client.post(
+        password_url,
+        {"password1": "another-long-pass-77", "password2": "another-long-pass-77"},
+    )
+    assert owner.password not in str(list(AuditEntry.objects.values_list("changes", flat=True)))
+
+
+def test_keys_issued_and_revoked_by_their_owner_are_logged(client, owner):
+    client.force_login(owner)
+    assert (
+        client.post("/accounts/keys/", {"name": "ci", "scopes": ["inference"]}).status_code == 201
+    )
+    key = ApiKey.objects.get(user=owner)
+    client.post(f"/accounts/keys/{key.pk}/revoke/")
+    assert entries(target_type="accounts.apikey") == [
+        (
+            "owner",
+            "issue",
+            "accounts.apikey",
+            {"name": "ci", "user": "owner", "scopes": ["inference"]},
+        ),
+        ("owner", "revoke", "accounts.apikey", {}),
+    ]
+
+
+def test_the_log_is_read_only_in_the_admin(admin_client, chat_model):
+    version = chat_model.active_version
+    admin_client.post(
+        "/admin/catalog/modelversion/", {"action": "activate", "_selected_action": [version.pk]}
+    )
+    entry = AuditEntry.objects.create(
+        action="update", target_type="x.y", target_id="1", target_repr="thing"
+    )
+    assert admin_client.get("/admin/audit/auditentry/").status_code == 200
+    assert admin_client.get("/admin/audit/auditentry/add/").status_code == 403
+    url = f"/admin/audit/auditentry/{entry.pk}/change/"
+    assert admin_client.post(url, {"action": "delete"}).status_code == 403
+    assert admin_client.post(f"/admin/audit/auditentry/{entry.pk}/delete/").status_code == 403
+    assert AuditEntry.objects.filter(pk=entry.pk, action="update").exists()
+
+
+def test_a_bad_version_source_is_refused_in_the_admin_and_nothing_is_written(
+    admin_client, chat_model
+):
+    base = {
+        "model": str(chat_model.pk),
+        "label": "next",
+        "source_kind": "local",
+        "source": "/etc",
+        "context_length": "2048",
+        "dtype": "auto",
+        "device": "auto",
+        "default_params": "{}",
+    }
+    cases = [
+        ({}, "source", "is outside the models root"),
+        ({"source": "../../../etc"}, "source", "is outside the models root"),
+        ({"source": "mine", "revision": "main"}, "revision", "Only hub sources"),
+        ({"source": "mine", "default_params": '{"temperature": 5}'}, "default_params", "2"),
+        ({"source": "mine", "default_params": '{"seed": 1}'}, "default_params", "Unknown"),
+    ]
+    for change, field, message in cases:
+        response = admin_client.post("/admin/catalog/modelversion/add/", {**base, **change})
+        assert response.status_code == 200, change
+        errors = response.context["adminform"].form.errors
+        assert message in " ".join(errors.get(field, [])), (change, errors)
+    assert ModelVersion.objects.filter(label="next").count() == 0
+    assert AuditEntry.objects.count() == 0
+
+    ok = admin_client.post("/admin/catalog/modelversion/add/", {**base, "source": "mine"})
+    assert ok.status_code == 302
+    [(actor, action, target, changes)] = entries(target_type="catalog.modelversion")
+    assert (actor, action) == ("admin", "create")
+    assert changes["source"] == [None, "mine"] and changes["is_active"] == [None, False]
+
+
+@pytest.fixture
+def private_chat(owner, chat_model) -> Conversation:
+    conversation = Conversation.objects.create(owner=owner, model=chat_model, title="Holiday plans")
+    generation = Generation.objects.create(
+        user=owner,
+        model_version=chat_model.active_version,
+        kind="chat",
+        messages=[{"role": "user", "content": "my secret plan"}],
+        params={},
+        status="succeeded",
+        output="the secret answer",
+    )
+    Message.objects.create(conversation=conversation, role="user", content="my secret plan")
+    Message.objects.create(conversation=conversation, role="assistant", generation=generation)
+    return conversation
+
+
+def test_staff_do_not_read_conversations_by_default(admin_client, private_chat):
+    generation = Generation.objects.get()
+    for url in (
+        f"/admin/chat/conversation/{private_chat.pk}/change/",
+        f"/admin/inference/generation/{generation.pk}/change/",
+        "/admin/chat/conversation/",
+    ):
+        page = admin_client.get(url).content.decode()
+        assert "secret" not in page and "Holiday" not in page, url
+    assert not AuditEntry.objects.filter(action="view").exists()
+
+
+def test_when_conversation_access_is_on_each_read_is_logged(admin_client, private_chat, settings):
+    settings.ADMIN_CONVERSATION_ACCESS = True
+    generation = Generation.objects.get()
+    page = admin_client.get(f"/admin/chat/conversation/{private_chat.pk}/change/").content.decode()
+    assert "my secret plan" in page and "Holiday plans" in page
+    page = admin_client.get(f"/admin/inference/generation/{generation.pk}/change/").content.decode()
+    assert "the secret answer" in page
+    assert entries(action="view") == [
+        ("admin", "view", "chat.conversation", {"owner": "owner"}),
+        ("admin", "view", "inference.generation", {"owner": "owner"}),
+    ]
