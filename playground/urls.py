@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from apps.api import views as api_views
 from apps.chat import views as chat_views
+from apps.core import views as core_views
 
 urlpatterns = [
     path("", chat_views.home, name="home"),
@@ -12,4 +13,7 @@ urlpatterns = [
     path("finetuning/", include("apps.finetuning.urls")),
     path("v1/", include("apps.api.urls")),
     path("docs/api/", api_views.api_docs, name="api-docs"),
+    path("healthz", core_views.healthz, name="core-healthz"),
+    path("readyz", core_views.readyz, name="core-readyz"),
+    path("metrics", core_views.metrics, name="core-metrics"),
 ]

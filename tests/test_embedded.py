@@ -37,6 +37,14 @@ def test_make_run_serves_a_streamed_chat(tmp_path):
             "Embedded inference and training workers started (in-memory broker)." in server.output()
         )
         assert (tmp_path / "var" / "playground.sqlite3").exists()
+        # The embedded worker beats like a separate one, so the service reports itself ready.
+        ready = httpx.get(f"{base}/readyz", timeout=10)
+        for _ in range(50):
+            if ready.status_code == 200:
+                break
+            time.sleep(0.2)
+            ready = httpx.get(f"{base}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
 
         with httpx.Client(base_url=base, follow_redirects=True, timeout=30) as client:
             page = client.get("/accounts/signup/")

@@ -167,3 +167,60 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} {self.kind} {self.prompt_tokens}+{self.completion_tokens}"
+
+
+class WorkerQuerySet(models.QuerySet["Worker"]):
+    def live(self) -> WorkerQuerySet:
+        """Workers whose last heartbeat is recent enough (WORKER_LOST_SECONDS)."""
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        since = timezone.now() - timedelta(seconds=settings.WORKER_LOST_SECONDS)
+        return self.filter(last_seen__gte=since, stopped_at__isnull=True)
+
+
+class Worker(models.Model):
+    """A Celery worker as its last heartbeat described it (``apps.inference.heartbeat``).
+
+    One row per worker name; a restarted worker takes its row over. A worker is lost when its
+    heartbeat is older than WORKER_LOST_SECONDS and it did not say it was stopping.
+    """
+
+    hostname = models.CharField(max_length=255, unique=True)  # Celery's name: "celery@host"
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(default=list)
+    device = models.CharField(max_length=255)  # "NVIDIA H100 80GB HBM3, 79.2 GiB" or "CPU, 2 cores"
+    # [{"key", "kind", "version_id", "state", "memory_bytes", "in_use", "idle_seconds"}]
+    loaded = models.JSONField(default=list)
+    memory_bytes = models.BigIntegerField(default=0)  # the process's resident memory
+    models_bytes = models.BigIntegerField(default=0)  # what its loaded models take
+    memory_budget_bytes = models.BigIntegerField(default=0)  # 0: no budget
+    gpu_memory_bytes = models.BigIntegerField(null=True, blank=True)
+    in_flight = models.PositiveIntegerField(default=0)
+    # Counters and histograms since the process started, for /metrics (apps.inference.telemetry).
+    metrics = models.JSONField(default=dict)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["hostname"]
+
+    def __str__(self) -> str:
+        return self.hostname
+
+    @property
+    def state(self) -> str:
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        if self.stopped_at is not None:
+            return "stopped"
+        if self.last_seen < timezone.now() - timedelta(seconds=settings.WORKER_LOST_SECONDS):
+            return "lost"
+        return "live"

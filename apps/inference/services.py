@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import time
 from datetime import timedelta
@@ -16,8 +17,11 @@ from django.utils import timezone
 
 from apps.accounts.models import ApiKey, User
 from apps.catalog.models import ModelVersion
+from apps.catalog.services import version_record_load
 from apps.core.errors import ErrorCode
 
+from . import telemetry
+from .engines import Kind
 from .models import EmbeddingBatch, Generation, UsageRecord
 from .protocol import (
     EngineError,
@@ -35,11 +39,16 @@ logger = logging.getLogger(__name__)
 
 def model_spec(version: ModelVersion) -> ModelSpec:
     return ModelSpec(
-        key=f"{version.model.slug}@{version.label}",
+        key=version.key,
         source_kind=version.source_kind,  # type: ignore[arg-type]
         source=version.source,
         context_length=version.context_length,
         base=model_spec(version.base_version) if version.base_version else None,
+        revision=version.revision,
+        dtype=version.dtype,
+        device=version.device,
+        chat_template=version.chat_template,
+        version_id=version.pk,
     )
 
 
@@ -69,6 +78,34 @@ def generation_create(
         params=params.model_dump(mode="json"),
     )
     transaction.on_commit(lambda: run_generation.delay(str(generation.id)))
+    return generation
+
+
+def version_test_prompt(*, version: ModelVersion, actor: User, prompt: str) -> Generation:
+    """An admin's test of ``version`` (active or not): one generation of the admin's own, with the
+    version's default parameters and at most 128 new tokens, through a worker like any other.
+    Precondition: the version's model is a chat or completion model."""
+    from apps.audit.models import AuditEntry
+    from apps.audit.services import audit_record
+
+    defaults = {"temperature": 0.0, **version.default_params}
+    defaults["max_tokens"] = min(int(defaults.get("max_tokens", 128)), 128)
+    with transaction.atomic():
+        generation = generation_create(
+            user=actor,
+            model_version=version,
+            params=SamplingParams.parse(defaults),
+            messages=[{"role": "user", "content": prompt}]
+            if version.model.task == "chat"
+            else None,
+            prompt="" if version.model.task == "chat" else prompt,
+        )
+        audit_record(
+            actor=actor,
+            action=AuditEntry.Action.TEST,
+            target=version,
+            changes={"generation": str(generation.pk)},
+        )
     return generation
 
 
@@ -143,10 +180,14 @@ def generation_run(*, generation_id: str) -> None:
 
 
 def _stream(generation: Generation) -> None:
-    from .engines import get_engine
+    from .engines import lease
 
+    with lease(model_spec(generation.model_version)) as engine:
+        _stream_from(engine, generation)
+
+
+def _stream_from(engine: Any, generation: Generation) -> None:
     params = SamplingParams.model_validate(generation.params)
-    engine = get_engine(model_spec(generation.model_version))
     request = GenerationRequest(
         request_id=str(generation.pk),
         params=params,
@@ -183,9 +224,12 @@ def _stream(generation: Generation) -> None:
             _flush(generation, pending)
         if isinstance(event, EngineError):
             generation.completion_tokens = tokens  # what was generated before it failed is metered
+            if event.code == ErrorCode.MODEL_LOAD_FAILED:
+                _note_load(generation.model_version, event.message)
             _fail(generation, event.code, event.message)
             return
         assert isinstance(event, Finished)
+        _note_load(generation.model_version, "")
         generation.prompt_tokens = event.prompt_tokens
         generation.completion_tokens = event.completion_tokens
         if first_token_at is not None and last_token_at is not None:
@@ -263,10 +307,55 @@ def _finish(generation: Generation, status: str, *, finish_reason: str) -> None:
                 prompt_tokens=generation.prompt_tokens or 0,
                 completion_tokens=generation.completion_tokens,
             )
+    _count(generation)
     publish(
         generation.pk,
         {"type": "generation.done", "generation": str(generation.pk), "status": status},
     )
+
+
+def _count(generation: Generation) -> None:
+    """Add a finished generation to this worker's figures (``/metrics``)."""
+    tokens = generation.completion_tokens or 0
+    rate = generation.tokens_per_second
+    telemetry.record_generation(
+        status=generation.status,
+        prompt_tokens=generation.prompt_tokens or 0,
+        completion_tokens=tokens,
+        ttft_seconds=generation.ttft_ms / 1000 if generation.ttft_ms is not None else None,
+        seconds_per_token=1 / rate if rate else None,
+    )
+
+
+def _note_load(version: ModelVersion, error: str) -> None:
+    """Record on the version whether it loaded, when that is news (one query at most)."""
+    status = ModelVersion.LoadStatus.FAILED if error else ModelVersion.LoadStatus.READY
+    if version.load_status != status or version.load_error != error[:2000]:
+        version_record_load(version_id=version.pk, error=error)
+        version.load_status, version.load_error = status, error[:2000]
+
+
+def version_load(*, version_id: int, timeout: float = 600) -> str:
+    """Load ``version_id`` in this worker process now (an admin's "load on workers", or warming
+    at start) and record the outcome on the version. Returns the error, or "" once it serves."""
+    from . import engines
+
+    version = ModelVersion.objects.select_related("model").get(pk=version_id)
+    spec = model_spec(version)
+    task = version.model.task
+    try:
+        if task == "embeddings":
+            engines.get_embedder(spec)
+        elif task == "classification":
+            engines.get_classifier(spec)
+        else:
+            engines.get_engine(spec).wait_loaded(timeout)  # type: ignore[attr-defined]
+        error = ""
+    except Exception as exc:  # a model that cannot load must not take the worker down
+        logger.exception("loading %s failed", spec.key)
+        error = f"The model could not be loaded: {exc}"
+    version_record_load(version_id=version_id, error=error)
+    return error
 
 
 def embedding_create(
@@ -292,7 +381,7 @@ def embedding_create(
 def embedding_run(*, batch_id: str) -> None:
     """Embed or classify one batch on this worker. Idempotent; never raises: failures end as a
     failed row."""
-    from .engines import get_classifier, get_embedder
+    from .engines import lease
 
     batch = (
         EmbeddingBatch.objects.select_related("model_version__model").filter(pk=batch_id).first()
@@ -301,19 +390,23 @@ def embedding_run(*, batch_id: str) -> None:
         return
     classify = batch.kind == EmbeddingBatch.Kind.CLASSIFICATION
     result: Any
-    try:
-        encoder = (get_classifier if classify else get_embedder)(model_spec(batch.model_version))
-    except Exception as exc:  # a model that cannot load must not take the worker down
-        logger.exception("encoder model for batch %s failed to load", batch.pk)
-        result = EngineError(ErrorCode.MODEL_LOAD_FAILED, f"The model could not be loaded: {exc}")
-    else:
+    with contextlib.ExitStack() as held:
         try:
-            result = encoder.classify(batch.inputs) if classify else encoder.embed(batch.inputs)
-        except Exception:
-            logger.exception("%s batch %s failed", batch.kind, batch.pk)
-            result = EngineError(
-                ErrorCode.INTERNAL, f"The worker failed during {batch.kind}; try again."
-            )
+            kind: Kind = "classifier" if classify else "embeddings"
+            encoder = held.enter_context(lease(model_spec(batch.model_version), kind))
+        except Exception as exc:  # a model that cannot load must not take the worker down
+            logger.exception("encoder model for batch %s failed to load", batch.pk)
+            message = f"The model could not be loaded: {exc}"
+            result = EngineError(ErrorCode.MODEL_LOAD_FAILED, message)
+            _note_load(batch.model_version, message)
+        else:
+            try:
+                result = encoder.classify(batch.inputs) if classify else encoder.embed(batch.inputs)
+            except Exception:
+                logger.exception("%s batch %s failed", batch.kind, batch.pk)
+                result = EngineError(
+                    ErrorCode.INTERNAL, f"The worker failed during {batch.kind}; try again."
+                )
     if isinstance(result, EngineError):
         batch.status = EmbeddingBatch.Status.FAILED
         batch.error_code, batch.error_message = result.code, result.message

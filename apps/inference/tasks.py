@@ -1,5 +1,6 @@
 from celery import shared_task
 
+from . import control  # noqa: F401  (registers the workers' remote-control commands)
 from .services import embedding_run, generation_run
 
 

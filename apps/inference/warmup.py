@@ -13,8 +13,7 @@ logger = logging.getLogger(__name__)
 def warm_models() -> None:
     from apps.catalog.models import LanguageModel
 
-    from .engines import get_embedder, get_engine
-    from .services import model_spec
+    from .services import version_load
 
     for slug in settings.INFERENCE_WARM_MODELS:
         model = LanguageModel.objects.filter(slug=slug, is_enabled=True).first()
@@ -22,10 +21,7 @@ def warm_models() -> None:
         if model is None or version is None:
             logger.warning("not warming %s: no enabled model with an active version", slug)
             continue
-        if model.task == LanguageModel.Task.EMBEDDINGS:
-            get_embedder(model_spec(version))
-        else:
-            get_engine(model_spec(version))
+        version_load(version_id=version.pk)
 
 
 def warm_models_in_background() -> None:

@@ -33,7 +33,7 @@ class Command(BaseCommand):
 
                 from playground.celery import app
 
-                stack.enter_context(
+                inference = stack.enter_context(
                     start_worker(
                         app,
                         pool="threads",
@@ -45,7 +45,7 @@ class Command(BaseCommand):
                     )
                 )
                 # Fine-tuning jobs, one at a time, beside the inference worker.
-                stack.enter_context(
+                training = stack.enter_context(
                     start_worker(
                         app,
                         pool="threads",
@@ -57,7 +57,13 @@ class Command(BaseCommand):
                         hostname="training@embedded",
                     )
                 )
-                # start_worker's test controller skips the worker_ready signal; warm up directly.
+                # start_worker's test controller skips the worker_ready signal: start here what
+                # it would start (heartbeats, warming, the reaper).
+                from apps.inference.heartbeat import start_heartbeat, stop_heartbeat
+
+                for worker, queue in ((inference, Queue.INFERENCE), (training, Queue.TRAINING)):
+                    start_heartbeat(hostname=worker.hostname, queues=[queue.value])
+                    stack.callback(stop_heartbeat, hostname=worker.hostname)
                 from apps.inference.warmup import warm_models_in_background
 
                 warm_models_in_background()
