@@ -28,3 +28,6 @@ class ConversationAdmin(PrivateContentAdmin):
     private_fields = ("title", "system_prompt")
     private_inlines = [MessageInline]
     owner_field = "owner"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # rows come from users' requests, never from the admin

@@ -50,6 +50,9 @@ class GenerationAdmin(PrivateContentAdmin):
         "finished_at",
     )
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # rows come from users' requests, never from the admin
+
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
