@@ -32,6 +32,10 @@ def start_heartbeat(*, hostname: str, queues: list[str]) -> None:
         while True:
             try:
                 beat(hostname=hostname, queues=queues, started_at=started)
+                # Any worker notices another's death: answers it left running end failed.
+                from .services import generations_reap
+
+                generations_reap()
                 if "inference" in queues:
                     from . import engines
 

@@ -133,8 +133,9 @@ def generation_cancel(*, generation: Generation) -> bool:
     return bool(in_flight.update(cancel_requested=True))
 
 
-def generation_run(*, generation_id: str) -> None:
-    """Run one generation to its end on this worker. Idempotent: a finished one is left alone.
+def generation_run(*, generation_id: str, worker: str = "") -> None:
+    """Run one generation to its end on this worker (named ``worker``, for the reaper).
+    Idempotent: a finished one is left alone.
 
     Writes the output as it streams (before each published delta), then the final state and
     figures. Never raises: every failure ends as a failed row with a code and a readable reason.
@@ -165,6 +166,7 @@ def generation_run(*, generation_id: str) -> None:
         output="",
         completion_tokens=0,
         attempts=generation.attempts + 1,
+        worker=worker,
     )
     if not claimed:  # cancelled, or another worker has it
         return
@@ -177,6 +179,53 @@ def generation_run(*, generation_id: str) -> None:
     except Exception:
         logger.exception("generation %s failed", generation.pk)
         _fail(generation, ErrorCode.INTERNAL, "The worker failed while answering; try again.")
+
+
+def generations_reap(*, user: User | None = None) -> int:
+    """Fail the running generations whose worker is gone: its heartbeat stopped, it shut down, or
+    a new process has taken its name since the generation started. The text so far is kept.
+    Only generations of workers that beat are judged. Returns how many were failed."""
+    from .models import Worker
+
+    running = Generation.objects.filter(status=Generation.Status.RUNNING).exclude(worker="")
+    if user is not None:
+        running = running.filter(user=user)
+    candidates = list(running.only("pk", "attempts", "worker", "started_at"))
+    if not candidates:
+        return 0
+    workers = {
+        w.hostname: w for w in Worker.objects.filter(hostname__in={g.worker for g in candidates})
+    }
+    reaped = 0
+    for generation in candidates:
+        worker = workers.get(generation.worker)
+        if worker is None or generation.started_at is None:
+            continue
+        gone = worker.state != "live" or worker.started_at > generation.started_at
+        if not gone:
+            continue
+        failed = Generation.objects.filter(
+            pk=generation.pk, attempts=generation.attempts, status=Generation.Status.RUNNING
+        ).update(
+            status=Generation.Status.FAILED,
+            finish_reason="error",
+            error_code=ErrorCode.WORKER_LOST,
+            error_message="The worker writing this answer stopped before it finished; "
+            "the text so far is kept. Try again.",
+            finished_at=timezone.now(),
+        )
+        if failed:
+            reaped += 1
+            logger.warning("generation %s failed: worker %s lost", generation.pk, worker)
+            publish(
+                generation.pk,
+                {
+                    "type": "generation.done",
+                    "generation": str(generation.pk),
+                    "status": Generation.Status.FAILED,
+                },
+            )
+    return reaped
 
 
 def _stream(generation: Generation) -> None:
