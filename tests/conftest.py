@@ -194,9 +194,9 @@ def inline_worker(fake_engine, transactional_db) -> Iterator[None]:
         yield
 
 
-def _test_database_url() -> str:
+def child_database_url(port: int | None = None) -> str:
     db = settings.DATABASES["default"]
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return f"postgres://{db['USER']}@{db['HOST']}:{port or db['PORT']}/{db['NAME']}"
 
 
 def celery_worker(
@@ -228,10 +228,12 @@ def celery_worker(
             name or f"test-{queue}@%h",
         ],
         env=child_env(
-            DATABASE_URL=_test_database_url(),
-            REDIS_URL=settings.REDIS_URL,
-            MODEL_CACHE_DIR=str(settings.MODEL_CACHE_DIR),
-            **env,
+            **{
+                "DATABASE_URL": child_database_url(),
+                "REDIS_URL": settings.REDIS_URL,
+                "MODEL_CACHE_DIR": str(settings.MODEL_CACHE_DIR),
+                **env,
+            }
         ),
         log=log_dir / f"{queue}-worker.log",
     )
@@ -272,7 +274,7 @@ def live_server_url(django_db_setup, tmp_path_factory) -> Iterator[str]:
     port = free_port()
     server = Process(
         [str(ROOT / ".venv/bin/python"), "manage.py", "serve", "--port", str(port)],
-        env=child_env(DATABASE_URL=_test_database_url(), REDIS_URL=settings.REDIS_URL),
+        env=child_env(DATABASE_URL=child_database_url(), REDIS_URL=settings.REDIS_URL),
         log=tmp_path_factory.mktemp("server") / "server.log",
     )
     url = f"http://127.0.0.1:{port}"

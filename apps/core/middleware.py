@@ -1,0 +1,56 @@
+"""Answering 503 while the database is away, instead of a 500 that looks like a bug."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5
+
+
+class DatabaseUnavailableMiddleware:
+    """A view that fails because the database cannot be reached answers 503 with Retry-After.
+
+    Django checks connections before reuse (CONN_HEALTH_CHECKS), so once the database is back
+    the next request works without a restart.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        logger.warning("database unavailable for %s: %s", request.path, exception)
+        message = "The service cannot reach its database just now; try again in a few seconds."
+        response: HttpResponse
+        if request.path.startswith("/v1/"):
+            response = JsonResponse(
+                {
+                    "error": {
+                        "message": message,
+                        "type": "service_unavailable",
+                        "code": "database_unavailable",
+                        "param": None,
+                    }
+                },
+                status=503,
+            )
+        else:
+            response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
