@@ -86,10 +86,35 @@ def parse(schema: type[_Strict], data: Any) -> Any:
     """Validate a request body; raise ServiceError naming the field at fault."""
     if not isinstance(data, dict):
         raise ServiceError(ErrorCode.INVALID_PARAMETER, "The request body must be a JSON object.")
+    where = _nul_at(data)
+    if where is not None:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            f"{where} contains a NUL character (\\u0000), which text cannot hold; remove it.",
+            param=where.split("[")[0].split(".")[0],
+        )
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
         raise invalid_input(exc) from None
+
+
+def _nul_at(value: Any, path: str = "") -> str | None:
+    """The path of the first string (key or value) holding a NUL character, if any."""
+    if isinstance(value, str):
+        return (path or "body") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return here
+            if (found := _nul_at(item, here)) is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _nul_at(item, f"{path}[{index}]")) is not None:
+                return found
+    return None
 
 
 MAX_EMBEDDING_INPUTS = 256

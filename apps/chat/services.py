@@ -69,6 +69,12 @@ def _check_text(text: str) -> str:
     text = text.strip()
     if not text:
         raise ServiceError(ErrorCode.INVALID_PARAMETER, "Type a message first.", param="text")
+    if "\x00" in text:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            "The message contains a NUL character, which text cannot hold; remove it.",
+            param="text",
+        )
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if len(text) > limit:
         raise ServiceError(

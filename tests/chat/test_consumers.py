@@ -142,7 +142,13 @@ async def test_another_user_is_refused_and_nothing_is_written(stranger, conversa
             {"action": "send", "text": "x" * 32_001},
             "The message has 32001 characters; the limit is 32000. Shorten it.",
         ),
+        (
+            {"action": "send", "text": "a\u0000b"},
+            "The message contains a NUL character, which text cannot hold; remove it.",
+        ),
+        ({"action": "send", "text": 42}, "Type a message first."),
         ({"action": "dance"}, "Unknown action; use send, stop or regenerate."),
+        (["send", "hello"], "Unknown action; use send, stop or regenerate."),
         ({"action": "regenerate"}, "There is nothing to regenerate yet."),
     ],
 )
