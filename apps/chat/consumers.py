@@ -10,10 +10,12 @@ Server → client events: ``message`` {html, replaces?} for a new or replaced tu
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.http import Http404
 from django.template.loader import render_to_string
 
@@ -32,6 +34,9 @@ from .selectors import (
 )
 
 MESSAGE_PARTIAL = "chat/conversation.html#message"
+# At most this many frames per connection within the window; more are refused, not queued.
+FLOOD_FRAMES = 20
+FLOOD_WINDOW_SECONDS = 10.0
 ITEM_PARTIAL = "chat/conversation.html#conversation-item"
 
 
@@ -63,6 +68,44 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_json(
                     {"type": "done", "generation": str(last.generation_id), "html": html}
                 )
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        """Frames are JSON objects of bounded size, at a bounded rate per connection; anything
+        else gets an error event and is dropped (the connection stays open)."""
+        now = asyncio.get_running_loop().time()
+        recent = self.__dict__.setdefault("_recent", deque())
+        while recent and recent[0] < now - FLOOD_WINDOW_SECONDS:
+            recent.popleft()
+        if len(recent) >= FLOOD_FRAMES:
+            await self.send_json(
+                {"type": "error", "message": "Too many messages at once; wait a moment."}
+            )
+            return
+        recent.append(now)
+        if text_data is None:
+            await self.send_json({"type": "error", "message": "Send text frames of JSON."})
+            return
+        # A frame holds one action; the longest is a message of CHAT_MAX_MESSAGE_CHARS,
+        # each character JSON-escaped to at most six.
+        limit = 6 * settings.CHAT_MAX_MESSAGE_CHARS + 1_000
+        if len(text_data) > limit:
+            await self.send_json(
+                {
+                    "type": "error",
+                    "message": f"The frame has {len(text_data)} characters; the limit is {limit}.",
+                }
+            )
+            return
+        try:
+            content = await self.decode_json(text_data)
+        except ValueError:
+            await self.send_json(
+                {"type": "error", "message": 'Send JSON, such as {"action": "send", "text": "Hi"}.'}
+            )
+            return
+        await self.receive_json(content)
 
     async def disconnect(self, code: int) -> None:
         for generation_id in getattr(self, "following", set()):

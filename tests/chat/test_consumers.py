@@ -283,3 +283,54 @@ async def test_a_send_uses_settings_changed_after_the_socket_opened(owner, conve
     assert conversation.title == "Renamed in another tab"
     assert events[2]["title"] == "Renamed in another tab"
     await ws.disconnect()
+
+
+async def test_frames_that_are_not_json_or_too_large_get_an_error_and_the_socket_stays(
+    owner, conversation, settings
+):
+    ws = await communicator(owner, conversation.pk)
+    await ws.connect()
+    await ws.send_to(text_data="send hello")
+    error = await ws.receive_json_from(timeout=5)
+    assert error == {
+        "type": "error",
+        "message": 'Send JSON, such as {"action": "send", "text": "Hi"}.',
+    }
+    await ws.send_to(bytes_data=b"\x00\x01")
+    assert (await ws.receive_json_from(timeout=5))["message"] == "Send text frames of JSON."
+    limit = 6 * settings.CHAT_MAX_MESSAGE_CHARS + 1_000
+    await ws.send_to(text_data=" " * (limit + 1))
+    assert (await ws.receive_json_from(timeout=5))["message"] == (
+        f"The frame has {limit + 1} characters; the limit is {limit}."
+    )
+    assert await rows(conversation) == []
+    # Still open and working.
+    await ws.send_json_to({"action": "send", "text": "Hello"})
+    events = await receive_until(ws, "done")
+    assert [e["type"] for e in events][:2] == ["message", "message"]
+    await ws.disconnect()
+
+
+async def test_a_flood_of_frames_is_refused_and_other_users_are_unaffected(
+    owner, conversation, stranger, chat_model
+):
+    from apps.chat.models import Conversation
+
+    theirs = await database_sync_to_async(Conversation.objects.create)(
+        owner=stranger, model=chat_model
+    )
+    flood = await communicator(owner, conversation.pk)
+    await flood.connect()
+    for _ in range(25):
+        await flood.send_json_to({"action": "dance"})
+    replies = [(await flood.receive_json_from(timeout=5))["message"] for _ in range(25)]
+    assert replies.count("Unknown action; use send, stop or regenerate.") == 20
+    assert replies.count("Too many messages at once; wait a moment.") == 5
+
+    other = await communicator(stranger, theirs.pk)
+    await other.connect()
+    await other.send_json_to({"action": "send", "text": "Hello"})
+    events = await receive_until(other, "done")
+    assert any(e["type"] == "delta" for e in events) or events[-1]["type"] == "done"
+    await other.disconnect()
+    await flood.disconnect()
