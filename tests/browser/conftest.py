@@ -31,3 +31,29 @@ def sign_up(page: Page, username: str) -> None:
     page.fill("#id_password2", "a-long-passphrase-42")
     page.click("button[type=submit]")
     expect(page.locator(".who")).to_have_text(username)
+
+
+def csp_violations(page: Page) -> list[str]:
+    """The Content-Security-Policy violations the page reports from now on (a list that fills);
+    a page fixture asserts it empty at the end: the policy must not break the app."""
+    found: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            found.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    return found
+
+
+def evaluate_until(page: Page, expression: str, *, timeout: float) -> None:
+    """Wait until ``expression`` is true in the page. Playwright's ``wait_for_function`` runs its
+    predicate through eval, which the site's Content-Security-Policy forbids; ``evaluate`` goes
+    through the DevTools protocol instead."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{expression} not true within {timeout} s")
+        time.sleep(0.1)

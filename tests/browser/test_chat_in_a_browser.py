@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
+from .conftest import csp_violations
+
 pytestmark = [
     pytest.mark.model,
     pytest.mark.django_db(transaction=True),
@@ -20,6 +22,7 @@ pytestmark = [
 def page(browser, live_server_url, chat_model) -> Iterator[Page]:
     context = browser.new_context(base_url=live_server_url)
     page = context.new_page()
+    violations = csp_violations(page)
     page.goto("/accounts/signup/")
     page.fill("#id_username", "dana")
     page.fill("#id_password1", "a-long-passphrase-42")
@@ -29,6 +32,7 @@ def page(browser, live_server_url, chat_model) -> Iterator[Page]:
     expect(page.locator("#chat.connected")).to_be_visible()
     yield page
     context.close()
+    assert violations == []
 
 
 def save_settings(page: Page, *, temperature: str, max_tokens: str) -> None:

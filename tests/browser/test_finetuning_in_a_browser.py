@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from tests.helpers import ROOT
 
-from .conftest import sign_up
+from .conftest import csp_violations, evaluate_until, sign_up
 
 pytestmark = [
     pytest.mark.model,
@@ -25,8 +25,10 @@ POINTS = "document.querySelector('#loss-chart path.train')?.getAttribute('d').sp
 def page(browser, live_server_url, chat_model):
     context = browser.new_context(base_url=live_server_url)
     page = context.new_page()
+    violations = csp_violations(page)
     yield page
     context.close()
+    assert violations == []
 
 
 def test_a_job_streams_its_loss_live_and_cancels(page):
@@ -44,7 +46,7 @@ def test_a_job_streams_its_loss_live_and_cancels(page):
     page.click("text=Start fine-tuning")
     expect(page.locator("#job-status")).to_have_text("Running", timeout=120_000)
     page.evaluate("window.notReloaded = true")
-    page.wait_for_function(f"({POINTS}) >= 4", timeout=60_000)
+    evaluate_until(page, f"({POINTS}) >= 4", timeout=60)
     assert page.evaluate("window.notReloaded") is True  # the points came over the WebSocket
     expect(page.locator("#job-eta")).to_contain_text("s left")
     expect(page.locator("#job-log")).to_contain_text("training loss")
@@ -56,7 +58,7 @@ def test_a_job_streams_its_loss_live_and_cancels(page):
     drawn = page.evaluate(POINTS)
     assert drawn >= 4
     page.reload()
-    page.wait_for_function(f"({POINTS}) === {drawn}", timeout=5_000)
+    evaluate_until(page, f"({POINTS}) === {drawn}", timeout=5)
     expect(page.locator("#job-log")).to_contain_text("Cancelled: what was logged is kept")
 
 
