@@ -3,6 +3,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -10,12 +11,19 @@ from apps.audit.admin import AuditedAdmin
 
 from .models import ApiKey, User
 from .services import api_key_issue, api_key_revoke
+from .sockets import user_sockets_close
 
 
 @admin.register(User)
 class PlaygroundUserAdmin(AuditedAdmin, UserAdmin):  # type: ignore[misc]
     fieldsets = (*(UserAdmin.fieldsets or ()), ("Limits", {"fields": ("daily_token_quota",)}))
     list_display = ("username", "email", "is_staff", "is_active", "daily_token_quota")
+
+    def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            # Their sessions and keys stop working on the next request; open sockets close now.
+            transaction.on_commit(lambda: user_sockets_close(user_id=obj.pk))
 
 
 class ApiKeyAdminForm(forms.ModelForm):

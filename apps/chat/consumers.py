@@ -19,6 +19,7 @@ from django.conf import settings
 from django.http import Http404
 from django.template.loader import render_to_string
 
+from apps.accounts.sockets import ClosedOnDeactivation
 from apps.core.errors import ErrorCode, ServiceError
 from apps.inference.models import Generation
 from apps.inference.selectors import access_generation
@@ -44,7 +45,7 @@ def _render(message: Message) -> str:
     return render_to_string(MESSAGE_PARTIAL, {"message": message})
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):
+class ChatConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
     conversation: Conversation
 
     async def connect(self) -> None:
@@ -57,6 +58,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close()  # before accept: the handshake is refused
             return
         await self.accept()
+        await self.join_user_group()
         in_flight = await database_sync_to_async(conversation_in_flight)(self.conversation)
         if in_flight is not None:
             await self._follow(str(in_flight.pk))
@@ -108,6 +110,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.receive_json(content)
 
     async def disconnect(self, code: int) -> None:
+        await self.leave_user_group()
         for generation_id in getattr(self, "following", set()):
             await self.channel_layer.group_discard(
                 generation_group(generation_id), self.channel_name

@@ -14,11 +14,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.http import Http404
 
+from apps.accounts.sockets import ClosedOnDeactivation
+
 from .selectors import access_job, job_events
 from .streaming import job_group, job_state
 
 
-class JobConsumer(AsyncJsonWebsocketConsumer):
+class JobConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
     group: str | None = None
 
     async def connect(self) -> None:
@@ -32,6 +34,7 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         self.group = job_group(job.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        await self.join_user_group()
         query = parse_qs(self.scope.get("query_string", b"").decode())
         try:
             after = int(query.get("after", ["0"])[0])
@@ -49,6 +52,7 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "job.state", "job": state})
 
     async def disconnect(self, code: int) -> None:
+        await self.leave_user_group()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 

@@ -174,3 +174,43 @@ def test_when_conversation_access_is_on_each_read_is_logged(admin_client, privat
         ("admin", "view", "chat.conversation", {"owner": "owner"}),
         ("admin", "view", "inference.generation", {"owner": "owner"}),
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_deactivating_a_user_closes_their_socket_and_stops_their_keys(
+    admin_client, owner, chat_model, client
+):
+    from asgiref.sync import sync_to_async
+
+    from apps.accounts.services import api_key_issue
+    from apps.chat.models import Conversation
+    from tests.chat.conftest import communicator
+
+    def prepare():
+        owner.date_joined = owner.date_joined.replace(microsecond=0)
+        owner.save()
+        key = api_key_issue(user=owner, name="k", scopes=["inference"])[1]
+        return key, Conversation.objects.create(owner=owner, model=chat_model)
+
+    key, conversation = await sync_to_async(prepare)()
+    ws = await communicator(owner, conversation.pk)
+    connected, _ = await ws.connect()
+    assert connected
+
+    def deactivate() -> int:
+        url = f"/admin/accounts/user/{owner.pk}/change/"
+        data = admin_form_data(admin_client.get(url))
+        del data["is_active"]
+        return admin_client.post(url, data).status_code
+
+    assert await sync_to_async(deactivate)() == 302
+    assert await ws.receive_output(timeout=5) == {"type": "websocket.close", "code": 4403}
+
+    def after() -> tuple[int, list]:
+        status = client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {key}").status_code
+        return status, entries(target_type="accounts.user")
+
+    status, logged = await sync_to_async(after)()
+    assert status == 401
+    [(actor, action, _target, changes)] = logged
+    assert (actor, action, changes["is_active"]) == ("admin", "update", [True, False])
