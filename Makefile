@@ -11,7 +11,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/playground
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install chromium run test lint format migrations-check prod worker worker-training bench
+.PHONY: install chromium run test lint format migrations-check prod worker worker-training bench loadtest
 
 install: $(INSTALLED)
 
@@ -69,3 +69,8 @@ worker-training: install
 # production shape against the local Postgres and Redis. PEER=llamacpp adds llama.cpp's server.
 bench: install
 	PEER=$(PEER) $(PY) bench/run.py
+
+# The bounded load test (README, "Reliability and security"): 50 chat users over WebSockets and 20
+# API clients streaming for 60 s against the production shape; fails on any error but a 429.
+loadtest: install
+	$(PY) bench/load.py

@@ -19,9 +19,9 @@ def version_activate(*, version: ModelVersion, actor: User | None) -> bool:
     Requests already queued keep the version they were accepted with; the next ones use this.
     False when it was already active.
     """
-    current = (
-        ModelVersion.objects.select_for_update().filter(model=version.model, is_active=True).first()
-    )
+    # Lock every version of the model, so two activations at once run one after the other.
+    versions = list(ModelVersion.objects.select_for_update().filter(model_id=version.model_id))
+    current = next((v for v in versions if v.is_active), None)
     if current is not None and current.pk == version.pk:
         return False
     if current is not None:
