@@ -66,7 +66,7 @@ def _own_storage(tmp_path_factory) -> None:
         # models root local sources must lie under.
         "MODELS_ROOT": str(tmp_path_factory.getbasetemp()),
         "WORKER_HEARTBEAT_SECONDS": "0.5",
-        "WORKER_LOST_SECONDS": "3",
+        "WORKER_LOST_SECONDS": "10",
         "METRICS_TOKEN": "metrics-token-for-tests",
         "MEDIA_ROOT": str(root / "media"),
         "FINETUNE_OUTPUT_DIR": str(root / "finetuned"),
@@ -76,7 +76,7 @@ def _own_storage(tmp_path_factory) -> None:
     os.environ.update(values)
     settings.MODELS_ROOT = Path(values["MODELS_ROOT"]).resolve()
     settings.WORKER_HEARTBEAT_SECONDS = 0.5
-    settings.WORKER_LOST_SECONDS = 3.0
+    settings.WORKER_LOST_SECONDS = 10.0
     settings.METRICS_TOKEN = values["METRICS_TOKEN"]
     settings.MEDIA_ROOT = Path(values["MEDIA_ROOT"])
     settings.FINETUNE_OUTPUT_DIR = Path(values["FINETUNE_OUTPUT_DIR"])

@@ -58,10 +58,11 @@ def test_a_worker_killed_mid_answer_leaves_it_failed_with_the_text_so_far(
         victim.stop(signal.SIGKILL)
         seen = Generation.objects.get(pk=generation.pk).output
 
-        # Another worker notices the silence within WORKER_LOST_SECONDS (3 s here).
+        # Another worker notices the silence after WORKER_LOST_SECONDS (10 s here: a worker busy
+        # loading a model can miss a few half-second beats without being taken for dead).
         failed = wait_for(
             lambda: (g := Generation.objects.get(pk=generation.pk)).status == "failed" and g,
-            timeout=20,
+            timeout=40,
             what="the answer to be failed",
         )
         assert failed.error_code == ErrorCode.WORKER_LOST  # type: ignore[union-attr]
