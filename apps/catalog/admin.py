@@ -203,6 +203,8 @@ class ModelVersionAdmin(AuditedAdmin):
         if not self.has_change_permission(request, version):
             return HttpResponse("You may not test models.", status=403)
         if request.method == "POST":
+            if version.model.task not in (LanguageModel.Task.CHAT, LanguageModel.Task.COMPLETION):
+                return HttpResponse("Test prompts are for chat and completion models.", status=400)
             prompt = request.POST.get("prompt", "").strip()
             if not prompt:
                 messages.error(request, "Write a prompt first.")

@@ -181,15 +181,13 @@ def generation_run(*, generation_id: str, worker: str = "") -> None:
         _fail(generation, ErrorCode.INTERNAL, "The worker failed while answering; try again.")
 
 
-def generations_reap(*, user: User | None = None) -> int:
+def generations_reap() -> int:
     """Fail the running generations whose worker is gone: its heartbeat stopped, it shut down, or
     a new process has taken its name since the generation started. The text so far is kept.
     Only generations of workers that beat are judged. Returns how many were failed."""
     from .models import Worker
 
     running = Generation.objects.filter(status=Generation.Status.RUNNING).exclude(worker="")
-    if user is not None:
-        running = running.filter(user=user)
     candidates = list(running.only("pk", "attempts", "worker", "started_at"))
     if not candidates:
         return 0
