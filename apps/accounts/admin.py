@@ -8,6 +8,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.audit.admin import AuditedAdmin
+from apps.audit.models import AuditEntry
+from apps.audit.services import audit_record
 
 from .models import ApiKey, User
 from .services import api_key_issue, api_key_revoke
@@ -18,6 +20,17 @@ from .sockets import user_sockets_close
 class PlaygroundUserAdmin(AuditedAdmin, UserAdmin):  # type: ignore[misc]
     fieldsets = (*(UserAdmin.fieldsets or ()), ("Limits", {"fields": ("daily_token_quota",)}))
     list_display = ("username", "email", "is_staff", "is_active", "daily_token_quota")
+
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> Any:
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and response.status_code == 302:  # the form was accepted
+            audit_record(
+                actor=request.user,  # type: ignore[arg-type]
+                action=AuditEntry.Action.UPDATE,
+                target=User.objects.get(pk=id),
+                changes={"password": ["(hidden)", "(hidden)"]},
+            )
+        return response
 
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
@@ -89,7 +102,7 @@ class ApiKeyAdmin(AuditedAdmin):
             level=messages.WARNING,
         )
 
-    @admin.action(description="Revoke the selected keys")
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for api_key in queryset:
             api_key_revoke(api_key=api_key, actor=request.user)  # type: ignore[arg-type]

@@ -83,12 +83,15 @@ class LanguageModelAdmin(AuditedAdmin):
         version = obj.active_version
         return version.label if version else "—"
 
-    @admin.action(description="Enable the selected models")
+    @admin.action(description="Enable the selected models", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[LanguageModel]) -> None:
         for model in queryset:
             model_set_enabled(model=model, enabled=True, actor=request.user)  # type: ignore[arg-type]
 
-    @admin.action(description="Disable the selected models (they leave every list at once)")
+    @admin.action(
+        description="Disable the selected models (they leave every list at once)",
+        permissions=["change"],
+    )
     def disable(self, request: HttpRequest, queryset: QuerySet[LanguageModel]) -> None:
         for model in queryset:
             model_set_enabled(model=model, enabled=False, actor=request.user)  # type: ignore[arg-type]
@@ -115,6 +118,11 @@ class ModelVersionAdmin(AuditedAdmin):
         fields = list(ModelVersionForm.Meta.fields)
         return fields + list(self.readonly_fields) if obj is not None else fields
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # A version stays with its model; activation goes through the action, never a field.
+        readonly = list(self.readonly_fields)
+        return ["model", *readonly] if obj is not None else readonly
+
     @admin.display(description="load error")
     def load_error_short(self, obj: ModelVersion) -> str:
         return obj.load_error[:80]
@@ -127,7 +135,9 @@ class ModelVersionAdmin(AuditedAdmin):
         )
 
     # -- actions -------------------------------------------------------------------------
-    @admin.action(description="Activate the selected version (roll forward or back)")
+    @admin.action(
+        description="Activate the selected version (roll forward or back)", permissions=["change"]
+    )
     def activate(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         chosen = list(queryset.select_related("model"))
         if len({v.model_id for v in chosen}) != len(chosen):
@@ -139,7 +149,10 @@ class ModelVersionAdmin(AuditedAdmin):
             if version_activate(version=version, actor=request.user):  # type: ignore[arg-type]
                 self.message_user(request, f"{version} now answers for {version.model.slug}.")
 
-    @admin.action(description="Load the selected versions on every live inference worker")
+    @admin.action(
+        description="Load the selected versions on every live inference worker",
+        permissions=["change"],
+    )
     def load_on_workers(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         from apps.inference.control import LOAD, broadcast, live_inference_workers
 
@@ -162,7 +175,10 @@ class ModelVersionAdmin(AuditedAdmin):
                 + ". The worker list shows when it is ready.",
             )
 
-    @admin.action(description="Unload the selected versions from every live inference worker")
+    @admin.action(
+        description="Unload the selected versions from every live inference worker",
+        permissions=["change"],
+    )
     def unload_from_workers(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         from apps.inference.control import UNLOAD, broadcast, live_inference_workers
 

@@ -42,6 +42,18 @@ class ModelVersionForm(forms.ModelForm):
                 local_folder(source)
             except ValueError as exc:
                 self.add_error("source", str(exc))
+        if kind == ModelVersion.Source.PACKAGED and source:
+            package, _, inside = source.partition("/")
+            if not package or not inside or inside.startswith("/") or ".." in inside.split("/"):
+                self.add_error("source", "Give '<python package>/<path inside it>', without '..'.")
+        if (
+            kind == ModelVersion.Source.ADAPTER
+            and "base_version" not in self.fields
+            and (self.instance.pk is None or self.instance.base_version_id is None)
+        ):
+            self.add_error(
+                "source_kind", "Add an adapter from the Model versions page, with its base."
+            )
         if data.get("revision") and kind != ModelVersion.Source.HUB:
             self.add_error("revision", "Only hub sources have a revision.")
         if "base_version" in self.fields and (kind == ModelVersion.Source.ADAPTER) != bool(

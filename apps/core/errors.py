@@ -12,6 +12,7 @@ class ErrorCode(StrEnum):
     CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
     MODEL_NOT_FOUND = "model_not_found"
     MODEL_LOAD_FAILED = "model_load_failed"
+    MODEL_UNLOADED = "model_unloaded"  # the worker unloaded it meanwhile: try again
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"
     INTERNAL = "internal_error"
@@ -25,6 +26,7 @@ class ErrorCode(StrEnum):
             ErrorCode.WORKER_LOST,
             ErrorCode.INTERNAL,
             ErrorCode.MODEL_LOAD_FAILED,
+            ErrorCode.MODEL_UNLOADED,
         }
 
 

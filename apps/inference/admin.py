@@ -80,7 +80,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
     """The workers as their heartbeats describe them; the list refreshes itself every few
-    seconds. A lost worker's row stays until someone deletes it."""
+    seconds. A worker silent for a day, with nothing left running, is dropped from the list."""
 
     change_list_template = "admin/inference/worker/change_list.html"
     list_display = (
@@ -135,3 +135,6 @@ class WorkerAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the reaper judges generations by these rows; old ones are pruned

@@ -37,10 +37,12 @@ def playground_load(state: Any, version_id: int) -> dict[str, str]:
 
 @control_command(args=[("key", str)], signature="<slug@label>")  # type: ignore[untyped-decorator]
 def playground_unload(state: Any, key: str) -> dict[str, str]:
-    """Unload a model version from this worker (after its requests in flight end)."""
+    """Unload a model version from this worker (after its requests in flight end). In a thread:
+    the registry's lock may be held by a load, and this runs on the worker's consumer thread."""
     from . import engines
 
-    return {"ok": "unloaded" if engines.unload(key) else "not loaded"}
+    threading.Thread(target=engines.unload, args=(key,), name=f"unload-{key}", daemon=True).start()
+    return {"ok": "unloading"}
 
 
 def live_inference_workers() -> list[str]:

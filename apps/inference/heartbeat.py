@@ -39,7 +39,7 @@ def start_heartbeat(*, hostname: str, queues: list[str]) -> None:
                 if "inference" in queues:
                     from . import engines
 
-                    engines.enforce_budget()  # a model that finished loading may not fit
+                    engines.enforce_budget(wait=False)  # a model that finished loading may not fit
             except Exception:  # a missed beat shows as a late one; the next one tries again
                 logger.exception("heartbeat of %s failed", hostname)
             finally:
@@ -66,6 +66,7 @@ def beat(*, hostname: str, queues: list[str], started_at: Any) -> None:
 
     serves_models = "inference" in queues
     loaded = [vars(item) for item in engines.status()] if serves_models else []
+    _prune()
     Worker.objects.update_or_create(
         hostname=hostname,
         defaults={
@@ -85,6 +86,18 @@ def beat(*, hostname: str, queues: list[str], started_at: Any) -> None:
             "stopped_at": None,
         },
     )
+
+
+def _prune() -> None:
+    """Drop the rows of workers silent for a day that no running generation names."""
+    from datetime import timedelta
+
+    from .models import Generation, Worker
+
+    running = Generation.objects.filter(status=Generation.Status.RUNNING).values("worker")
+    Worker.objects.filter(last_seen__lt=timezone.now() - timedelta(days=1)).exclude(
+        hostname__in=running
+    ).delete()
 
 
 def _torch() -> Any:

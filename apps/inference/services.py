@@ -302,7 +302,10 @@ def _flush(generation: Generation, pending: str) -> bool:
     a stop was asked for (the same write finds out, so streaming costs one query per flush)."""
     offset = len(generation.output)
     generation.output += pending
-    mine = Generation.objects.filter(pk=generation.pk, attempts=generation.attempts)
+    # Only while it is running: a row the reaper has failed meanwhile stays as it is.
+    mine = Generation.objects.filter(
+        pk=generation.pk, attempts=generation.attempts, status=Generation.Status.RUNNING
+    )
     stop = not mine.filter(cancel_requested=False).update(output=generation.output)
     if stop:  # cancelled, or no longer this run's: the text is written all the same
         mine.update(output=generation.output)
@@ -344,9 +347,11 @@ def _finish(generation: Generation, status: str, *, finish_reason: str) -> None:
         )
     }
     with transaction.atomic():
-        mine = Generation.objects.filter(pk=generation.pk, attempts=generation.attempts)
+        mine = Generation.objects.filter(
+            pk=generation.pk, attempts=generation.attempts, status__in=Generation.IN_FLIGHT
+        )
         if not mine.update(**fields):
-            return  # a later run owns the row now
+            return  # a later run owns the row now, or the reaper has ended it
         if generation.prompt_tokens or generation.completion_tokens:
             _record_usage(
                 generation=generation,
@@ -390,13 +395,14 @@ def version_load(*, version_id: int, timeout: float = 600) -> str:
     version = ModelVersion.objects.select_related("model").get(pk=version_id)
     spec = model_spec(version)
     task = version.model.task
+    kind: Kind = {"embeddings": "embeddings", "classification": "classifier"}.get(  # type: ignore[assignment]
+        task, "generate"
+    )
     try:
-        if task == "embeddings":
-            engines.get_embedder(spec)
-        elif task == "classification":
-            engines.get_classifier(spec)
-        else:
-            engines.get_engine(spec).wait_loaded(timeout)  # type: ignore[attr-defined]
+        # Held while it loads, so another load cannot evict it half-way.
+        with engines.lease(spec, kind) as server:
+            if kind == "generate":
+                server.wait_loaded(timeout)
         error = ""
     except Exception as exc:  # a model that cannot load must not take the worker down
         logger.exception("loading %s failed", spec.key)

@@ -118,6 +118,8 @@ def test_a_bad_version_source_is_refused_in_the_admin_and_nothing_is_written(
         ({"source": "mine", "revision": "main"}, "revision", "Only hub sources"),
         ({"source": "mine", "default_params": '{"temperature": 5}'}, "default_params", "2"),
         ({"source": "mine", "default_params": '{"seed": 1}'}, "default_params", "Unknown"),
+        ({"source_kind": "packaged", "source": "torch/../../etc"}, "source", "without '..'"),
+        ({"source_kind": "packaged", "source": "torch//etc"}, "source", "without '..'"),
     ]
     for change, field, message in cases:
         response = admin_client.post("/admin/catalog/modelversion/add/", {**base, **change})
@@ -214,3 +216,32 @@ async def test_deactivating_a_user_closes_their_socket_and_stops_their_keys(
     assert status == 401
     [(actor, action, _target, changes)] = logged
     assert (actor, action, changes["is_active"]) == ("admin", "update", [True, False])
+
+
+def test_staff_who_may_only_view_cannot_run_the_registry_actions(client, chat_model):
+    from django.contrib.auth.models import Permission
+
+    from tests.factories import UserFactory
+
+    viewer = UserFactory(username="viewer", is_staff=True)
+    viewer.user_permissions.add(
+        Permission.objects.get(codename="view_modelversion"),
+        Permission.objects.get(codename="view_languagemodel"),
+    )
+    client.force_login(viewer)
+    version = chat_model.active_version
+    other = ModelVersion.objects.create(
+        model=chat_model, label="other", source_kind="packaged", source="x/y", context_length=64
+    )
+    page = client.get("/admin/catalog/modelversion/").content.decode()
+    assert 'value="activate"' not in page and 'value="load_on_workers"' not in page
+    client.post(
+        "/admin/catalog/modelversion/", {"action": "activate", "_selected_action": [other.pk]}
+    )
+    client.post(
+        "/admin/catalog/languagemodel/", {"action": "disable", "_selected_action": [chat_model.pk]}
+    )
+    version.refresh_from_db()
+    chat_model.refresh_from_db()
+    assert version.is_active and chat_model.is_enabled
+    assert not AuditEntry.objects.exists()

@@ -137,3 +137,14 @@ def test_pickled_weights_are_refused(tmp_path):
         engine.wait_loaded(60)
     _, failed = answer(engine)
     assert isinstance(failed, EngineError) and "no .safetensors weights" in failed.message
+
+
+def test_a_packaged_source_cannot_leave_its_package():
+    for source in ("torch//etc", "torch/../../../etc"):
+        engine = engines.get_engine(
+            ModelSpec(
+                key=f"p{len(source)}@1", source_kind="packaged", source=source, context_length=64
+            )
+        )
+        with pytest.raises(RuntimeError, match="points outside the package"):
+            engine.wait_loaded(60)

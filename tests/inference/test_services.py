@@ -158,3 +158,75 @@ def test_text_generated_before_a_failure_is_metered(owner, version):
     generation.refresh_from_db()
     assert (generation.status, generation.output) == ("failed", "Echo: one two")
     assert UsageRecord.objects.get(generation=generation).completion_tokens == 3
+
+
+def test_the_reaper_fails_only_the_answers_of_gone_workers_and_the_run_cannot_undo_it(
+    owner, version
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.inference import services
+    from apps.inference.models import Worker
+
+    now = timezone.now()
+    old = now - timedelta(minutes=5)
+    Worker.objects.create(
+        hostname="gone@x",
+        host="x",
+        pid=1,
+        queues=["inference"],
+        device="CPU",
+        started_at=old,
+        last_seen=old,
+    )
+    Worker.objects.create(
+        hostname="alive@x",
+        host="x",
+        pid=2,
+        queues=["inference"],
+        device="CPU",
+        started_at=old,
+        last_seen=now,
+    )
+    Worker.objects.create(
+        hostname="restarted@x",
+        host="x",
+        pid=3,
+        queues=["inference"],
+        device="CPU",
+        started_at=now,
+        last_seen=now,
+    )
+    rows = {
+        name: make(
+            owner,
+            version,
+            status="running",
+            attempts=1,
+            worker=name,
+            started_at=old,
+            output="partial",
+        )
+        for name in ("gone@x", "alive@x", "restarted@x", "")
+    }
+    assert services.generations_reap() == 2
+    states = {name: Generation.objects.get(pk=row.pk).status for name, row in rows.items()}
+    assert states == {
+        "gone@x": "failed",
+        "alive@x": "running",
+        "restarted@x": "failed",
+        "": "running",
+    }
+    failed = Generation.objects.get(pk=rows["gone@x"].pk)
+    assert (failed.error_code, failed.output) == ("worker_lost", "partial")
+
+    # The run that was still going (a worker taken for dead) can neither write nor finish it.
+    live = rows["gone@x"]
+    live.status = "running"
+    assert services._flush(live, " more") is True
+    live.completion_tokens = 5
+    services._finish(live, Generation.Status.SUCCEEDED, finish_reason="stop")
+    failed.refresh_from_db()
+    assert (failed.status, failed.output, failed.completion_tokens) == ("failed", "partial", 0)

@@ -45,10 +45,11 @@ class Loaded:
     last_used: float = field(default_factory=time.monotonic)
     leases: int = 0
     retired: bool = False  # replaced or evicted while leased: close when the last lease ends
+    estimate: int = 0  # what it was expected to take, counted until it reports its real size
 
     @property
     def memory_bytes(self) -> int:
-        return int(getattr(self.server, "memory_bytes", 0) or 0)
+        return int(getattr(self.server, "memory_bytes", 0) or 0) or self.estimate
 
 
 _loaded: OrderedDict[str, Loaded] = OrderedDict()  # least recently used first
@@ -106,32 +107,41 @@ def unload(key: str) -> bool:
         return True
 
 
-def enforce_budget(room_for: int = 0, *, keep: str | None = None) -> None:
+def enforce_budget(room_for: int = 0, *, keep: str | None = None, wait: bool = True) -> None:
     """Unload idle servers, least recently used first, until the loaded ones plus ``room_for``
     bytes fit in INFERENCE_MEMORY_MB. ``keep``, by default the most recently used, stays: a model
     larger than the budget alone is still served, rather than reloaded for every request."""
     budget = settings.INFERENCE_MEMORY_MB << 20
     if not budget:
         return
-    with _lock:
-        if keep is None and not room_for and _loaded:
-            keep = next(reversed(_loaded))
-        used = sum(e.memory_bytes for e in _loaded.values())
-        for key, entry in list(_loaded.items()):
-            if used + room_for <= budget:
-                return
-            if key == keep or entry.leases:
-                continue
-            logger.info("unloading %s to stay within INFERENCE_MEMORY_MB", key)
-            used -= entry.memory_bytes
-            del _loaded[key]
-            _retire(entry)
-        if used + room_for > budget:
-            logger.warning(
-                "loaded models take %d MiB of INFERENCE_MEMORY_MB=%d: the rest are in use",
-                (used + room_for) >> 20,
-                settings.INFERENCE_MEMORY_MB,
-            )
+    # The heartbeat passes wait=False: an encoder loading under the lock must not stall it.
+    if not _lock.acquire(blocking=wait):
+        return
+    try:
+        _enforce(budget, room_for, keep)
+    finally:
+        _lock.release()
+
+
+def _enforce(budget: int, room_for: int, keep: str | None) -> None:
+    if keep is None and not room_for and _loaded:
+        keep = next(reversed(_loaded))
+    used = sum(e.memory_bytes for e in _loaded.values())
+    for key, entry in list(_loaded.items()):
+        if used + room_for <= budget:
+            return
+        if key == keep or entry.leases:
+            continue
+        logger.info("unloading %s to stay within INFERENCE_MEMORY_MB", key)
+        used -= entry.memory_bytes
+        del _loaded[key]
+        _retire(entry)
+    if used + room_for > budget:
+        logger.warning(
+            "loaded models take %d MiB of INFERENCE_MEMORY_MB=%d: the rest are in use",
+            (used + room_for) >> 20,
+            settings.INFERENCE_MEMORY_MB,
+        )
 
 
 @dataclass(frozen=True)
@@ -146,10 +156,11 @@ class LoadedStatus:
 
 
 def status() -> list[LoadedStatus]:
-    """What this process has loaded, most recently used first (for the worker's heartbeat)."""
+    """What this process has loaded, most recently used first (for the worker's heartbeat).
+    Without the lock, so a load in progress never delays a heartbeat: copying the dict is one
+    step under the GIL."""
     now = time.monotonic()
-    with _lock:
-        entries = list(_loaded.items())
+    entries = list(_loaded.items())
     return [
         LoadedStatus(
             key=key,
@@ -190,15 +201,17 @@ def _get(spec: ModelSpec, kind: Kind) -> Loaded:
         _retire(entry)
         entry = None
     if entry is None:
-        enforce_budget(_estimate(spec))
+        estimate = _estimate(spec)
+        enforce_budget(estimate)
         # Backends are imported under the lock too: transformers' lazy imports are not safe
         # when two threads import it for the first time at once.
-        entry = Loaded(spec, kind, _create(spec, kind))
+        entry = Loaded(spec, kind, _create(spec, kind), estimate=estimate)
         _loaded[spec.key] = entry
     _loaded.move_to_end(spec.key)
     entry.last_used = time.monotonic()
-    if entry.memory_bytes:
-        _sizes[spec.key] = entry.memory_bytes
+    reported = int(getattr(entry.server, "memory_bytes", 0) or 0)
+    if reported:
+        _sizes[spec.key] = reported
         enforce_budget(keep=spec.key)
     return entry
 

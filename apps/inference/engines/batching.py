@@ -123,7 +123,7 @@ class BatchingEngine(EngineThread):
     def _unload(self) -> None:
         message = "The model was unloaded from this worker; try again."
         for sequence in [*self.active, *self.waiting]:
-            self._error(sequence.submission, ErrorCode.MODEL_LOAD_FAILED, message, retryable=True)
+            self._error(sequence.submission, ErrorCode.MODEL_UNLOADED, message, retryable=True)
         self.active.clear()
         self.waiting.clear()
         self.decoder = self.tokenizer = None

@@ -64,7 +64,7 @@ class EngineThread:
     def generate(self, request: GenerationRequest, *, idle_every: float = 0.2) -> Iterator[Event]:
         if self._closing.is_set():
             yield EngineError(
-                ErrorCode.MODEL_LOAD_FAILED,
+                ErrorCode.MODEL_UNLOADED,
                 "The model was unloaded from this worker; try again.",
                 retryable=True,
             )
@@ -109,8 +109,10 @@ class EngineThread:
             raise RuntimeError(f"the model failed to load: {self._load_error}")
 
     def wait_loaded(self, timeout: float | None = None) -> None:
-        """Block until the model is loaded; raise RuntimeError if loading failed."""
-        self._loaded.wait(timeout)
+        """Block until the model is loaded; raise RuntimeError if loading failed or is still
+        going after ``timeout`` seconds."""
+        if not self._loaded.wait(timeout):
+            raise RuntimeError(f"the model is still loading after {timeout:g} s")
         self.check_health()
 
     # -- for backends ----------------------------------------------------------------------
@@ -144,7 +146,7 @@ class EngineThread:
             except queue.Empty:
                 return
             if submission is not None:
-                submission.emit(EngineError(ErrorCode.MODEL_LOAD_FAILED, message, retryable=True))
+                submission.emit(EngineError(ErrorCode.MODEL_UNLOADED, message, retryable=True))
 
     # -- serving thread --------------------------------------------------------------------
     def _run(self) -> None:

@@ -53,7 +53,10 @@ def packaged_path(source: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"the package {package!r} is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    package_dir = Path(list(spec.submodule_search_locations)[0]).resolve()
+    path = (package_dir / relative).resolve()
+    if not path.is_relative_to(package_dir):
+        raise ValueError(f"{source} points outside the package {package!r}")
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     return path
@@ -161,6 +164,10 @@ def load_causal_lm(spec: ModelSpec, cache_dir: Path, *, dtype: torch.dtype) -> t
         adapter = local_folder(spec.source)
         if not (adapter / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{spec.source} holds no adapter")
+        if not (adapter / "adapter_model.safetensors").is_file():
+            raise FileNotFoundError(
+                f"{spec.source} holds no adapter_model.safetensors (other formats are refused)"
+            )
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
         model = model.merge_and_unload()
     return tokenizer, model
