@@ -11,11 +11,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from django.contrib.auth.models import Group
+from django.utils import timezone
 from django.utils.html import escape
 
 from apps.accounts.models import ApiKey
@@ -130,8 +132,8 @@ def test_readyz_is_503_without_a_live_worker_and_200_with_one(live_server_url, r
         pid=1,
         queues=["inference"],
         device="CPU, 2 cores",
-        started_at="2026-01-01T00:00:00Z",
-        last_seen="2026-01-01T00:00:00Z",
+        started_at=timezone.now() - timedelta(hours=2),
+        last_seen=timezone.now() - timedelta(hours=1),  # lost, not yet old enough to be pruned
     )
     response = httpx.get(f"{live_server_url}/readyz")
     assert response.status_code == 503
