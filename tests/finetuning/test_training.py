@@ -73,7 +73,8 @@ def test_the_demo_fine_tune_teaches_the_fact_and_serves_it(
     job = api.fine_tuning.jobs.create(
         model=MODEL, training_file=train.id, validation_file=validation.id, suffix="mascot"
     )
-    assert job.status == "queued"
+    # Enqueued on commit, before the answer is written: a quick worker may have started it.
+    assert job.status in ("queued", "validating")
     job = wait_for_job(api, job.id, FINISHED, timeout=900)
     assert job.status == "succeeded", job.error
     assert job.fine_tuned_model == f"ft:{MODEL}:mascot:{job.id.removeprefix('ftjob-')[:8]}"
