@@ -86,7 +86,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "apps.core.middleware.DatabaseUnavailableMiddleware",
+    "apps.core.middleware.ServiceUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "playground.urls"
@@ -159,6 +159,11 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # --- Redis: Celery broker and channel layer ---------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    # A pooled connection that Redis closed (it restarted) fails its next command; try that
+    # command once more on a new connection instead of failing the request.
+    REDIS_RETRY = {"retry_on_error": [RedisConnectionError]}
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -166,7 +171,12 @@ if REDIS_URL:
                 # redis-py 8 times reads out after 5 s by default, as long as channels_redis's
                 # blocking pop: an idle consumer would die. Give the socket more room than that.
                 "hosts": [
-                    {"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 30,
+                        "socket_connect_timeout": 5,
+                        **REDIS_RETRY,
+                    }
                 ],
                 "capacity": 1000,
                 "expiry": 60,
@@ -175,7 +185,11 @@ if REDIS_URL:
     }
     CELERY_BROKER_URL = REDIS_URL
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": REDIS_RETRY,
+        }
     }
 else:
     CHANNEL_LAYERS = {
@@ -239,6 +253,9 @@ MODELS_ROOT = Path(env_str("MODELS_ROOT", str(VAR_DIR / "local-models"))).resolv
 # WORKER_LOST_SECONDS is shown as lost and does not count for /readyz.
 WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 5.0)
 WORKER_LOST_SECONDS = env_float("WORKER_LOST_SECONDS", 20.0)
+# Work still waiting for a worker this long after its message went to the broker has its message
+# sent again by a worker's heartbeat: the broker lost it (a Redis restart; apps.core.queues).
+REQUEUE_SECONDS = env_float("REQUEUE_SECONDS", 60.0)
 # /metrics answers staff sessions, and requests with "Authorization: Bearer <METRICS_TOKEN>".
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 # Staff do not read users' conversations unless this is on; each read is then written to the

@@ -12,6 +12,7 @@
   const texts = new Map(); // generation id -> text received so far
   let socket = null;
   let retryDelay = 500;
+  let lost = false; // the socket dropped and the notice says so until it is back
 
   function fromHTML(html) {
     const template = document.createElement("template");
@@ -87,13 +88,21 @@
   function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     socket = new WebSocket(`${scheme}://${location.host}${chat.dataset.ws}`);
-    socket.onopen = () => { retryDelay = 500; chat.classList.add("connected"); };
+    socket.onopen = () => {
+      retryDelay = 500;
+      chat.classList.add("connected");
+      if (lost) { lost = false; showError(""); }
+    };
     socket.onmessage = (message) => {
       const event = JSON.parse(message.data);
       const handler = handlers[event.type];
       if (handler) handler(event);
     };
     socket.onclose = () => {
+      if (chat.classList.contains("connected") && errorBox.hidden) {
+        showError("Connection lost; reconnecting…");
+      }
+      lost = lost || chat.classList.contains("connected");
       chat.classList.remove("connected");
       setTimeout(connect, retryDelay);
       retryDelay = Math.min(retryDelay * 2, 8000);

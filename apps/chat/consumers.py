@@ -20,6 +20,7 @@ from django.http import Http404
 from django.template.loader import render_to_string
 
 from apps.accounts.sockets import ClosedOnDeactivation
+from apps.core.consumers import LayerLossCloses
 from apps.core.errors import ErrorCode, ServiceError
 from apps.inference.models import Generation
 from apps.inference.selectors import access_generation
@@ -45,7 +46,7 @@ def _render(message: Message) -> str:
     return render_to_string(MESSAGE_PARTIAL, {"message": message})
 
 
-class ChatConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
+class ChatConsumer(LayerLossCloses, ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
     conversation: Conversation
 
     async def connect(self) -> None:
@@ -216,6 +217,9 @@ class GenerationConsumer(AsyncJsonWebsocketConsumer):
     ``{"type": "done", "status", "error", "completion_tokens", "ttft_ms", "tokens_per_second"}``.
     """
 
+    # No channel of its own: ``follow`` listens on one, and reads the row when the layer fails,
+    # so this socket outlives a Redis restart.
+    channel_layer_alias = None  # type: ignore[assignment]
     relay: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:

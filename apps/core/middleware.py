@@ -1,4 +1,4 @@
-"""Answering 503 while the database is away, instead of a 500 that looks like a bug."""
+"""Answering 503 while the database or Redis is away, instead of a 500 that looks like a bug."""
 
 from __future__ import annotations
 
@@ -9,16 +9,19 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from .queues import BROKER_ERRORS
+
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
 
 
-class DatabaseUnavailableMiddleware:
-    """A view that fails because the database cannot be reached answers 503 with Retry-After.
+class ServiceUnavailableMiddleware:
+    """A view that fails because the database or Redis (the broker, cache and channel layer)
+    cannot be reached answers 503 with Retry-After.
 
-    Django checks connections before reuse (CONN_HEALTH_CHECKS), so once the database is back
-    the next request works without a restart.
+    Django checks database connections before reuse (CONN_HEALTH_CHECKS) and Redis clients
+    reconnect, so once the service is back the next request works without a restart.
     """
 
     sync_capable = True
@@ -33,10 +36,14 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, OperationalError | InterfaceError):
+        if isinstance(exception, OperationalError | InterfaceError):
+            code, what = "database_unavailable", "its database"
+        elif isinstance(exception, BROKER_ERRORS):
+            code, what = "broker_unavailable", "its message broker"
+        else:
             return None
-        logger.warning("database unavailable for %s: %s", request.path, exception)
-        message = "The service cannot reach its database just now; try again in a few seconds."
+        logger.warning("%s for %s: %r", code, request.path, exception)
+        message = f"The service cannot reach {what} just now; try again in a few seconds."
         response: HttpResponse
         if request.path.startswith("/v1/"):
             response = JsonResponse(
@@ -44,7 +51,7 @@ class DatabaseUnavailableMiddleware:
                     "error": {
                         "message": message,
                         "type": "service_unavailable",
-                        "code": "database_unavailable",
+                        "code": code,
                         "param": None,
                     }
                 },

@@ -15,12 +15,13 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.http import Http404
 
 from apps.accounts.sockets import ClosedOnDeactivation
+from apps.core.consumers import LayerLossCloses
 
 from .selectors import access_job, job_events
 from .streaming import job_group, job_state
 
 
-class JobConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
+class JobConsumer(LayerLossCloses, ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
     group: str | None = None
 
     async def connect(self) -> None:

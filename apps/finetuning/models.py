@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 def _dataset_path(instance: Dataset, filename: str) -> str:
@@ -44,6 +45,8 @@ class Dataset(models.Model):
     preview = models.JSONField(default=list, blank=True)  # a few rows through the chat template
     analysis_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When its analysis task was last sent (apps.core.queues: lost messages are sent again).
+    sent_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-created_at"]
@@ -125,6 +128,7 @@ class FineTuningJob(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=255, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(default=timezone.now)  # as Dataset.sent_at
 
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)

@@ -1,5 +1,5 @@
-"""A thread in every worker process that fails fine-tuning jobs whose worker is gone, after it has
-enqueued again what a restarted broker may have lost.
+"""A thread in every worker process that fails fine-tuning jobs whose worker is gone. (Work a
+restarted broker lost is sent again by the worker heartbeat: apps.inference.heartbeat.)
 
 A job's own worker cannot report its death, so others must notice the missing heartbeat. Job reads
 (the pages and the API) reap too, so a job never looks "running" for long, even with no worker up.
@@ -18,12 +18,8 @@ logger = logging.getLogger(__name__)
 
 def start_reaper() -> None:
     def run() -> None:
-        from .services import finetune_jobs_reap, finetune_requeue_stranded
+        from .services import finetune_jobs_reap
 
-        try:
-            finetune_requeue_stranded()
-        except Exception:
-            logger.exception("enqueuing stranded fine-tuning work failed")
         interval = max(1.0, settings.FINETUNE_HEARTBEAT_TIMEOUT / 4)
         while True:
             try:

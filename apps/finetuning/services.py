@@ -24,6 +24,7 @@ from apps.accounts.models import User
 from apps.catalog.models import LanguageModel, ModelVersion
 from apps.catalog.selectors import DEFAULT_CHAT_MODEL, DEFAULT_CLASSIFIER_BASE
 from apps.core.errors import ErrorCode, ServiceError
+from apps.core.queues import enqueue_on_commit, requeue_stale
 from apps.inference.engines import import_backends
 from apps.inference.services import model_spec
 
@@ -67,7 +68,7 @@ def dataset_create(*, owner: User, filename: str, data: bytes) -> Dataset:
         except Exception:
             dataset.file.delete(save=False)
             raise
-        transaction.on_commit(lambda: analyze_dataset.delay(str(dataset.pk)))
+        enqueue_on_commit(analyze_dataset, dataset.pk)
     return dataset
 
 
@@ -184,7 +185,7 @@ def finetune_job_create(
             suffix=suffix.lower(),
         )
         _event(job, JobEvent.Kind.STATUS, "Queued: waiting for a training worker")
-        transaction.on_commit(lambda: run_finetune_job.delay(str(job.pk)))
+        enqueue_on_commit(run_finetune_job, job.pk)
     return job
 
 
@@ -808,23 +809,14 @@ def fine_tuned_model_delete(*, model: LanguageModel) -> None:
 
 
 def finetune_requeue_stranded() -> int:
-    """Enqueue again the jobs still queued and the datasets not yet counted: a broker that
-    restarted without its messages (the embedded in-memory one always does) lost their tasks.
-    A duplicate message is harmless: a job is claimed once, a counted dataset is left alone."""
+    """Send again the tasks of jobs still queued, and of datasets not yet counted,
+    REQUEUE_SECONDS after their message went out: the broker lost it (a restarted Redis, or the
+    embedded in-memory broker after a restart; see apps.core.queues)."""
     from .tasks import analyze_dataset, run_finetune_job
 
-    jobs = [
-        str(pk)
-        for pk in FineTuningJob.objects.filter(status=Status.QUEUED).values_list("pk", flat=True)
-    ]
-    datasets = [
-        str(pk)
-        for pk in Dataset.objects.filter(tokens__isnull=True, analysis_error="").values_list(
-            "pk", flat=True
-        )
-    ]
-    for job_id in jobs:
-        run_finetune_job.delay(job_id)
-    for dataset_id in datasets:
-        analyze_dataset.delay(dataset_id)
-    return len(jobs) + len(datasets)
+    older_than = settings.REQUEUE_SECONDS
+    jobs = FineTuningJob.objects.filter(status=Status.QUEUED)
+    datasets = Dataset.objects.filter(tokens__isnull=True, analysis_error="")
+    return requeue_stale(jobs, run_finetune_job, older_than=older_than) + requeue_stale(
+        datasets, analyze_dataset, older_than=older_than
+    )

@@ -1,6 +1,7 @@
 """Each Celery worker writes a heartbeat row (``Worker``) every WORKER_HEARTBEAT_SECONDS: where it
 runs, its device, the models it has loaded, its memory, the requests in flight and the queues it
-serves. The admin's worker list and ``/readyz`` read these rows.
+serves. The admin's worker list and ``/readyz`` read these rows. The same thread fails the answers
+of workers that are gone and sends again the messages a broker lost.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -27,8 +29,10 @@ def start_heartbeat(*, hostname: str, queues: list[str]) -> None:
         return
     stop = _stops[hostname] = threading.Event()
     started = timezone.now()
+    last_sweep = 0.0
 
     def run() -> None:
+        nonlocal last_sweep
         while True:
             try:
                 beat(hostname=hostname, queues=queues, started_at=started)
@@ -36,6 +40,9 @@ def start_heartbeat(*, hostname: str, queues: list[str]) -> None:
                 from .services import generations_reap
 
                 generations_reap()
+                if time.monotonic() - last_sweep >= settings.REQUEUE_SECONDS / 4:
+                    last_sweep = time.monotonic()
+                    requeue_stranded()
                 if "inference" in queues:
                     from . import engines
 
@@ -48,6 +55,16 @@ def start_heartbeat(*, hostname: str, queues: list[str]) -> None:
                 return
 
     threading.Thread(target=run, name=f"heartbeat-{hostname}", daemon=True).start()
+
+
+def requeue_stranded() -> int:
+    """Send again the messages of work that has waited too long for a worker: the broker lost
+    them (apps.core.queues). Every worker sweeps; each row is sent once per interval."""
+    from apps.finetuning.services import finetune_requeue_stranded
+
+    from .services import inference_requeue_stranded
+
+    return inference_requeue_stranded() + finetune_requeue_stranded()
 
 
 def stop_heartbeat(*, hostname: str) -> None:

@@ -5,7 +5,8 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Sum
+from django.db.models import Q, Sum
+from django.utils import timezone
 
 from apps.catalog.models import ModelVersion
 
@@ -64,6 +65,8 @@ class Generation(models.Model):
     # The Celery worker running it (its heartbeat tells whether it is still there).
     worker = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When its task was last sent to the broker (apps.core.queues: lost messages are sent again).
+    sent_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -71,6 +74,11 @@ class Generation(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["sent_at"], condition=Q(status="queued"), name="generation_waiting"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.id} ({self.status})"
@@ -115,7 +123,15 @@ class EmbeddingBatch(models.Model):
     error_code = models.CharField(max_length=50, blank=True)
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(default=timezone.now)  # as Generation.sent_at
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["sent_at"], condition=Q(status="queued"), name="embedding_batch_waiting"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.id} ({self.status})"

@@ -19,6 +19,7 @@ from apps.accounts.models import ApiKey, User
 from apps.catalog.models import ModelVersion
 from apps.catalog.services import version_record_load
 from apps.core.errors import ErrorCode
+from apps.core.queues import enqueue_on_commit, requeue_stale
 
 from . import telemetry
 from .engines import Kind
@@ -77,7 +78,7 @@ def generation_create(
         prompt=prompt,
         params=params.model_dump(mode="json"),
     )
-    transaction.on_commit(lambda: run_generation.delay(str(generation.id)))
+    enqueue_on_commit(run_generation, generation.id)
     return generation
 
 
@@ -224,6 +225,19 @@ def generations_reap() -> int:
                 },
             )
     return reaped
+
+
+def inference_requeue_stranded() -> int:
+    """Send again the tasks of generations and embedding batches still queued REQUEUE_SECONDS
+    after their message went out: the broker lost it (see apps.core.queues)."""
+    from .tasks import run_embedding, run_generation
+
+    older_than = settings.REQUEUE_SECONDS
+    waiting = Generation.objects.filter(status=Generation.Status.QUEUED, cancel_requested=False)
+    batches = EmbeddingBatch.objects.filter(status=EmbeddingBatch.Status.QUEUED)
+    return requeue_stale(waiting, run_generation, older_than=older_than) + requeue_stale(
+        batches, run_embedding, older_than=older_than
+    )
 
 
 def _stream(generation: Generation) -> None:
@@ -427,7 +441,7 @@ def embedding_create(
     batch = EmbeddingBatch.objects.create(
         user=user, model_version=model_version, inputs=inputs, api_key=api_key, kind=kind
     )
-    transaction.on_commit(lambda: run_embedding.delay(str(batch.pk)))
+    enqueue_on_commit(run_embedding, batch.pk)
     return batch
 
 

@@ -5,21 +5,32 @@ Event types (consumers implement the handlers ``generation_delta`` and ``generat
   the output. The worker writes the output to the database before it publishes a delta, so a reader
   who joins the group and then reads the row misses nothing.
 - ``generation.done``: ``{"generation", "status"}`` once the row holds the final state.
+
+The channel layer only makes streams fast; the database row is the record. Publishing is best
+effort, and a follower whose channel layer fails (Redis restarting) goes on by reading the row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
 
 # How long a follower waits for a message before it looks at the database itself.
 RECHECK_SECONDS = 5.0
+# How often a follower without a channel layer reads the row instead.
+POLL_SECONDS = 0.5
+# What a channel layer raises while Redis is down or restarting.
+LAYER_ERRORS = (RedisError, OSError)
 
 
 def generation_group(generation_id: object) -> str:
@@ -50,13 +61,21 @@ def _publisher_loop() -> asyncio.AbstractEventLoop:
         return _publisher
 
 
-def publish_to(group: str, event: dict[str, Any]) -> None:
+def publish_to(group: str, event: dict[str, Any]) -> bool:
     """Send ``event`` to ``group`` from sync code (not from an event loop's thread); returns once
-    the channel layer has taken it, so one thread's events keep their order."""
+    the channel layer has taken it, so one thread's events keep their order. A layer that fails
+    is logged and False returned: readers fall back on the database, the record."""
     layer = get_channel_layer()
-    if layer is not None:
-        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, event), _publisher_loop())
+    if layer is None:
+        return True
+    future = asyncio.run_coroutine_threadsafe(layer.group_send(group, event), _publisher_loop())
+    try:
         future.result(timeout=30)
+    except (*LAYER_ERRORS, TimeoutError) as exc:
+        future.cancel()
+        logger.warning("could not publish to %s: %r", group, exc)
+        return False
+    return True
 
 
 async def follow(generation_ids: list[str]) -> AsyncGenerator[tuple[str, str, Any]]:
@@ -74,8 +93,8 @@ async def follow(generation_ids: list[str]) -> AsyncGenerator[tuple[str, str, An
 
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    for generation_id in generation_ids:
-        await layer.group_add(generation_group(generation_id), channel)
+    groups = [generation_group(generation_id) for generation_id in generation_ids]
+    layer_up = await _join(layer, groups, channel)
     sent = dict.fromkeys(generation_ids, 0)
     pending = set(generation_ids)
     recheck = True  # first look: text may have been written before we joined the groups
@@ -93,10 +112,18 @@ async def follow(generation_ids: list[str]) -> AsyncGenerator[tuple[str, str, An
                         pending.discard(generation_id)
                         yield "done", generation_id, row
                 continue
+            if not layer_up:
+                await asyncio.sleep(POLL_SECONDS)
+                recheck = True
+                continue
             try:
                 message = await asyncio.wait_for(layer.receive(channel), RECHECK_SECONDS)
             except TimeoutError:
                 recheck = True  # a quiet spell: make sure nothing was missed
+                continue
+            except LAYER_ERRORS as exc:
+                logger.warning("channel layer lost (%r): reading the rows instead", exc)
+                layer_up, recheck = False, True
                 continue
             generation_id = message["generation"]
             if generation_id not in pending:
@@ -113,8 +140,24 @@ async def follow(generation_ids: list[str]) -> AsyncGenerator[tuple[str, str, An
             yield "text", generation_id, text[sent[generation_id] - start :]
             sent[generation_id] = start + len(text)
     finally:
-        for generation_id in generation_ids:
-            await layer.group_discard(generation_group(generation_id), channel)
+        await _leave(layer, groups, channel)
+
+
+async def _join(layer: Any, groups: list[str], channel: str) -> bool:
+    """Add ``channel`` to ``groups``; False (and logged) when the layer is down."""
+    try:
+        for group in groups:
+            await layer.group_add(group, channel)
+    except LAYER_ERRORS as exc:
+        logger.warning("channel layer down (%r): reading the rows instead", exc)
+        return False
+    return True
+
+
+async def _leave(layer: Any, groups: list[str], channel: str) -> None:
+    with contextlib.suppress(*LAYER_ERRORS):  # a restarted Redis has forgotten them anyway
+        for group in groups:
+            await layer.group_discard(group, channel)
 
 
 def embedding_group(batch_id: object) -> str:
@@ -126,13 +169,21 @@ async def wait_finished(group: str, load: Callable[[], Any]) -> Any:
     row finished. A message on ``group`` wakes the waiter early; the database decides."""
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    await layer.group_add(group, channel)
+    layer_up = await _join(layer, [group], channel)
     try:
         while True:
             row = await database_sync_to_async(load)()
             if row.is_finished:
                 return row
-            with contextlib.suppress(TimeoutError):
+            if not layer_up:
+                await asyncio.sleep(POLL_SECONDS)
+                continue
+            try:
                 await asyncio.wait_for(layer.receive(channel), RECHECK_SECONDS)
+            except TimeoutError:
+                pass
+            except LAYER_ERRORS as exc:
+                logger.warning("channel layer lost (%r): reading the row instead", exc)
+                layer_up = False
     finally:
-        await layer.group_discard(group, channel)
+        await _leave(layer, [group], channel)

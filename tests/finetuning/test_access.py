@@ -199,15 +199,21 @@ async def test_generation_socket_is_the_starters_alone(owner, stranger, chat_mod
     await ws.disconnect()
 
 
-def test_stranded_work_is_enqueued_again(job, dataset, monkeypatch):
+def test_stranded_work_is_sent_again_once_per_interval(job, dataset, monkeypatch, settings):
     from apps.finetuning import tasks
     from apps.finetuning.services import finetune_requeue_stranded
 
     sent = []
     monkeypatch.setattr(tasks.run_finetune_job, "delay", lambda pk: sent.append(("job", pk)))
     monkeypatch.setattr(tasks.analyze_dataset, "delay", lambda pk: sent.append(("data", pk)))
+    settings.REQUEUE_SECONDS = 60
+    assert finetune_requeue_stranded() == 0  # just sent: not stranded yet
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    FineTuningJob.objects.filter(pk=job.pk).update(sent_at=an_hour_ago)
+    Dataset.objects.filter(pk=dataset.pk).update(sent_at=an_hour_ago)
     assert finetune_requeue_stranded() == 2
     assert sorted(sent) == [("data", str(dataset.pk)), ("job", str(job.pk))]
+    assert finetune_requeue_stranded() == 0  # sent again just now
 
 
 def test_the_chart_gets_thinned_steps_and_every_evaluation(job, monkeypatch):

@@ -230,3 +230,42 @@ def test_the_reaper_fails_only_the_answers_of_gone_workers_and_the_run_cannot_un
     services._finish(live, Generation.Status.SUCCEEDED, finish_reason="stop")
     failed.refresh_from_db()
     assert (failed.status, failed.output, failed.completion_tokens) == ("failed", "partial", 0)
+
+
+def test_a_broker_that_refuses_the_message_loses_nothing_and_the_sweep_sends_it_again(
+    owner, version, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.db import transaction
+    from django.utils import timezone
+    from kombu.exceptions import OperationalError
+
+    from apps.inference import tasks
+    from apps.inference.services import generation_create, inference_requeue_stranded
+
+    def broker_down(pk):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.run_generation, "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        generation = generation_create(
+            user=owner, model_version=version, params=SamplingParams(), messages=[]
+        )
+    assert Generation.objects.get(pk=generation.pk).status == "queued"  # saved, waiting
+
+    sent = []
+    monkeypatch.setattr(tasks.run_generation, "delay", sent.append)
+    settings.REQUEUE_SECONDS = 60
+    stopped = make(owner, version, cancel_requested=True)
+    running = make(owner, version, status="running")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert inference_requeue_stranded() == 0  # all sent just now
+    a_while_ago = timezone.now() - timedelta(seconds=61)
+    Generation.objects.update(sent_at=a_while_ago)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert inference_requeue_stranded() == 1
+    assert sent == [str(generation.pk)]  # not the stopped one, not the running one
+    with django_capture_on_commit_callbacks(execute=True):
+        assert inference_requeue_stranded() == 0  # once per interval
+    assert {stopped.status, running.status} == {"queued", "running"}
