@@ -1,7 +1,8 @@
 """Browser safety: security headers and the Content-Security-Policy on every page, a clean
-`check --deploy` with production settings, and WebSockets refused from a foreign or missing
-Origin. (That model output renders inert is tests/chat/test_rendering.py; that the policy breaks
-nothing is asserted by every browser test.)"""
+`check --deploy` with production settings, WebSockets refused from a foreign or missing Origin,
+and CSRF on htmx posts. (That model output renders inert is tests/chat/test_rendering.py and, in
+Chromium, tests/browser/test_output_safety.py; that the policy breaks nothing is asserted by
+every browser test.)"""
 
 from __future__ import annotations
 
@@ -76,3 +77,26 @@ async def test_websockets_from_a_foreign_or_missing_origin_are_refused(owner, ch
     connected, _ = await ws.connect()
     assert connected is True
     await ws.disconnect()
+
+
+def test_htmx_posts_need_the_csrf_token(owner, chat_model):
+    from django.test import Client
+
+    from apps.chat.models import Conversation
+
+    conversation = Conversation.objects.create(owner=owner, model=chat_model, title="Before")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    page = client.get(f"/chat/{conversation.pk}/")
+    htmx = {"HX-Request": "true", "Origin": "http://testserver"}
+    rename = f"/chat/{conversation.pk}/rename/"
+    refused = client.post(rename, {"title": "Forged"}, headers=htmx)
+    assert refused.status_code == 403
+    conversation.refresh_from_db()
+    assert conversation.title == "Before"
+    # The page hands htmx the token in hx-headers; with it the same post goes through.
+    token = page.content.decode().split('"X-CSRFToken": "', 1)[1].split('"', 1)[0]
+    done = client.post(rename, {"title": "After"}, headers={**htmx, "X-CSRFToken": token})
+    assert done.status_code == 200
+    conversation.refresh_from_db()
+    assert conversation.title == "After"
