@@ -35,7 +35,7 @@ from apps.inference.protocol import (
 )
 
 from .scheduler import EngineThread, Submission
-from .text import IncrementalDetokenizer, StopTextTracker
+from .text import IncrementalDetokenizer, StopTextTracker, chat_prompt_ids
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +166,7 @@ class BatchingEngine(EngineThread):
 
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
-            encoded = self.tokenizer.apply_chat_template(
-                request.messages, add_generation_prompt=True, tokenize=True, return_dict=True
-            )
-            return list(encoded["input_ids"])
+            return chat_prompt_ids(self.tokenizer, request.messages)
         return list(self.tokenizer(request.prompt or "")["input_ids"])
 
     def _drop_stopped(self) -> None:

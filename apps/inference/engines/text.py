@@ -1,8 +1,62 @@
-"""Turning generated tokens into safely streamable text: stop sequences and partial characters."""
+"""Text in and out of the model: chat prompts whose messages cannot forge the template's control
+tokens, and generated tokens turned into safely streamable text (stop sequences and partial
+characters)."""
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Private-use characters around a message's index stand in for its text in the rendered template.
+_MARK = re.compile("\ue000(\\d+)\ue001")
+
+
+def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """The prompt's token ids: the chat template's own text with its control tokens, and each
+    message's text encoded as plain text. A message containing "<|im_end|>" (or any special
+    token's text) gets those characters, not the control token, so text from an untrusted end
+    user cannot close its turn or forge a system one.
+
+    The template is rendered with a placeholder for each message's text; the pieces between are
+    encoded as usual. Encoded apart, whitespace at the very start of a message may be split into
+    other tokens than in one pass over the whole text (the same characters). A template that
+    alters the text (the rendering with placeholders, filled in, differs from the real one) is
+    encoded whole, as transformers would, and logged.
+    """
+    placeholders = [
+        {**message, "content": f"\ue000{index}\ue001"} for index, message in enumerate(messages)
+    ]
+    rendered = tokenizer.apply_chat_template(
+        placeholders, add_generation_prompt=True, tokenize=False
+    )
+
+    def content(mark: re.Match[str]) -> str:
+        return messages[int(mark.group(1))]["content"]
+
+    actual = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    if _MARK.sub(content, rendered) != actual:
+        logger.warning("the chat template alters message text: encoding the prompt whole")
+        encoded = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        return list(encoded["input_ids"])
+
+    def encode(text: str, *, plain: bool) -> list[int]:
+        if not text:
+            return []
+        ids = tokenizer(text, add_special_tokens=False, split_special_tokens=plain)["input_ids"]
+        return list(ids)
+
+    ids: list[int] = []
+    start = 0
+    for mark in _MARK.finditer(rendered):
+        ids += encode(rendered[start : mark.start()], plain=False)
+        ids += encode(content(mark), plain=True)
+        start = mark.end()
+    return ids + encode(rendered[start:], plain=False)
 
 
 class StopTextTracker:
