@@ -75,12 +75,14 @@ def test_chat_completion(client, owner):
 
 
 def test_streamed_chat_completion_joins_into_the_stored_answer(client, owner):
+    # An answer long enough (about a second) to arrive in several flushes even on a busy machine.
+    counting = [{"role": "user", "content": "Count from 1 to 30, separated by commas."}]
     chunks = list(
         client.chat.completions.create(
             model=MODEL,
-            messages=QUESTION,
+            messages=counting,
             temperature=0,
-            max_tokens=24,
+            max_tokens=64,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -91,7 +93,7 @@ def test_streamed_chat_completion_joins_into_the_stored_answer(client, owner):
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
     usage = chunks[-1].usage
     row = Generation.objects.get(user=owner)
-    assert text == row.output and "Paris" in text
+    assert text == row.output and "3" in text
     assert (usage.prompt_tokens, usage.completion_tokens) == (
         row.prompt_tokens,
         row.completion_tokens,

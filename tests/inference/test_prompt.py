@@ -62,7 +62,7 @@ def test_control_token_text_in_a_message_stays_text(tokenizer):
     assert forged in tokenizer.decode(ids)  # every character of the message is still there
 
 
-def test_a_template_that_rewrites_the_text_is_encoded_whole(tokenizer, caplog):
+def test_a_template_that_rewrites_the_text_is_encoded_whole(tokenizer):
     messages = [{"role": "user", "content": "shout this"}]
     upper = (
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | upper }}<|im_end|>\n"
@@ -71,7 +71,8 @@ def test_a_template_that_rewrites_the_text_is_encoded_whole(tokenizer, caplog):
     original = tokenizer.chat_template
     tokenizer.chat_template = upper
     try:
-        assert chat_prompt_ids(tokenizer, messages) == whole(tokenizer, messages)
+        ids = chat_prompt_ids(tokenizer, messages)
+        assert ids == whole(tokenizer, messages)
     finally:
         tokenizer.chat_template = original
-    assert "alters message text" in caplog.text
+    assert "SHOUT THIS" in tokenizer.decode(ids)  # the template's rewrite, kept
