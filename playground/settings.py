@@ -149,7 +149,13 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# Front-end libraries come from npm (package.json; `make install` runs npm ci) and are served
+# from node_modules under vendor/.
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("vendor/htmx", BASE_DIR / "node_modules/htmx.org/dist"),
+    ("vendor/highlight", BASE_DIR / "node_modules/@highlightjs/cdn-assets"),
+]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing one
 # Static files are served by the ASGI process itself, straight from the source folders.
