@@ -1,6 +1,32 @@
-// Shared by every page. Forms with data-confirm ask before they submit (inline handlers are not
-// allowed by the Content-Security-Policy).
-document.addEventListener("submit", (event) => {
-  const question = event.target.dataset && event.target.dataset.confirm;
-  if (question && !window.confirm(question)) event.preventDefault();
-});
+// Shared by every page.
+(function () {
+  "use strict";
+  // Forms with data-confirm ask before they submit (inline handlers are not allowed by the
+  // Content-Security-Policy).
+  document.addEventListener("submit", (event) => {
+    const question = event.target.dataset && event.target.dataset.confirm;
+    if (question && !window.confirm(question)) event.preventDefault();
+  });
+
+  // The theme follows the system's (prefers-color-scheme) until the reader picks one, which is
+  // remembered in this browser.
+  const root = document.documentElement;
+  const stored = localStorage.getItem("theme");
+  if (stored === "light" || stored === "dark") root.dataset.theme = stored;
+  function current() {
+    return root.dataset.theme || (matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light");
+  }
+  function label(button) {
+    const next = current() === "dark" ? "light" : "dark";
+    button.textContent = next === "dark" ? "Dark theme" : "Light theme";
+    button.setAttribute("aria-label", `Switch to the ${next} theme`);
+  }
+  document.querySelectorAll("[data-theme-toggle]").forEach((button) => {
+    label(button);
+    button.addEventListener("click", () => {
+      root.dataset.theme = current() === "dark" ? "light" : "dark";
+      localStorage.setItem("theme", root.dataset.theme);
+      label(button);
+    });
+  });
+})();

@@ -1,8 +1,19 @@
 // The chat page: one WebSocket per open conversation (see apps/chat/consumers.py for the events).
 // Streaming text goes in as plain text (textContent); the finished answer arrives as HTML that the
-// server rendered from Markdown and sanitised.
+// server rendered from Markdown and sanitised. Code blocks get highlight.js and a copy button.
 (function () {
   "use strict";
+  const search = document.getElementById("search");
+  document.addEventListener("keydown", (e) => {
+    if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "k" && search) {
+      e.preventDefault();
+      search.focus();
+    }
+  });
+  document.addEventListener("click", (e) => {
+    const toggle = e.target.closest("[data-toggle]");
+    if (toggle) document.getElementById("layout").classList.toggle(toggle.dataset.toggle);
+  });
   const chat = document.getElementById("chat");
   if (!chat) return;
   const thread = document.getElementById("thread");
@@ -29,8 +40,38 @@
   function setBusy(busy) {
     chat.classList.toggle("busy", busy);
   }
-  function scrollDown() {
-    thread.scrollTop = thread.scrollHeight;
+  // Follow the end of the thread while the reader is there; once they scroll up, leave them be.
+  // Our own scrolling fires scroll events too, late, when more text may have come: only a
+  // position above where we last put it counts as the reader scrolling up.
+  let following = true;
+  let autoTop = 0;
+  thread.addEventListener("scroll", () => {
+    if (thread.scrollHeight - thread.scrollTop - thread.clientHeight < 40) following = true;
+    else if (thread.scrollTop < autoTop - 4) following = false;
+  });
+  let scrollQueued = false;
+  function scrollDown(force) {
+    if (force) following = true;
+    if (!following || scrollQueued) return;
+    scrollQueued = true; // at most once a frame, however fast the text comes
+    requestAnimationFrame(() => {
+      scrollQueued = false;
+      if (!following) return;
+      thread.scrollTop = thread.scrollHeight;
+      autoTop = thread.scrollTop;
+    });
+  }
+  function decorate(root) {
+    root.querySelectorAll(".markdown pre > code").forEach((code) => {
+      if (code.dataset.decorated) return;
+      code.dataset.decorated = "1";
+      if (window.hljs) window.hljs.highlightElement(code);
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "copy copy-code";
+      button.textContent = "Copy code";
+      code.parentElement.prepend(button);
+    });
   }
   function setText(generation, text) {
     texts.set(generation, text);
@@ -44,8 +85,15 @@
       const node = fromHTML(event.html);
       const old = event.replaces && document.getElementById(`message-${event.replaces}`);
       if (old) old.replaceWith(node); else thread.appendChild(node);
+      decorate(node);
       if (node.dataset.generation && node.classList.contains("streaming")) setBusy(true);
-      scrollDown();
+      scrollDown(!old);
+    },
+    removed(event) {
+      event.messages.forEach((pk) => {
+        const node = document.getElementById(`message-${pk}`);
+        if (node) node.remove();
+      });
     },
     conversation(event) {
       const item = fromHTML(event.html);
@@ -76,7 +124,11 @@
     done(event) {
       texts.delete(event.generation);
       const node = thread.querySelector(`[data-generation="${event.generation}"]`);
-      if (node && event.html) node.replaceWith(fromHTML(event.html));
+      if (node && event.html) {
+        const done = fromHTML(event.html);
+        node.replaceWith(done);
+        decorate(done);
+      }
       setBusy(thread.querySelector(".message.streaming") !== null);
       scrollDown();
     },
@@ -131,12 +183,63 @@
       composer.requestSubmit();
     }
   });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && chat.classList.contains("busy")) {
+      e.preventDefault();
+      act({ action: "stop" });
+    }
+  });
   chat.addEventListener("click", (e) => {
     const button = e.target.closest("[data-action]");
-    if (button) act({ action: button.dataset.action });
+    if (button) { act({ action: button.dataset.action }); return; }
+    const copy = e.target.closest(".copy");
+    if (copy) { copyFrom(copy); return; }
+    const edit = e.target.closest(".edit");
+    if (edit) startEdit(edit.closest(".message"));
   });
 
+  function copyFrom(button) {
+    const text = button.classList.contains("copy-code")
+      ? button.parentElement.querySelector("code").innerText
+      : button.closest(".message").querySelector(".body").innerText;
+    navigator.clipboard.writeText(text).then(
+      () => { button.textContent = "Copied"; setTimeout(() => { button.textContent = button.classList.contains("copy-code") ? "Copy code" : "Copy"; }, 1500); },
+      () => showError("Copying was not allowed by the browser; select the text instead."),
+    );
+  }
+
+  // Editing a past message: its text in a box; saving sends it again and the turns after it go.
+  function startEdit(message) {
+    if (!message || message.querySelector(".edit-box")) return;
+    const body = message.querySelector(".body");
+    const form = document.createElement("form");
+    form.className = "edit-box";
+    const box = document.createElement("textarea");
+    box.value = body.textContent;
+    box.rows = Math.min(10, box.value.split("\n").length + 1);
+    box.setAttribute("aria-label", "Edit message");
+    const save = document.createElement("button");
+    save.type = "submit";
+    save.textContent = "Save and resend";
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.textContent = "Cancel";
+    form.append(box, save, cancel);
+    body.hidden = true;
+    body.after(form);
+    box.focus();
+    const close = () => { form.remove(); body.hidden = false; };
+    cancel.addEventListener("click", close);
+    form.addEventListener("keydown", (e) => { if (e.key === "Escape") { e.stopPropagation(); close(); } });
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      if (!box.value.trim()) { showError("Type a message first."); return; }
+      if (act({ action: "edit", message: Number(message.dataset.message), text: box.value })) close();
+    });
+  }
+
   thread.querySelectorAll(".message.streaming").forEach(() => setBusy(true));
-  scrollDown();
+  decorate(thread);
+  scrollDown(true);
   connect();
 })();

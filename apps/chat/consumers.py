@@ -1,7 +1,10 @@
 """The chat WebSocket: one connection per open conversation.
 
-Client → server actions: ``send`` {text}, ``stop``, ``regenerate``.
-Server → client events: ``message`` {html, replaces?} for a new or replaced turn, ``conversation``
+Client → server actions: ``send`` {text}, ``stop``, ``regenerate``, ``rerun`` (the last answer
+again with its model version, parameters and seed), ``edit`` {message, text} (a past user message
+changed; the turns after it are replaced).
+Server → client events: ``message`` {html, replaces?} for a new or replaced turn, ``removed``
+{messages} for turns an edit replaced, ``conversation``
 {title, html} for its updated sidebar entry, ``snapshot``
 {generation, text} and ``delta`` {generation, offset, text} while an answer streams, ``done``
 {generation, html} when it ends, ``error`` {message}.
@@ -134,13 +137,20 @@ class ChatConsumer(LayerLossCloses, ClosedOnDeactivation, AsyncJsonWebsocketCons
                 await self._send_message(content.get("text"))
             elif action == "regenerate":
                 await self._regenerate()
+            elif action == "rerun":
+                await self._regenerate(same_settings=True)
+            elif action == "edit":
+                await self._edit(content.get("message"), content.get("text"))
             elif action == "stop":
                 await database_sync_to_async(services.chat_answer_stop)(
                     conversation=self.conversation
                 )
             else:
                 await self.send_json(
-                    {"type": "error", "message": "Unknown action; use send, stop or regenerate."}
+                    {
+                        "type": "error",
+                        "message": "Unknown action; use send, stop, regenerate, rerun or edit.",
+                    }
                 )
         except ServiceError as exc:
             await self.send_json({"type": "error", "message": exc.message})
@@ -166,13 +176,33 @@ class ChatConsumer(LayerLossCloses, ClosedOnDeactivation, AsyncJsonWebsocketCons
         )
         await self._follow(generation_id)
 
-    async def _regenerate(self) -> None:
+    async def _regenerate(self, *, same_settings: bool = False) -> None:
         def regenerate() -> tuple[int | None, str, str]:
-            replaced, answer = services.chat_answer_regenerate(conversation=self.conversation)
+            replaced, answer = services.chat_answer_regenerate(
+                conversation=self.conversation, same_settings=same_settings
+            )
             return (replaced.pk if replaced else None), _render(answer), str(answer.generation_id)
 
         replaced_pk, html, generation_id = await database_sync_to_async(regenerate)()
         await self.send_json({"type": "message", "html": html, "replaces": replaced_pk})
+        await self._follow(generation_id)
+
+    async def _edit(self, message_id: Any, text: Any) -> None:
+        if not isinstance(text, str):
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, "Type a message first.")
+
+        def edit() -> tuple[str, int, list[int], str, str]:
+            edited, removed, answer = services.chat_message_edit(
+                conversation=self.conversation, message_id=message_id, text=text
+            )
+            return _render(edited), edited.pk, removed, _render(answer), str(answer.generation_id)
+
+        edited_html, edited_pk, removed, answer_html, generation_id = await database_sync_to_async(
+            edit
+        )()
+        await self.send_json({"type": "removed", "messages": removed})
+        await self.send_json({"type": "message", "html": edited_html, "replaces": edited_pk})
+        await self.send_json({"type": "message", "html": answer_html})
         await self._follow(generation_id)
 
     async def _follow(self, generation_id: str) -> None:

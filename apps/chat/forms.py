@@ -57,6 +57,40 @@ class CompareForm(forms.Form):
         return data
 
 
+class CompleteForm(forms.Form):
+    """Completion mode: a raw prompt, continued by the model as it stands (no chat template)."""
+
+    model = forms.CharField(max_length=200)
+    prompt = forms.CharField(
+        max_length=32000,
+        widget=forms.Textarea(attrs={"rows": 6}),
+        error_messages={"required": "Type a prompt first."},
+    )
+    temperature = forms.FloatField(initial=0.7)
+    max_tokens = forms.IntegerField(initial=128, max_value=MAX_NEW_TOKENS)
+    seed = forms.IntegerField(
+        required=False,
+        min_value=0,
+        widget=forms.NumberInput(attrs={"placeholder": "random"}),
+        help_text="Empty: a new one each time",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if "temperature" in data and "max_tokens" in data:
+            try:
+                data["params"] = SamplingParams.parse(
+                    {
+                        "temperature": data["temperature"],
+                        "max_tokens": data["max_tokens"],
+                        "seed": data.get("seed"),
+                    }
+                )
+            except ServiceError as exc:
+                self.add_error(exc.param if exc.param in self.fields else None, exc.message)
+        return data
+
+
 class ClassifyForm(forms.Form):
     model = forms.CharField(max_length=200)
     text = forms.CharField(max_length=4000, widget=forms.Textarea(attrs={"rows": 3}))

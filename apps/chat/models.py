@@ -25,11 +25,16 @@ class Conversation(models.Model):
     temperature = models.FloatField(default=_DEFAULTS.temperature)
     top_p = models.FloatField(default=_DEFAULTS.top_p)
     max_tokens = models.PositiveIntegerField(default=_DEFAULTS.max_tokens)
+    pinned = models.BooleanField(default=False)
+    # Deleted conversations are hidden at once and purged after UNDO_SECONDS (undo restores one).
+    deleted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    UNDO_SECONDS = 600
+
     class Meta:
-        ordering = ["-updated_at"]
+        ordering = ["-pinned", "-updated_at"]
 
     def __str__(self) -> str:
         # Not the title: the admin prints this, and titles are the user's own text.
@@ -73,3 +78,31 @@ class Message(models.Model):
         if self.role == self.Role.ASSISTANT and self.generation is not None:
             return self.generation.output
         return self.content
+
+
+class Preset(models.Model):
+    """A saved system prompt and parameters, applied to a conversation's settings in one click.
+    Shipped presets have no owner and are everyone's; the others are their owner's alone."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="presets",
+    )
+    name = models.CharField(max_length=80)
+    system_prompt = models.TextField(blank=True)
+    temperature = models.FloatField(default=_DEFAULTS.temperature)
+    top_p = models.FloatField(default=_DEFAULTS.top_p)
+    max_tokens = models.PositiveIntegerField(default=_DEFAULTS.max_tokens)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["owner_id", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="preset_name_per_owner")
+        ]
+
+    def __str__(self) -> str:
+        return self.name

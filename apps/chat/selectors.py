@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import uuid
 
+from django.db.models import Q
 from django.http import Http404
 
 from apps.accounts.models import User
+from apps.catalog.models import LanguageModel
 from apps.inference.models import Generation
 
-from .models import Conversation, Message
+from .models import Conversation, Message, Preset
 
 
 def access_conversation(user: User, conversation_id: object) -> Conversation:
@@ -17,7 +19,9 @@ def access_conversation(user: User, conversation_id: object) -> Conversation:
     except ValueError:
         raise Http404("No such conversation") from None
     conversation = (
-        Conversation.objects.select_related("model").filter(pk=key, owner_id=user.pk).first()
+        Conversation.objects.select_related("model")
+        .filter(pk=key, owner_id=user.pk, deleted_at__isnull=True)
+        .first()
         if user.is_authenticated
         else None
     )
@@ -26,8 +30,51 @@ def access_conversation(user: User, conversation_id: object) -> Conversation:
     return conversation
 
 
-def conversations_for(user: User) -> list[Conversation]:
-    return list(Conversation.objects.filter(owner=user))
+def conversations_for(user: User, query: str = "") -> list[Conversation]:
+    """``user``'s conversations, pinned first, then the most recent. With ``query``, those whose
+    title or any message (the user's text or an answer) contains it, ignoring case."""
+    found = Conversation.objects.filter(owner=user, deleted_at__isnull=True)
+    query = query.strip()
+    if query:
+        matching = Message.objects.filter(
+            Q(content__icontains=query) | Q(generation__output__icontains=query)
+        ).values("conversation_id")
+        found = found.filter(Q(title__icontains=query) | Q(pk__in=matching))
+    return list(found)
+
+
+def presets_for(user: User) -> list[Preset]:
+    """The shipped presets, then ``user``'s own."""
+    return list(Preset.objects.filter(Q(owner__isnull=True) | Q(owner=user)))
+
+
+def access_preset(user: User, preset_id: object) -> Preset:
+    """A preset ``user`` may apply (shipped, or their own); 404 otherwise."""
+    try:
+        key = int(str(preset_id))
+    except ValueError:
+        raise Http404("No such preset") from None
+    preset = Preset.objects.filter(Q(owner__isnull=True) | Q(owner=user), pk=key).first()
+    if preset is None:
+        raise Http404("No such preset")
+    return preset
+
+
+def deleted_conversation(user: User, conversation_id: object) -> Conversation:
+    """``user``'s conversation deleted within the undo window; 404 otherwise."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    cutoff = timezone.now() - timedelta(seconds=Conversation.UNDO_SECONDS)
+    try:
+        key = uuid.UUID(str(conversation_id))
+    except ValueError:
+        raise Http404("No such conversation") from None
+    found = Conversation.objects.filter(pk=key, owner_id=user.pk, deleted_at__gte=cutoff).first()
+    if found is None:
+        raise Http404("Nothing to undo: the conversation is gone")
+    return found
 
 
 def conversation_messages(conversation: Conversation) -> list[Message]:
@@ -58,4 +105,13 @@ def last_answer(conversation: Conversation) -> Message | None:
         .select_related("generation__model_version__model")
         .order_by("-created_at", "-id")
         .first()
+    )
+
+
+def completion_models_for(user: User) -> list[LanguageModel]:
+    """The models ``user`` may give a raw prompt to: chat and completion models."""
+    return list(
+        LanguageModel.objects.usable_by(user).filter(
+            task__in=[LanguageModel.Task.CHAT, LanguageModel.Task.COMPLETION]
+        )
     )

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from apps.accounts.limits import LimitExceeded, token_window
 from apps.accounts.models import User
@@ -14,7 +19,7 @@ from apps.inference.models import Generation
 from apps.inference.protocol import SamplingParams
 from apps.inference.services import generation_cancel, generation_create
 
-from .models import Conversation, Message
+from .models import Conversation, Message, Preset
 from .selectors import conversation_in_flight
 
 TITLE_CHARS = 60
@@ -39,11 +44,32 @@ def conversation_rename(*, conversation: Conversation, title: str) -> Conversati
 
 @transaction.atomic
 def conversation_delete(*, conversation: Conversation) -> None:
-    """Delete the conversation and its messages; an answer in flight is stopped first."""
+    """Hide the conversation at once (an answer in flight is stopped first); ``conversation_restore``
+    brings it back within UNDO_SECONDS. The owner's conversations deleted longer ago than that
+    are purged, with their messages, here."""
     in_flight = conversation_in_flight(conversation)
     if in_flight is not None:
         generation_cancel(generation=in_flight)
-    conversation.delete()
+    now = timezone.now()
+    Conversation.objects.filter(pk=conversation.pk).update(deleted_at=now)
+    Conversation.objects.filter(
+        owner_id=conversation.owner_id,
+        deleted_at__lt=now - timedelta(seconds=Conversation.UNDO_SECONDS),
+    ).delete()
+
+
+def conversation_restore(*, conversation: Conversation) -> Conversation:
+    """Undo a delete. Precondition: ``conversation`` came from ``deleted_conversation``."""
+    conversation.deleted_at = None
+    conversation.save(update_fields=["deleted_at"])
+    return conversation
+
+
+def conversation_pin(*, conversation: Conversation, pinned: bool) -> Conversation:
+    """Pinned conversations head the list. The order within stays by last activity."""
+    Conversation.objects.filter(pk=conversation.pk).update(pinned=pinned)
+    conversation.pinned = pinned
+    return conversation
 
 
 def conversation_update_settings(
@@ -100,44 +126,53 @@ def _ensure_idle(conversation: Conversation) -> None:
 
 
 def _prompt_messages(conversation: Conversation) -> list[dict[str, str]]:
-    """The conversation as chat-template messages; failed answers are left out."""
+    """The conversation as chat-template messages; failed and empty answers are left out."""
     messages = []
     if conversation.system_prompt.strip():
         messages.append({"role": "system", "content": conversation.system_prompt.strip()})
     for message in conversation.messages.select_related("generation"):
         if message.role == Message.Role.ASSISTANT and (
-            message.generation is None or message.generation.status == Generation.Status.FAILED
+            (message.generation is not None and message.generation.is_failed) or not message.text
         ):
             continue
         messages.append({"role": message.role, "content": message.text})
     return messages
 
 
-def _start_answer(conversation: Conversation, owner: User) -> Message:
+def _start_answer(
+    conversation: Conversation, owner: User, *, again: Generation | None = None
+) -> Message:
+    """A new answer to the conversation as it stands, with its settings and a fresh seed; or,
+    with ``again``, that answer's model version, parameters and seed (the same text)."""
     try:
         token_window(owner)
     except LimitExceeded as exceeded:
         raise ServiceError(ErrorCode.QUOTA_EXCEEDED, exceeded.message) from None
-    model = conversation.model
+    model = again.model_version.model if again else conversation.model
     if model not in chat_models_for(owner):
         raise ServiceError(
             ErrorCode.MODEL_NOT_FOUND,
             f"The model {model.slug!r} is no longer available; pick another.",
         )
-    version = active_version(model)
-    generation = generation_create(
-        user=owner,
-        model_version=version,
+    if again is not None:
+        version, params = again.model_version, SamplingParams.model_validate(again.params)
+    else:
+        version = active_version(model)
         # The conversation's own settings win; the version's other defaults (stop, top_k, ...)
-        # apply beneath them.
-        params=SamplingParams.parse(
+        # apply beneath them. Every answer records its seed, so it can be run again exactly.
+        params = SamplingParams.parse(
             {
+                "seed": secrets.randbelow(2**31),
                 **version.default_params,
                 "temperature": conversation.temperature,
                 "top_p": conversation.top_p,
                 "max_tokens": conversation.max_tokens,
             }
-        ),
+        )
+    generation = generation_create(
+        user=owner,
+        model_version=version,
+        params=params,
         messages=_prompt_messages(conversation),
     )
     return Message.objects.create(
@@ -162,17 +197,24 @@ def chat_message_send(*, conversation: Conversation, text: str) -> tuple[Message
 
 
 @transaction.atomic
-def chat_answer_regenerate(*, conversation: Conversation) -> tuple[Message | None, Message]:
-    """Replace the last answer (finished, failed or stopped) with a new one.
+def chat_answer_regenerate(
+    *, conversation: Conversation, same_settings: bool = False
+) -> tuple[Message | None, Message]:
+    """Replace the last answer (finished, failed or stopped) with a new one; with
+    ``same_settings``, with the last answer's model version, parameters and seed ("run again
+    with these settings": the same text again).
 
     Returns the replaced message (already deleted, its ``pk`` kept for the caller) and the new one.
     The old generation stays on record for usage; only the message goes.
     """
     _lock(conversation)
     _ensure_idle(conversation)
-    last = conversation.messages.order_by("-created_at", "-id").first()
+    last = conversation.messages.select_related("generation__model_version__model").last()
     if last is None:
         raise ServiceError(ErrorCode.INVALID_PARAMETER, "There is nothing to regenerate yet.")
+    again = last.generation if same_settings and last.role == Message.Role.ASSISTANT else None
+    if same_settings and again is None:
+        raise ServiceError(ErrorCode.INVALID_PARAMETER, "There is no answer to run again yet.")
     replaced = None
     if last.role == Message.Role.ASSISTANT:
         replaced_pk = last.pk
@@ -180,7 +222,44 @@ def chat_answer_regenerate(*, conversation: Conversation) -> tuple[Message | Non
         last.pk = replaced_pk
         replaced = last
     conversation.save(update_fields=["updated_at"])
-    return replaced, _start_answer(conversation, conversation.owner)
+    return replaced, _start_answer(conversation, conversation.owner, again=again)
+
+
+@transaction.atomic
+def chat_message_edit(
+    *, conversation: Conversation, message_id: object, text: str
+) -> tuple[Message, list[int], Message]:
+    """Change a past user message and answer it again: the turns after it are replaced.
+
+    Returns the edited message, the ``pk``s of the messages removed after it, and the new answer.
+    Raises ServiceError, changing nothing, for bad text, an answer in flight, or a message that
+    is not one of this conversation's user messages.
+    """
+    text = _check_text(text)
+    _lock(conversation)
+    _ensure_idle(conversation)
+    pk = _int_or_none(message_id)
+    message = conversation.messages.filter(pk=pk, role=Message.Role.USER).first() if pk else None
+    if message is None:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER, "Only your own messages in this chat can be edited."
+        )
+    later = conversation.messages.filter(
+        Q(created_at__gt=message.created_at) | Q(created_at=message.created_at, pk__gt=message.pk)
+    )
+    removed = list(later.values_list("pk", flat=True))
+    later.delete()  # their generations stay on record for usage
+    message.content = text
+    message.save(update_fields=["content"])
+    conversation.save(update_fields=["updated_at"])
+    return message, removed, _start_answer(conversation, conversation.owner)
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
 
 
 def chat_answer_stop(*, conversation: Conversation) -> Generation | None:
@@ -211,3 +290,70 @@ def chat_compare_start(
         )
         for model in models
     ]
+
+
+def preset_save(*, owner: User, conversation: Conversation, name: str) -> Preset:
+    """Save the conversation's system prompt and parameters as ``owner``'s preset ``name``
+    (replacing their own preset of that name)."""
+    name = name.strip()
+    if not name:
+        raise ServiceError(ErrorCode.INVALID_PARAMETER, "Give the preset a name.", param="name")
+    if len(name) > 80:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            f"The name has {len(name)} characters; the limit is 80.",
+            param="name",
+        )
+    if Preset.objects.filter(owner__isnull=True, name__iexact=name).exists():
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            f"{name!r} is a built-in preset's name; choose another.",
+            param="name",
+        )
+    preset, _ = Preset.objects.update_or_create(
+        owner=owner,
+        name=name,
+        defaults={
+            "system_prompt": conversation.system_prompt,
+            "temperature": conversation.temperature,
+            "top_p": conversation.top_p,
+            "max_tokens": conversation.max_tokens,
+        },
+    )
+    return preset
+
+
+def preset_apply(*, conversation: Conversation, preset: Preset) -> Conversation:
+    """Precondition: ``preset`` came from ``access_preset`` for the conversation's owner."""
+    conversation.system_prompt = preset.system_prompt
+    conversation.temperature = preset.temperature
+    conversation.top_p = preset.top_p
+    conversation.max_tokens = preset.max_tokens
+    conversation.save()
+    return conversation
+
+
+@transaction.atomic
+def completion_start(
+    *, owner: User, model: LanguageModel, prompt: str, params: SamplingParams
+) -> Generation:
+    """Completion mode: continue ``prompt`` as it stands. A seed is chosen when none is given,
+    so the answer can be run again exactly. Precondition: ``model`` is one of
+    ``completion_models_for(owner)``."""
+    if not prompt.strip():
+        raise ServiceError(ErrorCode.INVALID_PARAMETER, "Type a prompt first.", param="prompt")
+    if "\x00" in prompt:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            "The prompt contains a NUL character, which text cannot hold; remove it.",
+            param="prompt",
+        )
+    try:
+        token_window(owner)
+    except LimitExceeded as exceeded:
+        raise ServiceError(ErrorCode.QUOTA_EXCEEDED, exceeded.message) from None
+    if params.seed is None:
+        params = params.model_copy(update={"seed": secrets.randbelow(2**31)})
+    return generation_create(
+        user=owner, model_version=active_version(model), params=params, prompt=prompt
+    )

@@ -1,24 +1,37 @@
 from __future__ import annotations
 
+import contextlib
+import json
 from typing import cast
 
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.accounts.models import User
 from apps.catalog.models import LanguageModel
 from apps.catalog.selectors import access_model, active_version, chat_models_for
-from apps.core.errors import ServiceError
+from apps.core.errors import ErrorCode, ServiceError
 from apps.core.http import AuthedHttpRequest
 
-from . import services
-from .forms import ClassifyForm, CompareForm, RenameForm, SettingsForm
+from . import exports, services
+from .forms import ClassifyForm, CompareForm, CompleteForm, RenameForm, SettingsForm
 from .models import Conversation
-from .selectors import access_conversation, conversation_messages, conversations_for
+from .selectors import (
+    access_conversation,
+    access_preset,
+    completion_models_for,
+    conversation_messages,
+    conversations_for,
+    deleted_conversation,
+    presets_for,
+)
 
 
 def _page(
@@ -27,16 +40,31 @@ def _page(
     *,
     form: SettingsForm | None = None,
     status: int = 200,
+    extra: dict[str, object] | None = None,
 ) -> HttpResponse:
+    query = request.GET.get("q", "")
     context: dict[str, object] = {
-        "conversations": conversations_for(request.user),
+        "conversations": conversations_for(request.user, query),
+        "query": query,
         "conversation": conversation,
-        "models": chat_models_for(request.user),
+        **_settings_context(request, conversation, form),
+        **(extra or {}),
     }
     if conversation is not None:
         context["messages_list"] = conversation_messages(conversation)
-        context["form"] = form or _settings_form(conversation)
     return render(request, "chat/conversation.html", context, status=status)
+
+
+def _settings_context(
+    request: AuthedHttpRequest, conversation: Conversation | None, form: SettingsForm | None
+) -> dict[str, object]:
+    context: dict[str, object] = {
+        "models": chat_models_for(request.user),
+        "presets": presets_for(request.user),
+    }
+    if conversation is not None:
+        context["form"] = form or _settings_form(conversation)
+    return context
 
 
 def _settings_form(conversation: Conversation) -> SettingsForm:
@@ -59,7 +87,109 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def chat_index(request: AuthedHttpRequest) -> HttpResponse:
-    return _page(request)
+    """The chat page without a conversation open; ``?undo=<id>`` offers to restore one just
+    deleted."""
+    extra: dict[str, object] = {}
+    undo = request.GET.get("undo")
+    if undo:
+        with contextlib.suppress(Http404):  # past the window: nothing to offer
+            extra["undo"] = deleted_conversation(request.user, undo)
+    return _page(request, extra=extra)
+
+
+@login_required
+@require_GET
+def conversation_search(request: AuthedHttpRequest) -> HttpResponse:
+    """The sidebar's list for ``?q=`` (title or any message containing it), as an htmx partial."""
+    query = request.GET.get("q", "")
+    current = request.GET.get("current", "")
+    return render(
+        request,
+        "chat/conversation.html#conversation-list",
+        {
+            "conversations": conversations_for(request.user, query),
+            "query": query,
+            "current_id": current,
+        },
+    )
+
+
+@login_required
+@require_POST
+def conversation_pin(request: AuthedHttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = access_conversation(request.user, conversation_id)
+    services.conversation_pin(conversation=conversation, pinned=not conversation.pinned)
+    if request.htmx:  # the list in its new order, and the button's new label out of band
+        context = {
+            "conversations": conversations_for(request.user),
+            "conversation": conversation,
+            "oob": True,
+        }
+        return HttpResponse(
+            render_to_string("chat/conversation.html#conversation-list", context, request)
+            + render_to_string("chat/conversation.html#pin-button", context, request)
+        )
+    return redirect("chat-conversation", conversation_id=conversation.pk)
+
+
+@login_required
+@require_POST
+def conversation_restore(request: AuthedHttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = deleted_conversation(request.user, conversation_id)
+    services.conversation_restore(conversation=conversation)
+    url = reverse("chat-conversation", kwargs={"conversation_id": conversation.pk})
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@login_required
+@require_GET
+def conversation_export(request: AuthedHttpRequest, conversation_id: str) -> HttpResponse:
+    """``?format=md`` (Markdown, the default) or ``?format=json`` (importable), as a download."""
+    conversation = access_conversation(request.user, conversation_id)
+    kind = request.GET.get("format", "md")
+    name = slugify(conversation.display_title)[:50] or "conversation"
+    if kind == "json":
+        body = json.dumps(exports.conversation_as_json(conversation), indent=2, ensure_ascii=False)
+        response = HttpResponse(body, content_type="application/json; charset=utf-8")
+        extension = "json"
+    elif kind == "md":
+        body = exports.conversation_as_markdown(conversation)
+        response = HttpResponse(body, content_type="text/markdown; charset=utf-8")
+        extension = "md"
+    else:
+        return HttpResponse("Ask for format=md or format=json.", status=400)
+    response["Content-Disposition"] = f'attachment; filename="{name}.{extension}"'
+    return response
+
+
+@login_required
+@require_POST
+def conversation_import(request: AuthedHttpRequest) -> HttpResponse:
+    """A JSON export, uploaded, becomes a new conversation; a refusal says what to fix."""
+    upload = request.FILES.get("file")
+    try:
+        if upload is None:
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER, "Choose a JSON export to import.", param="file"
+            )
+        if upload.size and upload.size > exports.MAX_IMPORT_BYTES:
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                f"The file has {upload.size} bytes; the limit is {exports.MAX_IMPORT_BYTES}.",
+                param="file",
+            )
+        conversation = exports.conversation_import(owner=request.user, raw=upload.read())
+    except ServiceError as exc:
+        if request.htmx:
+            return render(
+                request,
+                "chat/conversation.html#import-form",
+                {"import_error": exc.message},
+                status=400,
+            )
+        return _page(request, status=400, extra={"import_error": exc.message})
+    url = reverse("chat-conversation", kwargs={"conversation_id": conversation.pk})
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 @login_required
@@ -100,9 +230,8 @@ def conversation_rename(request: AuthedHttpRequest, conversation_id: str) -> Htt
 def conversation_delete(request: AuthedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = access_conversation(request.user, conversation_id)
     services.conversation_delete(conversation=conversation)
-    if request.htmx:
-        return HttpResponseClientRedirect("/chat/")
-    return redirect("chat-index")
+    url = f"{reverse('chat-index')}?undo={conversation.pk}"
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 @login_required
@@ -121,11 +250,7 @@ def conversation_settings(request: AuthedHttpRequest, conversation_id: str) -> H
                 "model", f"Unknown model {form.cleaned_data['model']!r}; pick one from the list."
             )
     if model is None or not form.is_valid():
-        context = {
-            "conversation": conversation,
-            "form": form,
-            "models": chat_models_for(request.user),
-        }
+        context = {"conversation": conversation, **_settings_context(request, conversation, form)}
         return render(request, "chat/conversation.html#settings", context, status=400)
     services.conversation_update_settings(
         conversation=conversation,
@@ -135,19 +260,83 @@ def conversation_settings(request: AuthedHttpRequest, conversation_id: str) -> H
         top_p=form.cleaned_data["top_p"],
         max_tokens=form.cleaned_data["max_tokens"],
     )
+    return _settings_partial(request, conversation, saved="Saved.")
+
+
+def _settings_partial(
+    request: AuthedHttpRequest,
+    conversation: Conversation,
+    *,
+    saved: str = "",
+    preset_error: str = "",
+    status: int = 200,
+) -> HttpResponse:
     context = {
         "conversation": conversation,
-        "form": _settings_form(conversation),
-        "models": chat_models_for(request.user),
-        "saved": True,
+        **_settings_context(request, conversation, None),
+        "saved": saved,
+        "preset_error": preset_error,
     }
-    return render(request, "chat/conversation.html#settings", context)
+    return render(request, "chat/conversation.html#settings", context, status=status)
+
+
+@login_required
+@require_POST
+def preset_apply(request: AuthedHttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = access_conversation(request.user, conversation_id)
+    preset = access_preset(request.user, request.POST.get("preset", ""))
+    services.preset_apply(conversation=conversation, preset=preset)
+    return _settings_partial(request, conversation, saved=f"Applied {preset.name}.")
+
+
+@login_required
+@require_POST
+def preset_save(request: AuthedHttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = access_conversation(request.user, conversation_id)
+    try:
+        preset = services.preset_save(
+            owner=request.user, conversation=conversation, name=request.POST.get("name", "")
+        )
+    except ServiceError as exc:
+        return _settings_partial(request, conversation, preset_error=exc.message, status=400)
+    return _settings_partial(request, conversation, saved=f"Saved as preset {preset.name}.")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def complete(request: AuthedHttpRequest) -> HttpResponse:
+    """Completion mode: a raw prompt in, its continuation out, streamed (static/follow.js)."""
+    models = completion_models_for(request.user)
+    if request.method == "GET":
+        form = CompleteForm(initial={"model": models[0].slug if models else ""})
+        return render(request, "chat/complete.html", {"form": form, "models": models})
+    form = CompleteForm(request.POST)
+    template = "chat/complete.html#complete-result" if request.htmx else "chat/complete.html"
+    context: dict[str, object] = {"form": form, "models": models}
+    if not form.is_valid():
+        return render(request, template, context, status=400)
+    try:
+        model = next(m for m in models if m.slug == form.cleaned_data["model"])
+    except StopIteration:
+        form.add_error("model", "Pick a model from the list.")
+        return render(request, template, context, status=400)
+    try:
+        context["generation"] = services.completion_start(
+            owner=request.user,
+            model=model,
+            prompt=form.cleaned_data["prompt"],
+            params=form.cleaned_data["params"],
+        )
+    except ServiceError as exc:
+        context["error"] = exc.message
+        return render(request, template, context, status=400)
+    return render(request, template, context, status=201)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def compare(request: AuthedHttpRequest) -> HttpResponse:
-    """One prompt to two models side by side; both answers stream at once (static/compare.js)."""
+    """One prompt to two models side by side; both answers stream at once (static/follow.js)."""
     models = chat_models_for(request.user)
     if request.method == "GET":
         slugs = [m.slug for m in models]

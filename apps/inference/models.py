@@ -88,9 +88,13 @@ class Generation(models.Model):
         return self.status not in self.IN_FLIGHT
 
     @property
+    def is_failed(self) -> bool:
+        return self.status == self.Status.FAILED
+
+    @property
     def param_summary(self) -> str:
-        keys = ("temperature", "top_p", "max_tokens")
-        return ", ".join(f"{k} {self.params[k]}" for k in keys if k in self.params)
+        keys = ("temperature", "top_p", "max_tokens", "seed")
+        return ", ".join(f"{k} {self.params[k]}" for k in keys if self.params.get(k) is not None)
 
 
 class EmbeddingBatch(models.Model):

@@ -147,8 +147,8 @@ async def test_another_user_is_refused_and_nothing_is_written(stranger, conversa
             "The message contains a NUL character, which text cannot hold; remove it.",
         ),
         ({"action": "send", "text": 42}, "Type a message first."),
-        ({"action": "dance"}, "Unknown action; use send, stop or regenerate."),
-        (["send", "hello"], "Unknown action; use send, stop or regenerate."),
+        ({"action": "dance"}, "Unknown action; use send, stop, regenerate, rerun or edit."),
+        (["send", "hello"], "Unknown action; use send, stop, regenerate, rerun or edit."),
         ({"action": "regenerate"}, "There is nothing to regenerate yet."),
     ],
 )
@@ -192,6 +192,73 @@ async def test_regenerate_replaces_the_last_answer(owner, conversation):
     assert str(messages[1].generation_id) == second[-1]["generation"]
     # The replaced generation stays on record (usage), detached from the thread.
     assert await database_sync_to_async(Generation.objects.count)() == 2
+    await ws.disconnect()
+
+
+async def test_run_again_repeats_the_last_answer_with_its_version_parameters_and_seed(
+    owner, conversation
+):
+    ws = await communicator(owner, conversation.pk)
+    await ws.connect()
+    await ws.send_json_to({"action": "send", "text": "same again"})
+    await receive_until(ws, "done")
+    first = (await rows(conversation))[1].generation
+    assert isinstance(first.params["seed"], int)  # every answer records its seed
+    assert f"seed {first.params['seed']}" in (await rendered_last_answer(conversation))
+    await ws.send_json_to({"action": "regenerate"})
+    await receive_until(ws, "done")
+    regenerated = (await rows(conversation))[1].generation
+    await ws.send_json_to({"action": "rerun"})
+    events = await receive_until(ws, "done")
+    assert events[0]["type"] == "message" and events[0]["replaces"] is not None
+    again = (await rows(conversation))[1].generation
+    assert again.pk != regenerated.pk
+    assert again.params == regenerated.params  # the seed included
+    assert again.model_version_id == regenerated.model_version_id
+    assert again.output == regenerated.output
+    await ws.disconnect()
+
+
+@database_sync_to_async
+def rendered_last_answer(conversation):
+    from django.template.loader import render_to_string
+
+    answer = conversation.messages.select_related("generation__model_version__model").last()
+    return render_to_string("chat/conversation.html#message", {"message": answer})
+
+
+async def test_editing_a_past_message_replaces_the_turns_after_it(owner, stranger, conversation):
+    ws = await communicator(owner, conversation.pk)
+    await ws.connect()
+    for text in ("first question", "second question"):
+        await ws.send_json_to({"action": "send", "text": text})
+        await receive_until(ws, "done")
+    first_user, first_answer, second_user, second_answer = await rows(conversation)
+
+    # Bad edits change nothing: an answer's id, empty text, another conversation's message.
+    for bad in (
+        {"message": first_answer.pk, "text": "x"},
+        {"message": first_user.pk, "text": "  "},
+        {"message": "nope", "text": "x"},
+    ):
+        await ws.send_json_to({"action": "edit", **bad})
+        assert (await ws.receive_json_from(timeout=5))["type"] == "error"
+    assert len(await rows(conversation)) == 4
+
+    await ws.send_json_to({"action": "edit", "message": first_user.pk, "text": "edited question"})
+    events = await receive_until(ws, "done")
+    assert events[0] == {
+        "type": "removed",
+        "messages": [first_answer.pk, second_user.pk, second_answer.pk],
+    }
+    assert events[1]["replaces"] == first_user.pk and "edited question" in events[1]["html"]
+    messages = await rows(conversation)
+    assert [(m.role, m.text) for m in messages] == [
+        ("user", "edited question"),
+        ("assistant", "Echo: edited question"),
+    ]
+    # The replaced answers' generations stay on record for usage.
+    assert await database_sync_to_async(Generation.objects.count)() == 3
     await ws.disconnect()
 
 
@@ -324,7 +391,7 @@ async def test_a_flood_of_frames_is_refused_and_other_users_are_unaffected(
     for _ in range(25):
         await flood.send_json_to({"action": "dance"})
     replies = [(await flood.receive_json_from(timeout=5))["message"] for _ in range(25)]
-    assert replies.count("Unknown action; use send, stop or regenerate.") == 20
+    assert replies.count("Unknown action; use send, stop, regenerate, rerun or edit.") == 20
     assert replies.count("Too many messages at once; wait a moment.") == 5
 
     other = await communicator(stranger, theirs.pk)

@@ -1,3 +1,5 @@
+import html
+
 import pytest
 from django.urls import reverse
 
@@ -50,15 +52,244 @@ def test_rename_returns_the_sidebar_item(owner_client, conversation):
     assert conversation.title == "Trip plans"
 
 
-def test_delete_removes_the_conversation_and_its_messages(owner_client, conversation):
+def test_delete_hides_at_once_undo_restores_and_old_deletes_are_purged(
+    owner_client, owner, conversation, chat_model
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
     Message.objects.create(conversation=conversation, role="user", content="hi")
     response = owner_client.post(
         reverse("chat-conversation-delete", args=[conversation.pk]), HTTP_HX_REQUEST="true"
     )
     assert response.status_code == 200
-    assert response["HX-Redirect"] == "/chat/"
+    assert response["HX-Redirect"] == f"/chat/?undo={conversation.pk}"
+    url = reverse("chat-conversation", args=[conversation.pk])
+    assert owner_client.get(url).status_code == 404  # gone from sight at once
+    page = owner_client.get(response["HX-Redirect"]).content.decode()
+    assert "Undo" in page and f'href="{url}"' not in page
+    restored = owner_client.post(reverse("chat-conversation-restore", args=[conversation.pk]))
+    assert restored.status_code == 302 and restored["Location"] == url
+    assert owner_client.get(url).status_code == 200
+    assert Message.objects.filter(conversation=conversation).count() == 1
+
+    # Deleted longer ago than the undo window: no undo, and the next delete purges it.
+    owner_client.post(reverse("chat-conversation-delete", args=[conversation.pk]))
+    Conversation.objects.filter(pk=conversation.pk).update(
+        deleted_at=timezone.now() - timedelta(seconds=Conversation.UNDO_SECONDS + 1)
+    )
+    late = owner_client.post(reverse("chat-conversation-restore", args=[conversation.pk]))
+    assert late.status_code == 404
+    other = Conversation.objects.create(owner=owner, model=chat_model)
+    owner_client.post(reverse("chat-conversation-delete", args=[other.pk]))
     assert not Conversation.objects.filter(pk=conversation.pk).exists()
     assert not Message.objects.exists()
+    assert Conversation.objects.filter(pk=other.pk).exists()  # still within its window
+
+
+def test_search_finds_titles_questions_and_answers(owner_client, owner, chat_model):
+    from apps.inference.models import Generation
+
+    def chat(title, question, answer):
+        conversation = Conversation.objects.create(owner=owner, model=chat_model, title=title)
+        Message.objects.create(conversation=conversation, role="user", content=question)
+        generation = Generation.objects.create(
+            user=owner,
+            model_version=chat_model.active_version,
+            kind="chat",
+            status="succeeded",
+            output=answer,
+        )
+        Message.objects.create(conversation=conversation, role="assistant", generation=generation)
+        return conversation
+
+    trip = chat("Holiday plans", "Where should I go in May?", "Try Lisbon.")
+    code = chat("Python help", "How do I sort a dict?", "Use sorted(d.items()).")
+    search = reverse("chat-search")
+
+    def found(query):
+        body = owner_client.get(search, {"q": query}, HTTP_HX_REQUEST="true").content.decode()
+        return {c.pk for c in (trip, code) if f"conv-{c.pk}" in body}
+
+    assert found("holiday") == {trip.pk}  # title, any case
+    assert found("sort a") == {code.pk}  # the user's text
+    assert found("LISBON") == {trip.pk}  # the answer
+    assert found("") == {trip.pk, code.pk}
+    assert "No conversation matches" in owner_client.get(search, {"q": "zebra"}).content.decode()
+    assert found("Lisbon") == {trip.pk}
+    page = owner_client.get(reverse("chat-index"), {"q": "python"}).content.decode()
+    assert f"conv-{code.pk}" in page and f"conv-{trip.pk}" not in page
+
+
+def test_pinned_conversations_come_first(owner_client, owner, chat_model):
+    older = Conversation.objects.create(owner=owner, model=chat_model, title="Zeta chat")
+    Conversation.objects.create(owner=owner, model=chat_model, title="Alpha chat")
+    response = owner_client.post(
+        reverse("chat-conversation-pin", args=[older.pk]), HTTP_HX_REQUEST="true"
+    )
+    body = response.content.decode()
+    assert body.index("Zeta chat") < body.index("Alpha chat")
+    assert 'id="pin-button"' in body and "Unpin" in body and 'hx-swap-oob="true"' in body
+    owner_client.post(reverse("chat-conversation-pin", args=[older.pk]))
+    body = owner_client.get(reverse("chat-index")).content.decode()
+    assert body.index("Alpha chat") < body.index("Zeta chat")
+
+
+def test_export_as_markdown_and_json_then_import_the_json(owner_client, owner, chat_model):
+    import json
+
+    from apps.inference.models import Generation
+
+    conversation = Conversation.objects.create(
+        owner=owner, model=chat_model, title="Capitals", system_prompt="Be brief.", temperature=0.3
+    )
+    Message.objects.create(conversation=conversation, role="user", content="Capital of Peru?")
+    generation = Generation.objects.create(
+        user=owner,
+        model_version=chat_model.active_version,
+        kind="chat",
+        status="succeeded",
+        output="**Lima**",
+        params={"temperature": 0.3, "seed": 42},
+    )
+    Message.objects.create(conversation=conversation, role="assistant", generation=generation)
+    failed = Generation.objects.create(
+        user=owner, model_version=chat_model.active_version, kind="chat", status="failed"
+    )
+    Message.objects.create(conversation=conversation, role="assistant", generation=failed)
+    export = reverse("chat-conversation-export", args=[conversation.pk])
+
+    markdown = owner_client.get(export, {"format": "md"})
+    assert markdown["Content-Disposition"] == 'attachment; filename="capitals.md"'
+    text = markdown.content.decode()
+    assert text.startswith("# Capitals\n") and "**System:** Be brief." in text
+    assert "## You\n\nCapital of Peru?" in text and "**Lima**" in text
+
+    exported = owner_client.get(export, {"format": "json"})
+    data = json.loads(exported.content)
+    assert data["format"] == "playground.conversation" and data["temperature"] == 0.3
+    assert [m["role"] for m in data["messages"]] == ["user", "assistant"]  # not the failed one
+    assert data["messages"][1]["params"]["seed"] == 42
+    assert owner_client.get(export, {"format": "pdf"}).status_code == 400
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("c.json", exported.content, content_type="application/json")
+    response = owner_client.post(reverse("chat-conversation-import"), {"file": upload})
+    imported = Conversation.objects.exclude(pk=conversation.pk).get()
+    assert response["Location"] == reverse("chat-conversation", args=[imported.pk])
+    assert (imported.title, imported.system_prompt, imported.temperature) == (
+        "Capitals",
+        "Be brief.",
+        0.3,
+    )
+    assert [(m.role, m.text) for m in imported.messages.all()] == [
+        ("user", "Capital of Peru?"),
+        ("assistant", "**Lima**"),
+    ]
+    from apps.chat.services import _prompt_messages
+
+    # The imported answer is part of the context of the next question.
+    assert _prompt_messages(imported)[-1] == {"role": "assistant", "content": "**Lima**"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not json", "The file is not JSON"),
+        (b'{"format": "other"}', "Not a conversation export"),
+        (b'{"format": "playground.conversation", "version": 9}', "Unknown export version"),
+        (
+            b'{"format": "playground.conversation", "version": 1, "model": "nope", "messages": []}',
+            "The model 'nope' is not available to you",
+        ),
+        (
+            b'{"format": "playground.conversation", "version": 1, "model": "smollm2-135m-instruct",'
+            b' "messages": [{"role": "system", "content": "x"}]}',
+            "messages[0] needs a",
+        ),
+        (
+            b'{"format": "playground.conversation", "version": 1, "model": "smollm2-135m-instruct",'
+            b' "temperature": 9, "messages": []}',
+            "temperature",
+        ),
+        (
+            b'{"format": "playground.conversation", "version": 1, "model": "smollm2-135m-instruct",'
+            b' "messages": [{"role": "user", "content": "a\\u0000b"}]}',
+            "NUL character",
+        ),
+    ],
+)
+def test_a_bad_import_says_what_to_fix_and_writes_nothing(
+    owner_client, chat_model, content, message
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("c.json", content, content_type="application/json")
+    response = owner_client.post(
+        reverse("chat-conversation-import"), {"file": upload}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 400
+    assert message in html.unescape(response.content.decode())
+    assert not Conversation.objects.exists() and not Message.objects.exists()
+
+
+def test_presets_shipped_saved_and_applied(owner_client, owner, stranger, conversation):
+    from apps.chat.models import Preset
+    from apps.chat.presets import register_shipped_presets
+
+    register_shipped_presets(Preset)  # transactional tests flush migration rows
+    translate = Preset.objects.get(owner=None, name="Translate")
+    apply = reverse("chat-preset-apply", args=[conversation.pk])
+    response = owner_client.post(apply, {"preset": translate.pk}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and "Applied Translate." in response.content.decode()
+    conversation.refresh_from_db()
+    assert conversation.system_prompt.startswith("Translate") and conversation.temperature == 0
+
+    save = reverse("chat-preset-save", args=[conversation.pk])
+    Conversation.objects.filter(pk=conversation.pk).update(temperature=0.9, max_tokens=77)
+    response = owner_client.post(save, {"name": "My translator"}, HTTP_HX_REQUEST="true")
+    assert "Saved as preset My translator." in response.content.decode()
+    mine = Preset.objects.get(owner=owner, name="My translator")
+    assert (mine.temperature, mine.max_tokens) == (0.9, 77)
+    for bad, says in (("", "Give the preset a name"), ("translate", "built-in preset")):
+        response = owner_client.post(save, {"name": bad}, HTTP_HX_REQUEST="true")
+        assert response.status_code == 400 and says in response.content.decode()
+    assert Preset.objects.filter(owner=owner).count() == 1
+
+    # Another account neither sees nor applies it.
+    other = Conversation.objects.create(owner=stranger, model=conversation.model)
+    owner_client.force_login(stranger)
+    page = owner_client.get(reverse("chat-conversation", args=[other.pk])).content.decode()
+    assert "My translator" not in page and "Translate (built in)" in page
+    refused = owner_client.post(reverse("chat-preset-apply", args=[other.pk]), {"preset": mine.pk})
+    assert refused.status_code == 404
+
+
+def test_completion_mode_starts_a_raw_prompt_with_a_seed(owner_client, owner, chat_model):
+    from apps.inference.models import Generation
+
+    url = reverse("chat-complete")
+    assert owner_client.get(url).status_code == 200
+    data = {"model": chat_model.slug, "prompt": "Once upon a time", "temperature": 0.8}
+    response = owner_client.post(url, {**data, "max_tokens": 20}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 201
+    generation = Generation.objects.get(user=owner)
+    assert (generation.kind, generation.prompt, generation.messages) == (
+        "completion",
+        "Once upon a time",
+        None,
+    )
+    seed = generation.params["seed"]
+    assert isinstance(seed, int) and f"seed {seed}" in response.content.decode()
+    again = owner_client.post(url, {**data, "max_tokens": 20, "seed": seed})
+    assert again.status_code == 201
+    assert Generation.objects.filter(user=owner, params__seed=seed).count() == 2
+    for bad, says in (({"prompt": " "}, "Type a prompt first"), ({"max_tokens": 0}, "max_tokens")):
+        response = owner_client.post(url, {**data, "max_tokens": 20, **bad})
+        assert response.status_code == 400 and says in response.content.decode(), bad
+    assert Generation.objects.filter(user=owner).count() == 2
 
 
 @pytest.mark.parametrize(
@@ -68,6 +299,11 @@ def test_delete_removes_the_conversation_and_its_messages(owner_client, conversa
         "chat-conversation-rename",
         "chat-conversation-delete",
         "chat-conversation-settings",
+        "chat-conversation-pin",
+        "chat-conversation-restore",
+        "chat-conversation-export",
+        "chat-preset-apply",
+        "chat-preset-save",
     ],
 )
 def test_another_user_gets_404_and_changes_nothing(client, stranger, conversation, name):
@@ -81,7 +317,8 @@ def test_another_user_gets_404_and_changes_nothing(client, stranger, conversatio
         "top_p": 1,
         "max_tokens": 10,
     }
-    response = client.get(url) if name == "chat-conversation" else client.post(url, data)
+    reads = ("chat-conversation", "chat-conversation-export")
+    response = client.get(url) if name in reads else client.post(url, data)
     assert response.status_code == 404
     conversation.refresh_from_db()
     assert (conversation.title, conversation.system_prompt, conversation.max_tokens) == (

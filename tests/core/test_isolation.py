@@ -20,7 +20,7 @@ from django.utils import timezone
 from apps.accounts.models import ApiKey
 from apps.accounts.services import api_key_issue
 from apps.catalog.models import LanguageModel, ModelVersion
-from apps.chat.models import Conversation, Message
+from apps.chat.models import Conversation, Message, Preset
 from apps.finetuning.models import Dataset, FineTuningJob
 from apps.inference.models import Generation, UsageRecord
 from tests.chat.conftest import communicator
@@ -81,11 +81,17 @@ def owned(owner, chat_model) -> dict[str, object]:
         result_version=tuned,
         finished_at=timezone.now(),
     )
+    binned = Conversation.objects.create(
+        owner=owner, model=chat_model, title=f"{SECRET} deleted", deleted_at=timezone.now()
+    )
+    preset = Preset.objects.create(owner=owner, name=f"{SECRET} preset", system_prompt=SECRET)
     UsageRecord.objects.create(
         user=owner, model=chat_model, source="chat", kind="chat", prompt_tokens=4321
     )
     return {
         "conversation": conversation,
+        "binned": binned,
+        "preset": preset,
         "generation": generation,
         "key": key,
         "raw_key": raw_key,
@@ -106,6 +112,7 @@ def owner_state(owner) -> list[object]:
         list(FineTuningJob.objects.filter(owner=owner).values()),
         list(LanguageModel.objects.filter(owner=owner).values("is_enabled", "visibility")),
         list(UsageRecord.objects.filter(user=owner).values()),
+        list(Preset.objects.filter(owner=owner).values()),
     ]
 
 
@@ -134,6 +141,18 @@ def site_attempts(o: dict[str, object]) -> dict[str, list[tuple[str, str]]]:
         "chat/<uuid:conversation_id>/rename/": [("post", f"/chat/{conversation.pk}/rename/")],
         "chat/<uuid:conversation_id>/delete/": [("post", f"/chat/{conversation.pk}/delete/")],
         "chat/<uuid:conversation_id>/settings/": [("post", f"/chat/{conversation.pk}/settings/")],
+        "chat/<uuid:conversation_id>/export/": [
+            ("get", f"/chat/{conversation.pk}/export/?format=json"),
+            ("get", f"/chat/{conversation.pk}/export/?format=md"),
+        ],
+        "chat/<uuid:conversation_id>/pin/": [("post", f"/chat/{conversation.pk}/pin/")],
+        "chat/<uuid:conversation_id>/restore/": [("post", f"/chat/{o['binned'].pk}/restore/")],
+        "chat/<uuid:conversation_id>/presets/apply/": [
+            ("post", f"/chat/{conversation.pk}/presets/apply/")
+        ],
+        "chat/<uuid:conversation_id>/presets/save/": [
+            ("post", f"/chat/{conversation.pk}/presets/save/")
+        ],
         "accounts/keys/<int:api_key_id>/revoke/": [("post", f"/accounts/keys/{key.pk}/revoke/")],
         "finetuning/datasets/<uuid:dataset_id>/": [("get", f"/finetuning/datasets/{dataset.pk}/")],
         "finetuning/datasets/<uuid:dataset_id>/delete/": [
@@ -233,6 +252,10 @@ def test_lists_and_model_choices_show_nothing_of_another_account(owner, stranger
     assert response.status_code == 400
     mine.refresh_from_db()
     assert mine.model.slug != private
+    apply = site.post(f"/chat/{mine.pk}/presets/apply/", {"preset": owned["preset"].pk})
+    assert apply.status_code == 404
+    mine.refresh_from_db()
+    assert SECRET not in mine.system_prompt
     compare = {"a": private, "b": private, "text": "hi", "temperature": 0, "max_tokens": 8}
     assert site.post("/chat/compare/", compare).status_code == 400
     assert not Generation.objects.filter(user=stranger).exists()

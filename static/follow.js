@@ -1,4 +1,5 @@
-// The compare view: each pane follows its generation on ws/generations/<id>/ (GenerationConsumer).
+// Panes that follow one generation each on ws/generations/<id>/ (GenerationConsumer): the compare
+// view and completion mode. Text goes in as plain text; the figures line shows the timing.
 (function () {
   function follow(pane) {
     const id = pane.dataset.generation;
@@ -24,7 +25,7 @@
       }
     };
   }
-  function scan() { document.querySelectorAll(".pane[data-generation]").forEach(follow); }
+  function scan() { document.querySelectorAll(".pane[data-generation], .continuation[data-generation]").forEach(follow); }
   document.addEventListener("DOMContentLoaded", scan);
   document.addEventListener("htmx:afterSwap", scan);
 })();
