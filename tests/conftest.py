@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -90,26 +91,29 @@ def model_cache_dir() -> Path:
     return settings.MODEL_CACHE_DIR
 
 
+def smollm_tokenizer_from(cache_dir: Path) -> Any:
+    """The packaged SmolLM2's tokenizer (its chat template included)."""
+    from apps.catalog.packaged import PACKAGED
+    from apps.inference.engines.transformers_backend import load_tokenizer
+    from apps.inference.protocol import ModelSpec
+
+    smollm = PACKAGED[0]
+    spec = ModelSpec(
+        key=f"{smollm['slug']}@{smollm['label']}",
+        source_kind="packaged",
+        source=smollm["source"],
+        context_length=smollm["context_length"],
+    )
+    return load_tokenizer(spec, cache_dir)
+
+
 def build_tiny_llama(folder: Path, *, seed: int, cache_dir: Path) -> Path:
     """A small randomly initialised Llama with SmolLM2's tokenizer, saved into ``folder``
     (safetensors); different seeds give different weights, hence different answers."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from apps.catalog.packaged import PACKAGED
-    from apps.inference.engines.transformers_backend import load_tokenizer
-    from apps.inference.protocol import ModelSpec
-
-    smollm = PACKAGED[0]
-    tokenizer = load_tokenizer(
-        ModelSpec(
-            key=f"{smollm['slug']}@{smollm['label']}",
-            source_kind="packaged",
-            source=smollm["source"],
-            context_length=smollm["context_length"],
-        ),
-        cache_dir,
-    )
+    tokenizer = smollm_tokenizer_from(cache_dir)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -26,7 +25,7 @@ from apps.chat.models import Conversation
 from apps.inference.models import Generation
 from tests.chat.conftest import session_cookie
 from tests.conftest import celery_worker, child_database_url
-from tests.helpers import ROOT, Process, RedisServer, child_env, free_port
+from tests.helpers import ROOT, Process, RedisServer, child_env, free_port, wait_for
 
 pytestmark = [pytest.mark.model, pytest.mark.django_db(transaction=True)]
 
@@ -67,15 +66,6 @@ def platform(redis_server, tmp_path) -> Iterator[str]:
         if worker is not None:
             worker.stop()
         web.stop()
-
-
-def wait_for(check, *, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-    return result
 
 
 def test_a_redis_restart_mid_stream_loses_nothing(

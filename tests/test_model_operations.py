@@ -9,8 +9,7 @@ fits one of them, and warms nothing at start.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from apps.catalog.models import LanguageModel, ModelVersion
 from apps.inference.models import Generation, Worker
 from tests.conftest import celery_worker
 from tests.factories import UserFactory
-from tests.helpers import Process
+from tests.helpers import Process, wait_for
 
 pytestmark = [pytest.mark.model, pytest.mark.django_db(transaction=True)]
 
@@ -48,17 +47,6 @@ def ops_worker(django_db_setup, tmp_path_factory) -> Iterator[Process]:
         yield worker
     finally:
         worker.stop()
-
-
-def wait_for(check: Callable[[], object], *, timeout: float = 30, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        time.sleep(0.2)
 
 
 def loaded_on_worker() -> list[str]:

@@ -91,24 +91,35 @@ def conversation_update_settings(
     return conversation
 
 
-def _check_text(text: str) -> str:
-    text = text.strip()
-    if not text:
-        raise ServiceError(ErrorCode.INVALID_PARAMETER, "Type a message first.", param="text")
+def _check_text(text: str, *, what: str = "message", param: str = "text", strip: bool = True) -> str:
+    """``text`` (stripped, unless ``strip`` is off: a raw prompt is kept as typed) if it is
+    not blank, holds no NUL and is within CHAT_MAX_MESSAGE_CHARS; ServiceError otherwise."""
+    if strip:
+        text = text.strip()
+    if not text.strip():
+        raise ServiceError(ErrorCode.INVALID_PARAMETER, f"Type a {what} first.", param=param)
     if "\x00" in text:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            "The message contains a NUL character, which text cannot hold; remove it.",
-            param="text",
+            f"The {what} contains a NUL character, which text cannot hold; remove it.",
+            param=param,
         )
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if len(text) > limit:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            f"The message has {len(text)} characters; the limit is {limit}. Shorten it.",
-            param="text",
+            f"The {what} has {len(text)} characters; the limit is {limit}. Shorten it.",
+            param=param,
         )
     return text
+
+
+def _check_quota(owner: User) -> None:
+    """ServiceError (quota_exceeded) when ``owner`` has used up their daily tokens."""
+    try:
+        token_window(owner)
+    except LimitExceeded as exceeded:
+        raise ServiceError(ErrorCode.QUOTA_EXCEEDED, exceeded.message) from None
 
 
 def _lock(conversation: Conversation) -> None:
@@ -144,10 +155,7 @@ def _start_answer(
 ) -> Message:
     """A new answer to the conversation as it stands, with its settings and a fresh seed; or,
     with ``again``, that answer's model version, parameters and seed (the same text)."""
-    try:
-        token_window(owner)
-    except LimitExceeded as exceeded:
-        raise ServiceError(ErrorCode.QUOTA_EXCEEDED, exceeded.message) from None
+    _check_quota(owner)
     model = again.model_version.model if again else conversation.model
     if model not in chat_models_for(owner):
         raise ServiceError(
@@ -277,10 +285,7 @@ def chat_compare_start(
     """One prompt to several models at once (the compare view): one generation each, with the same
     parameters. Preconditions: the models came from ``access_model``; ``params`` are validated."""
     text = _check_text(text)
-    try:
-        token_window(owner)
-    except LimitExceeded as exceeded:
-        raise ServiceError(ErrorCode.QUOTA_EXCEEDED, exceeded.message) from None
+    _check_quota(owner)
     return [
         generation_create(
             user=owner,
@@ -340,18 +345,8 @@ def completion_start(
     """Completion mode: continue ``prompt`` as it stands. A seed is chosen when none is given,
     so the answer can be run again exactly. Precondition: ``model`` is one of
     ``completion_models_for(owner)``."""
-    if not prompt.strip():
-        raise ServiceError(ErrorCode.INVALID_PARAMETER, "Type a prompt first.", param="prompt")
-    if "\x00" in prompt:
-        raise ServiceError(
-            ErrorCode.INVALID_PARAMETER,
-            "The prompt contains a NUL character, which text cannot hold; remove it.",
-            param="prompt",
-        )
-    try:
-        token_window(owner)
-    except LimitExceeded as exceeded:
-        raise ServiceError(ErrorCode.QUOTA_EXCEEDED, exceeded.message) from None
+    prompt = _check_text(prompt, what="prompt", param="prompt", strip=False)
+    _check_quota(owner)
     if params.seed is None:
         params = params.model_copy(update={"seed": secrets.randbelow(2**31)})
     return generation_create(

@@ -17,7 +17,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from apps.accounts.models import ApiKey
+from apps.accounts.models import ApiKey, User
 from apps.accounts.services import api_key_issue
 from apps.catalog.models import LanguageModel, ModelVersion
 from apps.chat.models import Conversation, Message, Preset
@@ -47,7 +47,7 @@ def owned(owner, chat_model) -> dict[str, object]:
         output=f"{SECRET} answer",
     )
     Message.objects.create(conversation=conversation, role="assistant", generation=generation)
-    key, raw_key = api_key_issue(
+    key, _ = api_key_issue(
         user=owner,
         name=f"{SECRET} key",
         scopes=[ApiKey.Scope.INFERENCE, ApiKey.Scope.FINE_TUNING],
@@ -94,7 +94,6 @@ def owned(owner, chat_model) -> dict[str, object]:
         "preset": preset,
         "generation": generation,
         "key": key,
-        "raw_key": raw_key,
         "dataset": dataset,
         "model": model,
         "job": job,
@@ -114,6 +113,16 @@ def owner_state(owner) -> list[object]:
         list(UsageRecord.objects.filter(user=owner).values()),
         list(Preset.objects.filter(owner=owner).values()),
     ]
+
+
+def as_account(user: User) -> tuple[Client, Client]:
+    """A signed-in site client and an API client with a key of every scope, both ``user``'s."""
+    _, key = api_key_issue(
+        user=user, name="all scopes", scopes=[ApiKey.Scope.INFERENCE, ApiKey.Scope.FINE_TUNING]
+    )
+    site = Client()
+    site.force_login(user)
+    return site, Client(HTTP_AUTHORIZATION=f"Bearer {key}")
 
 
 def routes_with_ids() -> set[str]:
@@ -188,19 +197,9 @@ NOT_OWNED = {"finetuning/demo/<str:name>"}  # the shipped demo files, the same f
 def test_every_object_route_is_404_for_another_account_and_changes_nothing(owner, stranger, owned):
     attempts = site_attempts(owned)
     assert routes_with_ids() - NOT_OWNED == set(attempts), "a route is missing from the sweep"
+    site, api = as_account(stranger)
+    owner_site, owner_api = as_account(owner)
     before = owner_state(owner)
-
-    _, stranger_key = api_key_issue(
-        user=stranger,
-        name="stranger",
-        scopes=[ApiKey.Scope.INFERENCE, ApiKey.Scope.FINE_TUNING],
-    )
-    site = Client()
-    site.force_login(stranger)
-    api = Client(HTTP_AUTHORIZATION=f"Bearer {stranger_key}")
-    owner_site = Client()
-    owner_site.force_login(owner)
-    owner_api = Client(HTTP_AUTHORIZATION=f"Bearer {owned['raw_key']}")
     for route, tries in attempts.items():
         for method, path in tries:
             client = api if path.startswith("/v1/") else site
@@ -218,14 +217,7 @@ def test_every_object_route_is_404_for_another_account_and_changes_nothing(owner
 
 
 def test_lists_and_model_choices_show_nothing_of_another_account(owner, stranger, owned):
-    _, stranger_key = api_key_issue(
-        user=stranger,
-        name="stranger",
-        scopes=[ApiKey.Scope.INFERENCE, ApiKey.Scope.FINE_TUNING],
-    )
-    site = Client()
-    site.force_login(stranger)
-    api = Client(HTTP_AUTHORIZATION=f"Bearer {stranger_key}")
+    site, api = as_account(stranger)
     for page in ("/chat/", "/accounts/keys/", "/accounts/usage/", "/finetuning/", "/chat/compare/"):
         response = site.get(page)
         assert response.status_code == 200, page

@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from apps.catalog.packaged import PACKAGED
 from apps.inference.engines.text import chat_prompt_ids
-from apps.inference.engines.transformers_backend import load_tokenizer
-from apps.inference.protocol import ModelSpec
+from tests.conftest import smollm_tokenizer_from
 
 
 @pytest.fixture(scope="module")
 def tokenizer(model_cache_dir):
-    smollm = PACKAGED[0]
-    spec = ModelSpec(
-        key=f"{smollm['slug']}@{smollm['label']}",
-        source_kind="packaged",
-        source=smollm["source"],
-        context_length=smollm["context_length"],
-    )
-    return load_tokenizer(spec, model_cache_dir)
+    return smollm_tokenizer_from(model_cache_dir)
 
 
 def whole(tokenizer, messages) -> list[int]:

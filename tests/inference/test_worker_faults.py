@@ -4,8 +4,6 @@ worker killed mid-answer, and a worker stopped for a deploy."""
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable
 
 import pytest
 from django.db import transaction
@@ -15,19 +13,11 @@ from apps.inference.models import Generation, Worker
 from apps.inference.protocol import SamplingParams
 from apps.inference.services import generation_create, generation_run
 from tests.conftest import celery_worker
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.model, pytest.mark.django_db(transaction=True)]
 
 LONG = [{"role": "user", "content": "Count from 1 to 500, separated by commas."}]
-
-
-def wait_for(check: Callable[[], object], *, timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-    return result
 
 
 def start_answer(owner, chat_model, max_tokens: int) -> Generation:
