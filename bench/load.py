@@ -27,8 +27,8 @@ sys.path.insert(0, str(HERE))
 from run import (  # noqa: E402  (sets the bench database and Redis in the environment)
     LOGS,
     PYTHON,
-    ROOT,
     WEB_PORT,
+    WORKER,
     ensure_database,
     log,
     start,
@@ -226,23 +226,7 @@ def main() -> None:
     log(f"{USERS} chat users and {CLIENTS} API clients for {SECONDS:.0f} s, {TOKENS} tokens each")
     base = f"http://127.0.0.1:{WEB_PORT}"
     web = start("load-web", [PYTHON, "manage.py", "serve", "--port", str(WEB_PORT)])
-    worker = start(
-        "load-worker",
-        [
-            str(ROOT / ".venv/bin/celery"),
-            "-A",
-            "playground",
-            "worker",
-            "-Q",
-            "inference",
-            "--pool",
-            "threads",
-            "--concurrency",
-            "32",
-            "--loglevel",
-            "INFO",
-        ],
-    )
+    worker = start("load-worker", WORKER)
     try:
         wait_http(f"{base}/readyz", 600)
 

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.db.models import Q
 from django.http import Http404
+from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.catalog.models import LanguageModel
@@ -62,10 +64,6 @@ def access_preset(user: User, preset_id: object) -> Preset:
 
 def deleted_conversation(user: User, conversation_id: object) -> Conversation:
     """``user``'s conversation deleted within the undo window; 404 otherwise."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     cutoff = timezone.now() - timedelta(seconds=Conversation.UNDO_SECONDS)
     try:
         key = uuid.UUID(str(conversation_id))

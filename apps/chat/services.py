@@ -91,7 +91,9 @@ def conversation_update_settings(
     return conversation
 
 
-def _check_text(text: str, *, what: str = "message", param: str = "text", strip: bool = True) -> str:
+def _check_text(
+    text: str, *, what: str = "message", param: str = "text", strip: bool = True
+) -> str:
     """``text`` (stripped, unless ``strip`` is off: a raw prompt is kept as typed) if it is
     not blank, holds no NUL and is within CHAT_MAX_MESSAGE_CHARS; ServiceError otherwise."""
     if strip:

@@ -1,4 +1,5 @@
-"""The embedded default's channel layer: Channels' in-memory layer, made safe across threads.
+"""Channel layers: what the Redis layer raises while Redis is away, and the embedded default's
+layer, Channels' in-memory one made safe across threads.
 
 In the embedded default the Celery worker runs as threads of the server process, and each
 ``async_to_sync(group_send)`` call there runs on a short-lived event loop of its own. The stock
@@ -14,6 +15,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer
+from redis.exceptions import RedisError
+
+# What a channel layer raises while Redis is down or restarting.
+LAYER_ERRORS = (RedisError, OSError)
 
 
 class ThreadSafeInMemoryChannelLayer(InMemoryChannelLayer):

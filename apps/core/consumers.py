@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from apps.inference.streaming import LAYER_ERRORS
+from .channel_layers import LAYER_ERRORS
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from redis.exceptions import RedisError
+
+from apps.core.channel_layers import LAYER_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,6 @@ logger = logging.getLogger(__name__)
 RECHECK_SECONDS = 5.0
 # How often a follower without a channel layer reads the row instead.
 POLL_SECONDS = 0.5
-# What a channel layer raises while Redis is down or restarting.
-LAYER_ERRORS = (RedisError, OSError)
 
 
 def generation_group(generation_id: object) -> str:
@@ -61,21 +60,19 @@ def _publisher_loop() -> asyncio.AbstractEventLoop:
         return _publisher
 
 
-def publish_to(group: str, event: dict[str, Any]) -> bool:
+def publish_to(group: str, event: dict[str, Any]) -> None:
     """Send ``event`` to ``group`` from sync code (not from an event loop's thread); returns once
     the channel layer has taken it, so one thread's events keep their order. A layer that fails
-    is logged and False returned: readers fall back on the database, the record."""
+    is logged, not raised: readers fall back on the database, the record."""
     layer = get_channel_layer()
     if layer is None:
-        return True
+        return
     future = asyncio.run_coroutine_threadsafe(layer.group_send(group, event), _publisher_loop())
     try:
         future.result(timeout=30)
     except (*LAYER_ERRORS, TimeoutError) as exc:
         future.cancel()
         logger.warning("could not publish to %s: %r", group, exc)
-        return False
-    return True
 
 
 async def follow(generation_ids: list[str]) -> AsyncGenerator[tuple[str, str, Any]]:

@@ -172,33 +172,18 @@ def test_the_reaper_fails_only_the_answers_of_gone_workers_and_the_run_cannot_un
 
     now = timezone.now()
     old = now - timedelta(minutes=5)
-    Worker.objects.create(
-        hostname="gone@x",
-        host="x",
-        pid=1,
-        queues=["inference"],
-        device="CPU",
-        started_at=old,
-        last_seen=old,
-    )
-    Worker.objects.create(
-        hostname="alive@x",
-        host="x",
-        pid=2,
-        queues=["inference"],
-        device="CPU",
-        started_at=old,
-        last_seen=now,
-    )
-    Worker.objects.create(
-        hostname="restarted@x",
-        host="x",
-        pid=3,
-        queues=["inference"],
-        device="CPU",
-        started_at=now,
-        last_seen=now,
-    )
+    for pid, (hostname, started_at, last_seen) in enumerate(
+        (("gone@x", old, old), ("alive@x", old, now), ("restarted@x", now, now)), start=1
+    ):
+        Worker.objects.create(
+            hostname=hostname,
+            host="x",
+            pid=pid,
+            queues=["inference"],
+            device="CPU",
+            started_at=started_at,
+            last_seen=last_seen,
+        )
     rows = {
         name: make(
             owner,
