@@ -63,6 +63,7 @@ class CompleteForm(forms.Form):
     model = forms.CharField(max_length=200)
     prompt = forms.CharField(
         max_length=32000,
+        strip=False,  # a raw prompt is continued as typed: a trailing space or newline counts
         widget=forms.Textarea(attrs={"rows": 6}),
         error_messages={"required": "Type a prompt first."},
     )

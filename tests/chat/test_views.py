@@ -272,13 +272,13 @@ def test_completion_mode_starts_a_raw_prompt_with_a_seed(owner_client, owner, ch
 
     url = reverse("chat-complete")
     assert owner_client.get(url).status_code == 200
-    data = {"model": chat_model.slug, "prompt": "Once upon a time", "temperature": 0.8}
+    data = {"model": chat_model.slug, "prompt": "Once upon a time,\n", "temperature": 0.8}
     response = owner_client.post(url, {**data, "max_tokens": 20}, HTTP_HX_REQUEST="true")
     assert response.status_code == 201
     generation = Generation.objects.get(user=owner)
     assert (generation.kind, generation.prompt, generation.messages) == (
         "completion",
-        "Once upon a time",
+        "Once upon a time,\n",  # as typed, its last newline kept
         None,
     )
     seed = generation.params["seed"]
