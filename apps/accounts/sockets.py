@@ -1,9 +1,20 @@
-"""Every WebSocket of a signed-in user joins the user's group, so that deactivating the account
-closes its open sockets at once (``user_sockets_close``)."""
+"""Every WebSocket of a signed-in user closes when the account is deactivated: at once through the
+user's channel-layer group (``user_sockets_close``), or, while the channel layer is away (Redis
+restarting), at the socket's next look at the account."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+from channels.db import database_sync_to_async
+
+from apps.core.channel_layers import Listener, publish_to
+
+from .models import User
+
+# While the channel layer is away, a socket looks at its account this often.
+ACCOUNT_CHECK_SECONDS = 5.0
 
 
 def user_group(user_id: object) -> str:
@@ -11,27 +22,43 @@ def user_group(user_id: object) -> str:
 
 
 class ClosedOnDeactivation:
-    """Mixin for AsyncJsonWebsocketConsumer: call ``join_user_group`` after accepting and
-    ``leave_user_group`` on disconnect."""
+    """Mixin for an AsyncJsonWebsocketConsumer: call ``watch_deactivation`` after accepting and
+    ``stop_watching`` on disconnect. The watch runs on a channel of its own (``Listener``), so it
+    needs none of the consumer's and outlives a Redis restart."""
 
-    channel_layer: Any
-    channel_name: str
     scope: Any
+    _deactivation_watch: asyncio.Task[None] | None = None
 
-    async def join_user_group(self) -> None:
-        await self.channel_layer.group_add(user_group(self.scope["user"].pk), self.channel_name)
+    def watch_deactivation(self) -> None:
+        self._deactivation_watch = asyncio.create_task(self._watch_account())
 
-    async def leave_user_group(self) -> None:
-        user = self.scope.get("user")
-        if user is not None and user.pk is not None:
-            await self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
+    def stop_watching(self) -> None:
+        if self._deactivation_watch is not None:
+            self._deactivation_watch.cancel()
 
-    async def user_deactivated(self, message: dict[str, Any]) -> None:
+    async def _watch_account(self) -> None:
+        user_id = self.scope["user"].pk
+        loop = asyncio.get_running_loop()
+        next_look = 0.0
+        async with Listener([user_group(user_id)]) as listener:
+            while True:
+                message = await listener.next(60)
+                if message is not None:
+                    if message.get("type") == "user.deactivated":
+                        break
+                    continue
+                if listener.up or loop.time() < next_look:
+                    continue
+                next_look = loop.time() + ACCOUNT_CHECK_SECONDS
+                if not await database_sync_to_async(_is_active)(user_id):
+                    break
         await self.close(code=4403)  # type: ignore[attr-defined]
+
+
+def _is_active(user_id: int) -> bool:
+    return User.objects.filter(pk=user_id, is_active=True).exists()
 
 
 def user_sockets_close(*, user_id: object) -> None:
     """Close every open WebSocket of the user ``user_id`` (from sync code)."""
-    from apps.inference.streaming import publish_to
-
     publish_to(user_group(user_id), {"type": "user.deactivated"})

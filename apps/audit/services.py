@@ -3,13 +3,14 @@ keys, quotas and account settings goes through ``audit_record``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
-from apps.accounts.models import User
-
 from .models import AuditEntry
+
+if TYPE_CHECKING:
+    from apps.accounts.models import User
 
 # Never copied into the log, whatever the form says changed.
 SECRET_FIELDS = frozenset({"password", "key_hash"})

@@ -5,10 +5,10 @@ from typing import Any
 from django import forms
 
 from apps.core.errors import ServiceError
+from apps.core.sources import local_folder, packaged_source_problem
 from apps.inference.protocol import SamplingParams
 
 from .models import ModelVersion
-from .sources import local_folder
 
 # What a version's defaults may set: the request-level knobs, not a seed.
 DEFAULTABLE = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "stop")
@@ -43,9 +43,9 @@ class ModelVersionForm(forms.ModelForm):
             except ValueError as exc:
                 self.add_error("source", str(exc))
         if kind == ModelVersion.Source.PACKAGED and source:
-            package, _, inside = source.partition("/")
-            if not package or not inside or inside.startswith("/") or ".." in inside.split("/"):
-                self.add_error("source", "Give '<python package>/<path inside it>', without '..'.")
+            problem = packaged_source_problem(source)
+            if problem:
+                self.add_error("source", problem)
         if (
             kind == ModelVersion.Source.ADAPTER
             and "base_version" not in self.fields

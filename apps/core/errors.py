@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 class ErrorCode(StrEnum):
     INVALID_PARAMETER = "invalid_parameter"
+    INVALID_FILE = "invalid_file"
     CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
     MODEL_NOT_FOUND = "model_not_found"
     MODEL_LOAD_FAILED = "model_load_failed"

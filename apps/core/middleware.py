@@ -1,19 +1,52 @@
-"""Answering 503 while the database or Redis is away, instead of a 500 that looks like a bug."""
+"""Middleware: 503 while the database or Redis is away (instead of a 500 that looks like a bug),
+the Content-Security-Policy header, and the shape of a middleware that looks at every answer."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.decorators import sync_and_async_middleware
 
 from .queues import BROKER_ERRORS
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
+
+After = Callable[[HttpRequest, HttpResponse, float], None]
+
+
+def response_middleware(after: After) -> Callable[[Any], Any]:
+    """A middleware, sync and async (so async views stay async), that calls ``after(request,
+    response, started)`` on every answer, ``started`` being ``time.monotonic()`` on arrival."""
+
+    @sync_and_async_middleware
+    def factory(get_response: Any) -> Any:
+        if iscoroutinefunction(get_response):
+
+            async def middleware(request: HttpRequest) -> HttpResponse:
+                started = time.monotonic()
+                response = await get_response(request)
+                after(request, response, started)
+                return response  # type: ignore[no-any-return]
+
+        else:
+
+            def middleware(request: HttpRequest) -> HttpResponse:  # type: ignore[misc]
+                started = time.monotonic()
+                response = get_response(request)
+                after(request, response, started)
+                return response  # type: ignore[no-any-return]
+
+        return middleware
+
+    return factory
 
 
 class ServiceUnavailableMiddleware:
@@ -81,26 +114,9 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
-class ContentSecurityPolicyMiddleware:
-    """Adds the Content-Security-Policy header to every answer that does not set its own."""
+def _set_policy(request: HttpRequest, response: HttpResponse, started: float) -> None:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
 
-    sync_capable = True
-    async_capable = True
 
-    def __init__(self, get_response: Any) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> Any:
-        if self.is_async:
-            return self._acall(request)
-        response = self.get_response(request)
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        return response
-
-    async def _acall(self, request: HttpRequest) -> HttpResponse:
-        response = await self.get_response(request)
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        return response  # type: ignore[no-any-return]
+# Adds the Content-Security-Policy header to every answer that does not set its own.
+ContentSecurityPolicyMiddleware = response_middleware(_set_policy)

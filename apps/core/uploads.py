@@ -1,0 +1,11 @@
+"""Uploaded files: the one refusal of a file over its size limit, said before it is read."""
+
+from __future__ import annotations
+
+from django.core.files.uploadedfile import UploadedFile
+
+
+def too_large(upload: UploadedFile, limit: int) -> str:
+    """What to tell the sender of ``upload`` when it has more than ``limit`` bytes, else ""."""
+    size = upload.size or 0
+    return f"The file has {size} bytes; the limit is {limit}." if size > limit else ""
