@@ -4,19 +4,17 @@ The database is the record of work to do; a broker message is only the doorbell.
 for a worker (a queued generation, embedding batch or fine-tuning job, an uncounted dataset)
 carries ``sent_at``, when its message was last sent. A message can be lost: the web process could
 not reach the broker, or Redis restarted without its data. So every worker's heartbeat rings again
-for rows that have waited longer than REQUEUE_SECONDS (``requeue_stale``). A duplicate message is
-harmless: workers claim a row with a compare-and-set, and a claimed or finished row is left alone.
+for rows that have waited longer than REQUEUE_SECONDS (``apps.core.work.work_requeue_stale``). A
+duplicate message is harmless: workers claim a row with a compare-and-set.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from django.db import models, transaction
-from django.utils import timezone
+from django.db import transaction
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
@@ -44,26 +42,3 @@ def enqueue_on_commit(task: Any, row_id: object) -> None:
             )
 
     transaction.on_commit(send)
-
-
-def requeue_stale(waiting: models.QuerySet[Any], task: Any, *, older_than: float) -> int:
-    """Send ``task`` again for each row of ``waiting`` (rows still waiting for a worker) whose
-    message went out more than ``older_than`` seconds ago. Each row is sent once per interval
-    whichever workers sweep at the same time (the rows are claimed with SKIP LOCKED). Returns
-    how many were sent."""
-    now = timezone.now()
-    with transaction.atomic():
-        stale = waiting.filter(sent_at__lt=now - timedelta(seconds=older_than))
-        ids = list(
-            stale.select_for_update(skip_locked=True)
-            .order_by("sent_at")
-            .values_list("pk", flat=True)[:1000]
-        )
-        waiting.model.objects.filter(pk__in=ids).update(sent_at=now)
-        for pk in ids:
-            enqueue_on_commit(task, pk)
-    if ids:
-        logger.warning(
-            "sent %d %s messages again (waiting over %.0f s)", len(ids), task.name, older_than
-        )
-    return len(ids)

@@ -46,7 +46,7 @@ class FineTuningJobAdmin(ReadOnlyAdmin):
         "step",
         "total_steps",
         "worker",
-        "heartbeat_at",
+        "progress_at",
         "result_version",
         "created_at",
     )

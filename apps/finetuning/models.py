@@ -10,6 +10,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from apps.core.models import WorkRecord, WorkStatus
+
 
 def _dataset_path(instance: Dataset, filename: str) -> str:
     # Generated names only: the client's file name is kept for display, never used as a path.
@@ -78,14 +80,17 @@ class Dataset(models.Model):
         return self.tokens is not None or bool(self.analysis_error)
 
 
-class FineTuningJob(models.Model):
+class FineTuningJob(WorkRecord):
+    """A job on the training queue: its data, method and settings, its progress, and the model it
+    deployed. Not resumable: a job whose worker is lost fails (``worker_lost``)."""
+
     class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
+        QUEUED = WorkStatus.QUEUED.value, "Queued"
         VALIDATING = "validating", "Validating"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+        RUNNING = WorkStatus.RUNNING.value, "Running"
+        SUCCEEDED = WorkStatus.SUCCEEDED.value, "Succeeded"
+        FAILED = WorkStatus.FAILED.value, "Failed"
+        CANCELLED = WorkStatus.CANCELLED.value, "Cancelled"
 
     class Kind(models.TextChoices):
         CHAT = "chat", "Chat model"
@@ -101,8 +106,8 @@ class FineTuningJob(models.Model):
         Kind.CLASSIFICATION: (Method.FULL, Method.HEAD),
     }
 
-    ACTIVE = (Status.QUEUED, Status.VALIDATING, Status.RUNNING)
     WORKING = (Status.VALIDATING, Status.RUNNING)
+    ACTIVE = (Status.QUEUED, *WORKING)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
@@ -121,24 +126,19 @@ class FineTuningJob(models.Model):
     hyperparameters = models.JSONField()  # apps.finetuning.schemas.Hyperparameters, validated
     suffix = models.CharField(max_length=40, blank=True)
 
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    error_code = models.CharField(max_length=50, blank=True)
-    error_message = models.TextField(blank=True)
-    cancel_requested = models.BooleanField(default=False)
-    attempts = models.PositiveIntegerField(default=0)
-    worker = models.CharField(max_length=255, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    sent_at = models.DateTimeField(default=timezone.now)  # as Dataset.sent_at
-
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     trained_tokens = models.PositiveBigIntegerField(default=0)
     train_rows = models.PositiveIntegerField(default=0)
     validation_rows = models.PositiveIntegerField(default=0)
+    progress_at = models.DateTimeField(null=True, blank=True)  # when the last step was recorded
     # chat: {"base": {"loss", "perplexity"}, "tuned": {...}, "samples": [{"prompt", "expected",
     # "base", "tuned"}]}; classification: {"labels", "splits", "test": <metrics>, "baselines":
     # {"majority": <metrics>, "tfidf_logreg": <metrics>}, "predictions": [{"line", "text",
-    # "label", "predicted", "scores"}]} (apps.finetuning.metrics)
+    # "label", "predicted", "scores"}]} (apps.finetuning.scores)
     evaluation = models.JSONField(default=dict, blank=True)
     result_version = models.OneToOneField(
         "catalog.ModelVersion",
@@ -148,14 +148,10 @@ class FineTuningJob(models.Model):
         related_name="finetune_job",
     )
 
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
     training_started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
+    class Meta(WorkRecord.Meta):
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "heartbeat_at"])]
 
     def __str__(self) -> str:
         return f"ftjob-{self.id.hex[:12]}"
@@ -163,10 +159,6 @@ class FineTuningJob(models.Model):
     @property
     def openai_id(self) -> str:
         return f"ftjob-{self.id.hex}"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status not in self.ACTIVE
 
     @property
     def fine_tuned_model(self) -> str | None:
@@ -189,8 +181,8 @@ class FineTuningJob(models.Model):
         """Remaining training time at the pace so far (evaluation at the end not included)."""
         if self.status != self.Status.RUNNING or not self.step or not self.training_started_at:
             return None
-        assert self.heartbeat_at is not None
-        elapsed = (self.heartbeat_at - self.training_started_at).total_seconds()
+        assert self.progress_at is not None
+        elapsed = (self.progress_at - self.training_started_at).total_seconds()
         return max(0, math.ceil(elapsed / self.step * (self.total_steps - self.step)))
 
 
