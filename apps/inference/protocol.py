@@ -5,7 +5,7 @@ Nothing here imports Django models or torch, so the web tier, the worker and the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -73,18 +73,33 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class Resume:
+    """Where an answer a lost worker began stands: the tokens it generated and the text of them
+    already streamed. The engine reads the prompt and these tokens, then goes on from there as if
+    it had generated them itself (``max_tokens`` counts them; the stop sequences see their text)."""
+
+    token_ids: tuple[int, ...]
+    text: str
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     request_id: str
     params: SamplingParams
     messages: list[dict[str, str]] | None = None  # chat: rendered through the chat template
     prompt: str | None = None  # completion: used as it is
     deadline_s: float | None = None  # wall-clock budget from submission
+    resume: Resume | None = None  # continue an answer from its stored tokens
 
 
 @dataclass(frozen=True)
 class TokenDelta:
     text: str
-    tokens: int  # new tokens this delta covers
+    token_ids: tuple[int, ...]  # the new tokens this delta covers (their text may be held back)
+
+    @property
+    def tokens(self) -> int:
+        return len(self.token_ids)
 
 
 @dataclass(frozen=True)
@@ -96,9 +111,10 @@ class Finished:
 
 @dataclass(frozen=True)
 class EngineError:
+    """A request the engine could not serve; whether trying again can help is ``code.retryable``."""
+
     code: ErrorCode
     message: str
-    retryable: bool = field(default=False)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import os
 import queue
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -30,12 +30,13 @@ from apps.inference.protocol import (
     Finished,
     GenerationRequest,
     ModelSpec,
+    Resume,
     SamplingParams,
     TokenDelta,
 )
 
-from .scheduler import EngineThread, Submission
 from .text import IncrementalDetokenizer, StopTextTracker, chat_prompt_ids
+from .thread import EngineThread, Submission
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +52,22 @@ class Sequence:
     detokenizer: IncrementalDetokenizer
     generator: torch.Generator
     seen: set[int]  # prompt and output ids, for the repetition penalty
+    resumed: list[int] = field(default_factory=list)  # tokens a lost worker generated before
     length: int = 0  # positions in its cache row
     last_token: int = -1  # sampled, not yet in the cache
     generated: int = 0
-    unsent_tokens: int = 0  # generated but not yet covered by a TokenDelta
+    unsent: list[int] = field(default_factory=list)  # generated, not yet in a TokenDelta
     prefilled: bool = False
     text: str = ""
 
     @property
     def params(self) -> SamplingParams:
         return self.submission.request.params
+
+    @property
+    def context_ids(self) -> list[int]:
+        """What is read before the next token: the prompt, and the tokens of a resumed answer."""
+        return self.prompt_ids + self.resumed
 
     @property
     def reserved_positions(self) -> int:
@@ -107,7 +114,6 @@ class BatchingEngine(EngineThread):
                 sequence.submission,
                 ErrorCode.INTERNAL,
                 "The model failed while generating; try again.",
-                retryable=True,
             )
 
     def _take_submissions(self, *, block: bool) -> None:
@@ -123,7 +129,7 @@ class BatchingEngine(EngineThread):
     def _unload(self) -> None:
         message = "The model was unloaded from this worker; try again."
         for sequence in [*self.active, *self.waiting]:
-            self._error(sequence.submission, ErrorCode.MODEL_UNLOADED, message, retryable=True)
+            self._error(sequence.submission, ErrorCode.MODEL_UNLOADED, message)
         self.active.clear()
         self.waiting.clear()
         self.decoder = self.tokenizer = None
@@ -153,16 +159,37 @@ class BatchingEngine(EngineThread):
         generator.manual_seed(
             params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
         )
-        self.waiting.append(
-            Sequence(
-                submission=submission,
-                prompt_ids=prompt_ids,
-                tracker=StopTextTracker(params.stop),
-                detokenizer=IncrementalDetokenizer(self.tokenizer),
-                generator=generator,
-                seen=set(prompt_ids),
-            )
+        sequence = Sequence(
+            submission=submission,
+            prompt_ids=prompt_ids,
+            tracker=StopTextTracker(params.stop),
+            detokenizer=IncrementalDetokenizer(self.tokenizer),
+            generator=generator,
+            seen=set(prompt_ids),
         )
+        if request.resume is not None and not self._resume(sequence, request.resume):
+            return
+        self.waiting.append(sequence)
+
+    def _resume(self, sequence: Sequence, resume: Resume) -> bool:
+        """Take over an answer from its stored tokens: they count as generated, their text as
+        streamed up to ``resume.text`` (the rest is what the stop tracker still held back)."""
+        for token in resume.token_ids:
+            sequence.text += sequence.detokenizer.push(token)
+        if not sequence.text.startswith(resume.text):
+            logger.error("resumed tokens of %s do not give its text", request_id_of(sequence))
+            self._error(
+                sequence.submission,
+                ErrorCode.INTERNAL,
+                "The answer could not be continued from where it stopped; try again.",
+            )
+            return False
+        sequence.resumed = list(resume.token_ids)
+        sequence.generated = len(resume.token_ids)
+        sequence.seen.update(resume.token_ids)
+        sequence.tracker.update(sequence.text)
+        sequence.tracker.sent = len(resume.text)
+        return True
 
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
@@ -201,7 +228,7 @@ class BatchingEngine(EngineThread):
         tokens = 0
         while self.waiting and len(self.active) + len(batch) < self.max_batch:
             sequence = self.waiting[0]
-            if batch and tokens + len(sequence.prompt_ids) > PREFILL_TOKENS:
+            if batch and tokens + len(sequence.context_ids) > PREFILL_TOKENS:
                 break
             if not self._fits([*batch, sequence]):
                 if self.active or batch:
@@ -216,7 +243,7 @@ class BatchingEngine(EngineThread):
                 continue
             self.waiting.popleft()
             batch.append(sequence)
-            tokens += len(sequence.prompt_ids)
+            tokens += len(sequence.context_ids)
         if batch:
             self._prefill(batch)
         if not self.active and not self.waiting:
@@ -227,7 +254,7 @@ class BatchingEngine(EngineThread):
         try:
             self.decoder.reserve(first + len(batch), self._longest(batch))
             logits = self.decoder.prefill_many(
-                list(range(first, first + len(batch))), [s.prompt_ids for s in batch]
+                list(range(first, first + len(batch))), [s.context_ids for s in batch]
             )
         except Exception:
             logger.exception("prefill failed for %d requests", len(batch))
@@ -236,15 +263,18 @@ class BatchingEngine(EngineThread):
                     sequence.submission,
                     ErrorCode.INTERNAL,
                     "The model failed while reading the prompt; try again.",
-                    retryable=True,
                 )
             return
         self.active.extend(batch)
         finished = []
         for i, sequence in enumerate(batch):
             sequence.prefilled = True
-            sequence.length = len(sequence.prompt_ids)
-            if self._take(sequence, logits[i]):
+            sequence.length = len(sequence.context_ids)
+            if sequence.tracker.stopped or sequence.generated >= sequence.params.max_tokens:
+                ended = self._finish(sequence, "stop" if sequence.tracker.stopped else "length")
+            else:
+                ended = self._take(sequence, logits[i])
+            if ended:
                 finished.append(first + i)
         self._remove(finished)
 
@@ -292,7 +322,7 @@ class BatchingEngine(EngineThread):
         if token in self.eos_ids:
             return self._finish(sequence, "stop")
         sequence.generated += 1
-        sequence.unsent_tokens += 1
+        sequence.unsent.append(token)
         sequence.seen.add(token)
         sequence.last_token = token
         piece = sequence.detokenizer.push(token)
@@ -300,8 +330,8 @@ class BatchingEngine(EngineThread):
             sequence.text += piece
             new = sequence.tracker.update(sequence.text)
             if new:
-                sequence.submission.emit(TokenDelta(new, sequence.unsent_tokens))
-                sequence.unsent_tokens = 0
+                sequence.submission.emit(TokenDelta(new, tuple(sequence.unsent)))
+                sequence.unsent = []
         if sequence.tracker.stopped:
             return self._finish(sequence, "stop")
         if sequence.generated >= sequence.params.max_tokens:
@@ -312,18 +342,20 @@ class BatchingEngine(EngineThread):
         tracker = sequence.tracker
         if not tracker.stopped:
             tail = tracker.update(sequence.text + sequence.detokenizer.flush(), final=True)
-            if tail or sequence.unsent_tokens:
-                sequence.submission.emit(TokenDelta(tail, sequence.unsent_tokens))
+            if tail or sequence.unsent:
+                sequence.submission.emit(TokenDelta(tail, tuple(sequence.unsent)))
         prompt_tokens = len(sequence.prompt_ids) if sequence.prefilled else 0
         sequence.submission.emit(Finished(reason, prompt_tokens, sequence.generated))  # type: ignore[arg-type]
         self._forget(sequence.submission.request.request_id)
         return True
 
-    def _error(
-        self, submission: Submission, code: ErrorCode, message: str, *, retryable: bool = False
-    ) -> None:
-        submission.emit(EngineError(code, message, retryable=retryable))
+    def _error(self, submission: Submission, code: ErrorCode, message: str) -> None:
+        submission.emit(EngineError(code, message))
         self._forget(submission.request.request_id)
+
+
+def request_id_of(sequence: Sequence) -> str:
+    return sequence.submission.request.request_id
 
 
 def sample(

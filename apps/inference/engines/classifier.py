@@ -3,13 +3,12 @@ its token states, then one linear layer (apps.finetuning.trainers.classifier tra
 
 On disk a classifier is a folder: the encoder as a transformers model (safetensors), the head in
 ``classifier.safetensors`` and the labels in ``classifier.json``. Requests are short and batched by
-the caller, so one lock serialises them, as for embeddings.
+the caller, so one lock serialises them, as for embeddings (``encoder.EncoderServer``).
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
-from apps.catalog.sources import local_folder
-from apps.inference.protocol import EngineError, ModelSpec
+from apps.core.sources import local_folder
+from apps.inference.protocol import EngineError
 
-from .embeddings import encode_within_context
-from .transformers_backend import pick_device
+from .encoder import EncoderServer
 
 HEAD_FILE = "classifier.safetensors"
 LABELS_FILE = "classifier.json"
@@ -74,43 +72,24 @@ class Classified:
         return [max(row, key=row.__getitem__) for row in self.scores]
 
 
-class TransformersClassifier:
+class TransformersClassifier(EncoderServer):
     name = "classifier"
 
-    def __init__(self, spec: ModelSpec, *, device: str = "auto", threads: int = 0) -> None:
-        self.spec = spec
-        self.device = pick_device(device)
-        self._lock = threading.Lock()
-        # torch's thread count is process-wide and the chat engine sets it (see
-        # TransformersEngine._load); an encoder in the same worker leaves it as it finds it.
-        folder = local_folder(spec.source)
+    def _load(self) -> tuple[Any, Any]:
+        folder = local_folder(self.spec.source)
         if not (folder / LABELS_FILE).is_file():
-            raise FileNotFoundError(f"{spec.source} holds no classifier")
-        self.tokenizer, model = EncoderClassifier.load(folder)
-        self.model = model.to(self.device).eval()
-        self.memory_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
-
-    def close(self) -> None:
-        """Unload. Precondition: no call is running (the registry closes only idle encoders)."""
-        with self._lock:
-            self.model = None
-
-    def check_health(self) -> None:
-        pass
+            raise FileNotFoundError(f"{self.spec.source} holds no classifier")
+        return EncoderClassifier.load(folder)
 
     def classify(self, texts: list[str]) -> Classified | EngineError:
         """Label ``texts``; an input longer than the context is an error, never truncated."""
         with self._lock:
-            encoded = encode_within_context(self.tokenizer, texts, self.spec.context_length)
+            encoded = self._encode(texts)
             if isinstance(encoded, EngineError):
                 return encoded
-            lengths = encoded["attention_mask"].sum(dim=1)
             with torch.inference_mode():
-                logits = self.model(
-                    encoded["input_ids"].to(self.device),
-                    encoded["attention_mask"].to(self.device),
-                )
+                logits = self.model(encoded["input_ids"], encoded["attention_mask"])
             probabilities = torch.softmax(logits.float(), dim=-1).cpu().tolist()
             labels = self.model.labels
             scores = [dict(zip(labels, row, strict=True)) for row in probabilities]
-            return Classified(scores, int(lengths.sum()))
+            return Classified(scores, int(encoded["attention_mask"].sum()))

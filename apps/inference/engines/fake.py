@@ -1,8 +1,9 @@
 """A deterministic stand-in engine for fast tests of everything around the model.
 
 It "generates" the words of ``Echo: <last user message>`` (or of the prompt), one word per step,
-honouring max_tokens, stop sequences, aborts and deadlines the way the real backend does. A message
-containing ``[fail]`` makes it fail mid-stream, as a broken model would.
+honouring max_tokens, stop sequences, aborts, deadlines and resumed answers the way the real
+backend does; a word's token id is its position. A message containing ``[fail]`` makes it fail
+mid-stream, as a broken model would.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from collections.abc import Callable
 from apps.core.errors import ErrorCode
 from apps.inference.protocol import EngineError, Finished, GenerationRequest, ModelSpec, TokenDelta
 
-from .scheduler import Emit, QueuedEngine, StopRequested
 from .text import StopTextTracker
+from .thread import Emit, QueuedEngine, StopRequested
 
 
 class FakeEngine(QueuedEngine):
@@ -48,23 +49,30 @@ class FakeEngine(QueuedEngine):
             return
         words = ("Echo: " + source).split(" ")
         tracker = StopTextTracker(params.stop)
-        produced: list[str] = []
+        produced = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        done = len(request.resume.token_ids) if request.resume else 0
+        if done:
+            tracker.update("".join(produced[:done]))
+            tracker.sent = len(request.resume.text)  # type: ignore[union-attr]
         reason = "length"
         ran = False  # a request stopped before its first step used no tokens
+        unsent: list[int] = []
         try:
-            for i, word in enumerate(words):
-                if len(produced) >= params.max_tokens:
+            for i in range(done, len(words)):
+                if i >= params.max_tokens:
                     break
                 check()
                 ran = True
                 time.sleep(self.step_seconds)
-                if "[fail]" in word:
+                if "[fail]" in words[i]:
                     emit(EngineError(ErrorCode.INTERNAL, "The fake model failed on purpose."))
                     return
-                produced.append(word if i == 0 else " " + word)
-                new = tracker.update("".join(produced))
+                done = i + 1
+                unsent.append(i)
+                new = tracker.update("".join(produced[:done]))
                 if new:
-                    emit(TokenDelta(new, 1))
+                    emit(TokenDelta(new, tuple(unsent)))
+                    unsent = []
                 if tracker.stopped:
                     reason = "stop"
                     break
@@ -73,6 +81,6 @@ class FakeEngine(QueuedEngine):
         except StopRequested as stop:
             reason = stop.reason
         tail = tracker.update(tracker.text, final=True) if not tracker.stopped else ""
-        if tail:
-            emit(TokenDelta(tail, 0))
-        emit(Finished(reason, prompt_tokens if ran else 0, len(produced)))  # type: ignore[arg-type]
+        if tail or unsent:
+            emit(TokenDelta(tail, tuple(unsent)))
+        emit(Finished(reason, prompt_tokens if ran else 0, done))  # type: ignore[arg-type]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import gc
-import importlib.util
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from apps.core.sources import local_folder, packaged_path
 from apps.inference.protocol import ModelSpec
 
 from .batching import BatchingEngine
@@ -45,21 +45,6 @@ def pick_dtype(policy: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
     return torch.bfloat16
-
-
-def packaged_path(source: str) -> Path:
-    """``"<package>/<relative path>"`` to a file inside an installed package, without importing it."""
-    package, _, relative = source.partition("/")
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the package {package!r} is not installed")
-    package_dir = Path(list(spec.submodule_search_locations)[0]).resolve()
-    path = (package_dir / relative).resolve()
-    if not path.is_relative_to(package_dir):
-        raise ValueError(f"{source} points outside the package {package!r}")
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    return path
 
 
 def gguf_to_safetensors(gguf: Path, target: Path) -> Path:
@@ -113,8 +98,6 @@ def weights_location(spec: ModelSpec, cache_dir: Path) -> str:
 def safetensors_folder(source: str) -> Path:
     """The local folder ``source`` names, once it is known to lie under an allowed root and to
     hold safetensors weights (pickled ``.bin`` weights can run code as they load: refused)."""
-    from apps.catalog.sources import local_folder
-
     folder = local_folder(source)
     if not folder.is_dir():
         raise FileNotFoundError(f"{source} is not a folder")
@@ -146,20 +129,17 @@ def load_causal_lm(spec: ModelSpec, cache_dir: Path, *, dtype: torch.dtype) -> t
     An adapter version loads its base and merges the adapter's weights into it, so it serves
     as fast as the base does.
     """
-    location = weights_location(spec, cache_dir)
+    tokenizer = load_tokenizer(spec, cache_dir)
     base = spec.base if spec.source_kind == "adapter" and spec.base else spec
-    tokenizer = AutoTokenizer.from_pretrained(
-        location, trust_remote_code=False, **revision_of(base)
-    )
     model: Any = AutoModelForCausalLM.from_pretrained(
-        location, dtype=dtype, use_safetensors=True, trust_remote_code=False, **revision_of(base)
+        weights_location(spec, cache_dir),
+        dtype=dtype,
+        use_safetensors=True,
+        trust_remote_code=False,
+        **revision_of(base),
     )
-    if spec.chat_template:
-        tokenizer.chat_template = spec.chat_template
     if spec.source_kind == "adapter":
         from peft import PeftModel
-
-        from apps.catalog.sources import local_folder
 
         adapter = local_folder(spec.source)
         if not (adapter / "adapter_config.json").is_file():

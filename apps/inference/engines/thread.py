@@ -1,9 +1,9 @@
 """The serving thread in front of one model: requests in, a stream of events out per request.
 
-``EngineThread`` owns the parts every backend shares: a submission queue, one event queue per
-request (a Celery task's thread waits only on its own stream), aborts, and loading on the serving
-thread. ``QueuedEngine`` serves requests one at a time (the fake engine); the transformers backend
-batches them (``batching.BatchingEngine``).
+``EngineThread`` owns the parts every backend shares (it implements ``base.EngineClient``): a
+submission queue, one event queue per request (a Celery task's thread waits only on its own
+stream), aborts, and loading on the serving thread. ``QueuedEngine`` serves requests one at a
+time (the fake engine); the transformers backend batches them (``batching.BatchingEngine``).
 """
 
 from __future__ import annotations
@@ -64,9 +64,7 @@ class EngineThread:
     def generate(self, request: GenerationRequest, *, idle_every: float = 0.2) -> Iterator[Event]:
         if self._closing.is_set():
             yield EngineError(
-                ErrorCode.MODEL_UNLOADED,
-                "The model was unloaded from this worker; try again.",
-                retryable=True,
+                ErrorCode.MODEL_UNLOADED, "The model was unloaded from this worker; try again."
             )
             return
         events: queue.Queue[Event] = queue.Queue()
@@ -108,6 +106,10 @@ class EngineThread:
         if self._load_error is not None:
             raise RuntimeError(f"the model failed to load: {self._load_error}")
 
+    @property
+    def loaded(self) -> bool:
+        return self._loaded.is_set()
+
     def wait_loaded(self, timeout: float | None = None) -> None:
         """Block until the model is loaded; raise RuntimeError if loading failed or is still
         going after ``timeout`` seconds."""
@@ -146,7 +148,7 @@ class EngineThread:
             except queue.Empty:
                 return
             if submission is not None:
-                submission.emit(EngineError(ErrorCode.MODEL_UNLOADED, message, retryable=True))
+                submission.emit(EngineError(ErrorCode.MODEL_UNLOADED, message))
 
     # -- serving thread --------------------------------------------------------------------
     def _run(self) -> None:
@@ -165,7 +167,6 @@ class EngineThread:
                         EngineError(
                             ErrorCode.MODEL_LOAD_FAILED,
                             f"The model could not be loaded: {self._load_error}",
-                            retryable=True,
                         )
                     )
             return
@@ -205,11 +206,7 @@ class QueuedEngine(EngineThread):
                     "engine %s failed on request %s", self.name, submission.request.request_id
                 )
                 submission.emit(
-                    EngineError(
-                        ErrorCode.INTERNAL,
-                        "The model failed while generating; try again.",
-                        retryable=True,
-                    )
+                    EngineError(ErrorCode.INTERNAL, "The model failed while generating; try again.")
                 )
             finally:
                 self._forget(submission.request.request_id)
