@@ -1,4 +1,6 @@
-"""The Celery application. Configuration comes from Django settings (CELERY_* names)."""
+"""The Celery application. Configuration comes from Django settings (CELERY_* names). Every worker,
+a ``celery worker`` process or the embedded default's, starts and stops through
+``playground.worker``."""
 
 import os
 
@@ -14,20 +16,14 @@ app.autodiscover_tasks()
 
 @worker_ready.connect
 def _on_worker_ready(sender: object = None, **kwargs: object) -> None:
-    from apps.finetuning.reaper import start_reaper
-    from apps.inference.heartbeat import start_heartbeat
+    from .worker import consumer_queues, worker_started
 
-    start_reaper()
-    queues = sorted(app.amqp.queues.consume_from or {})
-    start_heartbeat(hostname=str(getattr(sender, "hostname", "celery")), queues=queues)
-    if "inference" in (app.amqp.queues.consume_from or {}):
-        from apps.inference.warmup import warm_models_in_background
-
-        warm_models_in_background()
+    hostname = str(getattr(sender, "hostname", "celery"))
+    worker_started(hostname=hostname, queues=consumer_queues(sender))
 
 
 @worker_shutdown.connect
 def _on_worker_shutdown(sender: object = None, **kwargs: object) -> None:
-    from apps.inference.heartbeat import stop_heartbeat
+    from .worker import worker_stopped
 
-    stop_heartbeat(hostname=str(getattr(sender, "hostname", "celery")))
+    worker_stopped(hostname=str(getattr(sender, "hostname", "celery")))

@@ -12,6 +12,7 @@ from pathlib import Path
 import dj_database_url
 
 from apps.core.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from apps.core.queues import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PLAYGROUND_VAR_DIR", str(BASE_DIR / "var"))).resolve()
@@ -72,6 +73,7 @@ INSTALLED_APPS = [
     "apps.chat",
     "apps.api",
     "apps.finetuning",
+    "playground",
 ]
 
 MIDDLEWARE = [
@@ -109,7 +111,6 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL")
-EMBEDDED = not DATABASE_URL
 if DATABASE_URL:
     # Connections are checked before reuse, so web and workers recover from a database restart on
     # their own (requests meanwhile get 503: apps.core.middleware).
@@ -215,9 +216,9 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # Queues by workload (apps.core.queues.Queue). Counting a dataset's tokens needs only a tokenizer,
 # which inference workers have at hand; training waits for a training worker.
 CELERY_TASK_ROUTES = {
-    "apps.inference.tasks.*": {"queue": "inference"},
-    "apps.finetuning.tasks.analyze_dataset": {"queue": "inference"},
-    "apps.finetuning.tasks.run_finetune_job": {"queue": "training"},
+    "apps.inference.tasks.*": {"queue": Queue.INFERENCE.value},
+    "apps.finetuning.tasks.analyze_dataset": {"queue": Queue.INFERENCE.value},
+    "apps.finetuning.tasks.run_finetune_job": {"queue": Queue.TRAINING.value},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
@@ -255,13 +256,16 @@ INFERENCE_MEMORY_MB = env_int("INFERENCE_MEMORY_MB", 0, minimum=0)
 MODELS_ROOT = Path(env_str("MODELS_ROOT", str(VAR_DIR / "local-models"))).resolve()
 
 # --- Operations -----------------------------------------------------------------------------
-# Every worker reports itself this often (apps.inference.heartbeat); one silent for longer than
-# WORKER_LOST_SECONDS is shown as lost and does not count for /readyz.
+# Every worker reports itself this often (playground.worker); one silent for longer than
+# WORKER_LOST_SECONDS is lost: it does not count for /readyz, and the work it held is reaped.
 WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 5.0)
 WORKER_LOST_SECONDS = env_float("WORKER_LOST_SECONDS", 20.0)
 # Work still waiting for a worker this long after its message went to the broker has its message
-# sent again by a worker's heartbeat: the broker lost it (a Redis restart; apps.core.queues).
+# sent again by a worker's heartbeat: the broker lost it (a Redis restart; apps.core.work).
 REQUEUE_SECONDS = env_float("REQUEUE_SECONDS", 60.0)
+# A generation whose worker is lost goes back to the queue and another worker continues it, up to
+# this many claims in all; then it fails with worker_lost (work that keeps killing its workers).
+WORK_MAX_ATTEMPTS = env_int("WORK_MAX_ATTEMPTS", 3, minimum=1)
 # /metrics answers staff sessions, and requests with "Authorization: Bearer <METRICS_TOKEN>".
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 # Staff do not read users' conversations unless this is on; each read is then written to the
@@ -281,11 +285,8 @@ MEDIA_URL = "media/"  # never served: datasets are read through access checks on
 FINETUNE_OUTPUT_DIR = Path(env_str("FINETUNE_OUTPUT_DIR", str(VAR_DIR / "finetuned"))).resolve()
 FINETUNE_MAX_UPLOAD_BYTES = env_int("FINETUNE_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, minimum=1024)
 FINETUNE_MAX_ROWS = env_int("FINETUNE_MAX_ROWS", 50_000, minimum=2)
-# A running job's worker writes a heartbeat this often; a job whose heartbeat is older than the
-# timeout is marked failed (worker lost) by any worker's reaper or by the next read of the job.
-FINETUNE_HEARTBEAT_SECONDS = env_float("FINETUNE_HEARTBEAT_SECONDS", 10.0)
-FINETUNE_HEARTBEAT_TIMEOUT = env_float("FINETUNE_HEARTBEAT_TIMEOUT", 60.0)
-# Wall-clock limit of one job (training and evaluation), enforced between training steps.
+# Wall-clock limit of one job (training and evaluation): the trainer stops at its next step past
+# it, and any worker's heartbeat fails a job still working beyond it.
 FINETUNE_MAX_SECONDS = env_float("FINETUNE_MAX_SECONDS", 4 * 3600.0)
 
 LOGGING = {

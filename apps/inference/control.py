@@ -1,6 +1,7 @@
 """Commands an admin sends to running workers over Celery's broadcast channel (remote control),
 and the worker's side of them. A worker answers each at once; loading carries on in a thread and
-its outcome lands on the version's row and in the next heartbeat.
+its outcome lands on the version's row and in the next heartbeat. ``InferenceConfig.ready``
+imports this module, which registers the commands.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import logging
 import threading
 from typing import Any
 
+from celery import current_app
 from celery.worker.control import control_command
 
 logger = logging.getLogger(__name__)
@@ -24,7 +26,7 @@ def playground_load(state: Any, version_id: int) -> dict[str, str]:
     def run() -> None:
         from django.db import close_old_connections
 
-        from .services import version_load
+        from .runner import version_load
 
         try:
             version_load(version_id=version_id)
@@ -39,25 +41,16 @@ def playground_load(state: Any, version_id: int) -> dict[str, str]:
 def playground_unload(state: Any, key: str) -> dict[str, str]:
     """Unload a model version from this worker (after its requests in flight end). In a thread:
     the registry's lock may be held by a load, and this runs on the worker's consumer thread."""
-    from . import engines
+    from .engines import registry
 
-    threading.Thread(target=engines.unload, args=(key,), name=f"unload-{key}", daemon=True).start()
+    threading.Thread(target=registry.unload, args=(key,), name=f"unload-{key}", daemon=True).start()
     return {"ok": "unloading"}
-
-
-def live_inference_workers() -> list[str]:
-    """The names of the workers serving the inference queue whose heartbeat is recent."""
-    from .models import Worker
-
-    return [w.hostname for w in Worker.objects.live() if "inference" in w.queues]
 
 
 def broadcast(command: str, arguments: dict[str, Any], hostnames: list[str]) -> dict[str, str]:
     """Send ``command`` to the workers ``hostnames``; their answers by name ("no answer" for a
     worker that did not reply within 5 seconds)."""
-    from playground.celery import app
-
-    replies = app.control.broadcast(
+    replies = current_app.control.broadcast(
         command, arguments=arguments, destination=hostnames, reply=True, timeout=5
     )
     answers = {name: "no answer" for name in hostnames}

@@ -10,6 +10,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from apps.core.metrics import REGISTRY
+from apps.core.models import Worker
+from apps.core.queues import Queue
+
 
 @require_GET
 @never_cache
@@ -45,8 +49,6 @@ def readyz(request: HttpRequest) -> JsonResponse:
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format. For staff sessions, or ``Authorization: Bearer <METRICS_TOKEN>``."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    from .metrics import REGISTRY
 
     if not _may_scrape(request):
         return HttpResponse(
@@ -89,9 +91,7 @@ def _broker() -> str:
 
 
 def _workers() -> str:
-    from apps.inference.control import live_inference_workers
-
-    if not live_inference_workers():
+    if not Worker.objects.serving(Queue.INFERENCE):
         lost = settings.WORKER_LOST_SECONDS
         return f"no live inference worker (no heartbeat in the last {lost:g} s)"
     return "ok"
