@@ -1,20 +1,19 @@
-"""Per-key request rate limits and per-account daily token quotas.
+"""Per-key request rate limits, and the window shape that quotas share (the daily token quota is
+``apps.inference.usage.token_window``: it reads usage rows).
 
 Rate limits count requests in fixed one-minute windows in the cache (Redis in production, so all
-web processes share the count). Quotas compare today's usage rows (UTC), plus the max_tokens of
-answers still in flight, with the account's quota.
+web processes share the count).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
 
-from .models import ApiKey, User
+from .models import ApiKey
 
 
 @dataclass(frozen=True)
@@ -48,30 +47,6 @@ def request_window(api_key: ApiKey) -> Window:
         raise LimitExceeded(
             f"Rate limit reached: this key may make {limit} requests per minute. "
             f"Try again in {window.reset_seconds} s.",
-            window,
-        )
-    return window
-
-
-def token_window(user: User) -> Window | None:
-    """Today's token quota for ``user`` (None when unlimited); raise LimitExceeded when used up."""
-    if user.daily_token_quota is None:
-        return None
-    from apps.inference.models import Generation, UsageRecord
-
-    now = datetime.now(UTC)
-    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    used = UsageRecord.objects.filter(user=user).since(day_start).total_tokens()
-    # Answers still being written may use up to their max_tokens: count them as spent, so a burst
-    # of concurrent requests cannot overrun the quota.
-    in_flight = Generation.objects.in_flight().filter(user=user).values_list("params", flat=True)
-    used += sum(params.get("max_tokens", 0) for params in in_flight)
-    reset = int((day_start + timedelta(days=1) - now).total_seconds()) + 1
-    window = Window(user.daily_token_quota, max(0, user.daily_token_quota - used), reset)
-    if window.exhausted:
-        raise LimitExceeded(
-            f"Daily token quota reached: {used} of {user.daily_token_quota} tokens used today "
-            f"(UTC). It resets in {reset} s.",
             window,
         )
     return window

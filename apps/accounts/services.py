@@ -8,7 +8,7 @@ from django.utils import timezone
 from apps.audit.models import AuditEntry
 from apps.audit.services import audit_record
 
-from .keys import key_hash, new_key
+from .keys import key_hash, key_matches, key_prefix, new_key
 from .models import ApiKey, User
 
 
@@ -56,4 +56,22 @@ def api_key_revoke(*, api_key: ApiKey, actor: User | None = None) -> ApiKey:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
         audit_record(actor=actor or api_key.user, action=AuditEntry.Action.REVOKE, target=api_key)
+    return api_key
+
+
+def api_key_authenticate(key: str) -> ApiKey | None:
+    """The usable key row for the presented ``key``, recording its use (a write, so this is a
+    service, not a selector); None when the key is malformed, unknown, revoked, expired, or its
+    user is inactive."""
+    prefix = key_prefix(key)
+    if prefix is None:
+        return None
+    api_key = ApiKey.objects.usable().select_related("user").filter(prefix=prefix).first()
+    if api_key is None or not key_matches(key, api_key.key_hash) or not api_key.user.is_active:
+        return None
+    now = timezone.now()
+    # Written at most once a minute per key: the timestamp is for people, not for accounting.
+    if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > 60:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
     return api_key

@@ -14,6 +14,5 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="accounts-logout"),
     path("keys/", views.api_keys, name="accounts-keys"),
-    path("usage/", views.usage, name="accounts-usage"),
     path("keys/<int:api_key_id>/revoke/", views.api_key_revoke_view, name="accounts-key-revoke"),
 ]

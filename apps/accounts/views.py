@@ -2,7 +2,7 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.core.http import AuthedHttpRequest
 
@@ -59,28 +59,3 @@ def api_key_revoke_view(request: AuthedHttpRequest, api_key_id: int) -> HttpResp
     if request.htmx:
         return render(request, "accounts/keys.html#key-row", {"key": api_key})
     return redirect("accounts-keys")
-
-
-@login_required
-@require_GET
-def usage(request: AuthedHttpRequest) -> HttpResponse:
-    from apps.inference.selectors import usage_by_day, usage_totals
-
-    days = usage_by_day(request.user, days=30)
-    peak = max((d.total for d in days), default=0) or 1
-    bars = []
-    for i, day in enumerate(days):
-        height = round(day.total / peak * 120)
-        bars.append({"day": day, "x": i * 20, "y": 130 - height, "height": height})
-    context = {
-        "days": days,
-        "bars": bars,
-        "peak": peak,
-        "total": sum(d.total for d in days),
-        "by_model": usage_totals(request.user, group="model__slug"),
-        "by_key": usage_totals(request.user, group="api_key__name"),
-        "by_source": usage_totals(request.user, group="source"),
-        "quota": request.user.daily_token_quota,
-        "today": days[-1].total,
-    }
-    return render(request, "accounts/usage.html", context)

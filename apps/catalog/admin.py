@@ -1,5 +1,6 @@
-"""The registry in the admin: models, their versions, who sees them, and the actions that act on
-workers (load, unload, a test prompt). Every change is written to the audit log."""
+"""The registry in the admin: models, their versions and who sees them. Every change is written
+to the audit log. The actions that act on workers (load, unload, a test prompt) extend the
+version page in ``apps.inference.admin``."""
 
 from __future__ import annotations
 
@@ -7,15 +8,11 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html
 
 from apps.audit.admin import AuditedAdmin
-from apps.audit.models import AuditEntry
-from apps.audit.services import audit_record
 
 from .forms import ModelVersionForm
 from .models import LanguageModel, ModelVersion
@@ -111,8 +108,8 @@ class ModelVersionAdmin(AuditedAdmin):
     )
     list_filter = ("is_active", "load_status", "source_kind", "model")
     search_fields = ("model__slug", "label", "source")
-    readonly_fields = ("is_active", "load_status", "load_error", "load_checked_at", "test_link")
-    actions = ["activate", "load_on_workers", "unload_from_workers"]
+    readonly_fields = ["is_active", "load_status", "load_error", "load_checked_at"]
+    actions = ["activate"]
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = list(ModelVersionForm.Meta.fields)
@@ -126,13 +123,6 @@ class ModelVersionAdmin(AuditedAdmin):
     @admin.display(description="load error")
     def load_error_short(self, obj: ModelVersion) -> str:
         return obj.load_error[:80]
-
-    @admin.display(description="test")
-    def test_link(self, obj: ModelVersion) -> str:
-        return format_html(
-            '<a href="{}">Send a test prompt</a>',
-            reverse("admin:catalog_modelversion_test", args=[obj.pk]),
-        )
 
     # -- actions -------------------------------------------------------------------------
     @admin.action(
@@ -148,96 +138,3 @@ class ModelVersionAdmin(AuditedAdmin):
         for version in chosen:
             if version_activate(version=version, actor=request.user):  # type: ignore[arg-type]
                 self.message_user(request, f"{version} now answers for {version.model.slug}.")
-
-    @admin.action(
-        description="Load the selected versions on every live inference worker",
-        permissions=["change"],
-    )
-    def load_on_workers(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
-        from apps.inference.control import LOAD, broadcast, live_inference_workers
-
-        hostnames = live_inference_workers()
-        if not hostnames:
-            self.message_user(request, "No inference worker is live.", level=messages.ERROR)
-            return
-        for version in queryset.select_related("model"):
-            answers = broadcast(LOAD, {"version_id": version.pk}, hostnames)
-            audit_record(
-                actor=request.user,  # type: ignore[arg-type]
-                action=AuditEntry.Action.LOAD,
-                target=version,
-                changes={"workers": answers},
-            )
-            self.message_user(
-                request,
-                f"{version}: "
-                + ", ".join(f"{name} {answer}" for name, answer in sorted(answers.items()))
-                + ". The worker list shows when it is ready.",
-            )
-
-    @admin.action(
-        description="Unload the selected versions from every live inference worker",
-        permissions=["change"],
-    )
-    def unload_from_workers(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
-        from apps.inference.control import UNLOAD, broadcast, live_inference_workers
-
-        hostnames = live_inference_workers()
-        for version in queryset.select_related("model"):
-            answers = broadcast(UNLOAD, {"key": version.key}, hostnames) if hostnames else {}
-            audit_record(
-                actor=request.user,  # type: ignore[arg-type]
-                action=AuditEntry.Action.UNLOAD,
-                target=version,
-                changes={"workers": answers},
-            )
-            self.message_user(
-                request,
-                f"{version}: "
-                + (", ".join(f"{n} {a}" for n, a in sorted(answers.items())) or "no live worker"),
-            )
-
-    # -- the test prompt -----------------------------------------------------------------
-    def get_urls(self) -> list[Any]:
-        return [
-            path(
-                "<int:version_id>/test/",
-                self.admin_site.admin_view(self.test_prompt_view),
-                name="catalog_modelversion_test",
-            ),
-            *super().get_urls(),
-        ]
-
-    def test_prompt_view(self, request: HttpRequest, version_id: int) -> HttpResponse:
-        """Send a prompt to this version (active or not) through a worker, and show the answer
-        and its timing as it arrives. The generation is the admin's own."""
-        from apps.inference.models import Generation
-        from apps.inference.selectors import access_generation
-        from apps.inference.services import version_test_prompt
-
-        version = get_object_or_404(ModelVersion.objects.select_related("model"), pk=version_id)
-        if not self.has_change_permission(request, version):
-            return HttpResponse("You may not test models.", status=403)
-        if request.method == "POST":
-            if version.model.task not in (LanguageModel.Task.CHAT, LanguageModel.Task.COMPLETION):
-                return HttpResponse("Test prompts are for chat and completion models.", status=400)
-            prompt = request.POST.get("prompt", "").strip()
-            if not prompt:
-                messages.error(request, "Write a prompt first.")
-                return HttpResponseRedirect(request.path)
-            sent = version_test_prompt(version=version, actor=request.user, prompt=prompt)  # type: ignore[arg-type]
-            return HttpResponseRedirect(f"{request.path}?generation={sent.pk}")
-        generation: Generation | None = None
-        if request.GET.get("generation"):
-            generation = access_generation(request.user, request.GET["generation"])  # type: ignore[arg-type]
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": f"Test prompt: {version}",
-            "version": version,
-            "generation": generation,
-            "prompt": (generation.prompt or (generation.messages or [{}])[-1].get("content", ""))
-            if generation
-            else "Say hello in one short sentence.",
-        }
-        return TemplateResponse(request, "admin/catalog/modelversion/test_prompt.html", context)

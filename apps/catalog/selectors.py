@@ -3,11 +3,17 @@ from __future__ import annotations
 from django.http import Http404
 
 from apps.accounts.models import User
+from apps.inference.protocol import ModelSpec
 
 from .models import LanguageModel, ModelVersion
 
 DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
 DEFAULT_CLASSIFIER_BASE = "all-minilm-l6-v2"  # the packaged encoder classifiers are trained on
+
+
+def usable_models(user: User) -> list[LanguageModel]:
+    """Every model ``user`` may use, in display order."""
+    return list(LanguageModel.objects.usable_by(user))
 
 
 def chat_models_for(user: User) -> list[LanguageModel]:
@@ -32,3 +38,19 @@ def active_version(model: LanguageModel) -> ModelVersion:
     if version is None:
         raise Http404(f"Model {model.slug!r} has no active version")
     return version
+
+
+def version_spec(version: ModelVersion) -> ModelSpec:
+    """What a worker needs to load ``version`` (an adapter's spec carries its base's)."""
+    return ModelSpec(
+        key=version.key,
+        source_kind=version.source_kind,  # type: ignore[arg-type]
+        source=version.source,
+        context_length=version.context_length,
+        base=version_spec(version.base_version) if version.base_version else None,
+        revision=version.revision,
+        dtype=version.dtype,
+        device=version.device,
+        chat_template=version.chat_template,
+        version_id=version.pk,
+    )

@@ -1,15 +1,27 @@
+"""Generations and usage in the admin (figures, not users' text), and the actions on model
+versions that act on the workers: load, unload, a test prompt (the registry's own admin is
+``apps.catalog.admin``; this one extends its version page)."""
+
+from __future__ import annotations
+
 from typing import Any
 
-from django.conf import settings
-from django.contrib import admin
-from django.http import HttpRequest
-from django.template.defaultfilters import filesizeformat
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from apps.audit.admin import PrivateContentAdmin
+from apps.catalog.admin import ModelVersionAdmin
+from apps.catalog.models import LanguageModel, ModelVersion
+from apps.core.errors import ServiceError
 
-from .models import Generation, UsageRecord, Worker
+from .models import Generation, UsageRecord
+from .selectors import access_generation
+from .services import version_load_on_workers, version_test_prompt, version_unload_from_workers
 
 
 @admin.register(Generation)
@@ -44,7 +56,10 @@ class GenerationAdmin(PrivateContentAdmin):
         "completion_tokens",
         "ttft_ms",
         "tokens_per_second",
+        "retryable",
         "attempts",
+        "worker",
+        "attempt_log",
         "created_at",
         "started_at",
         "finished_at",
@@ -77,64 +92,89 @@ class UsageRecordAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
-    """The workers as their heartbeats describe them; the list refreshes itself every few
-    seconds. A worker silent for a day, with nothing left running, is dropped from the list."""
+admin.site.unregister(ModelVersion)
 
-    change_list_template = "admin/inference/worker/change_list.html"
-    list_display = (
-        "hostname",
-        "state_badge",
-        "device",
-        "queue_names",
-        "loaded_models",
-        "memory",
-        "in_flight",
-        "last_seen",
-    )
-    readonly_fields = [f.name for f in Worker._meta.fields]
 
-    @property
-    def lost_after(self) -> float:
-        return settings.WORKER_LOST_SECONDS
+@admin.register(ModelVersion)
+class ServedModelVersionAdmin(ModelVersionAdmin):
+    """The registry's version page, with what acts on the workers serving it."""
 
-    @admin.display(description="state")
-    def state_badge(self, obj: Worker) -> str:
-        colour = {"live": "#2e7d32", "lost": "#c62828", "stopped": "#757575"}[obj.state]
-        return format_html('<strong style="color: {}">{}</strong>', colour, obj.state)
+    readonly_fields = [*ModelVersionAdmin.readonly_fields, "test_link"]
+    actions = [*ModelVersionAdmin.actions, "load_on_workers", "unload_from_workers"]
 
-    @admin.display(description="queues")
-    def queue_names(self, obj: Worker) -> str:
-        return ", ".join(obj.queues)
-
-    @admin.display(description="loaded models")
-    def loaded_models(self, obj: Worker) -> str:
-        if not obj.loaded:
-            return "—"
-        return format_html_join(
-            mark_safe("<br>"),
-            "{} ({}, {}, {} in use)",
-            (
-                (m["key"], m["state"], filesizeformat(m["memory_bytes"]), m["in_use"])
-                for m in obj.loaded
-            ),
+    @admin.display(description="test")
+    def test_link(self, obj: ModelVersion) -> str:
+        return format_html(
+            '<a href="{}">Send a test prompt</a>',
+            reverse("admin:catalog_modelversion_test", args=[obj.pk]),
         )
 
-    @admin.display(description="memory")
-    def memory(self, obj: Worker) -> str:
-        text = f"{filesizeformat(obj.memory_bytes)} resident, models {filesizeformat(obj.models_bytes)}"
-        if obj.memory_budget_bytes:
-            text += f" of {filesizeformat(obj.memory_budget_bytes)}"
-        if obj.gpu_memory_bytes is not None:
-            text += f", GPU {filesizeformat(obj.gpu_memory_bytes)}"
-        return text
+    @admin.action(
+        description="Load the selected versions on every live inference worker",
+        permissions=["change"],
+    )
+    def load_on_workers(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        for version in queryset.select_related("model"):
+            try:
+                answers = version_load_on_workers(version=version, actor=request.user)  # type: ignore[arg-type]
+            except ServiceError as exc:
+                self.message_user(request, exc.message, level=messages.ERROR)
+                return
+            self.message_user(
+                request,
+                f"{version}: {_answers(answers)}. The worker list shows when it is ready.",
+            )
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    @admin.action(
+        description="Unload the selected versions from every live inference worker",
+        permissions=["change"],
+    )
+    def unload_from_workers(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        for version in queryset.select_related("model"):
+            answers = version_unload_from_workers(version=version, actor=request.user)  # type: ignore[arg-type]
+            self.message_user(request, f"{version}: {_answers(answers) or 'no live worker'}")
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    # -- the test prompt -----------------------------------------------------------------
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "<int:version_id>/test/",
+                self.admin_site.admin_view(self.test_prompt_view),
+                name="catalog_modelversion_test",
+            ),
+            *super().get_urls(),
+        ]
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # the reaper judges generations by these rows; old ones are pruned
+    def test_prompt_view(self, request: HttpRequest, version_id: int) -> HttpResponse:
+        """Send a prompt to this version (active or not) through a worker, and show the answer
+        and its timing as it arrives. The generation is the admin's own."""
+        version = get_object_or_404(ModelVersion.objects.select_related("model"), pk=version_id)
+        if not self.has_change_permission(request, version):
+            return HttpResponse("You may not test models.", status=403)
+        if request.method == "POST":
+            if version.model.task not in (LanguageModel.Task.CHAT, LanguageModel.Task.COMPLETION):
+                return HttpResponse("Test prompts are for chat and completion models.", status=400)
+            prompt = request.POST.get("prompt", "").strip()
+            if not prompt:
+                messages.error(request, "Write a prompt first.")
+                return HttpResponseRedirect(request.path)
+            sent = version_test_prompt(version=version, actor=request.user, prompt=prompt)  # type: ignore[arg-type]
+            return HttpResponseRedirect(f"{request.path}?generation={sent.pk}")
+        generation: Generation | None = None
+        if request.GET.get("generation"):
+            generation = access_generation(request.user, request.GET["generation"])  # type: ignore[arg-type]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Test prompt: {version}",
+            "version": version,
+            "generation": generation,
+            "prompt": (generation.prompt or (generation.messages or [{}])[-1].get("content", ""))
+            if generation
+            else "Say hello in one short sentence.",
+        }
+        return TemplateResponse(request, "admin/catalog/modelversion/test_prompt.html", context)
+
+
+def _answers(answers: dict[str, str]) -> str:
+    return ", ".join(f"{name} {answer}" for name, answer in sorted(answers.items()))
