@@ -6,6 +6,9 @@ Three row shapes are accepted, one per file:
 - prompt and completion (JSONL): ``{"prompt": "...", "completion": "..."}``;
 - classification: ``{"text": "...", "label": "..."}`` per JSONL line, or a CSV file whose header
   has the columns ``text`` and ``label``.
+
+And how the checked rows are split for training, validation and testing (``holdout_split``,
+``stratified_split``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -240,3 +245,56 @@ def _check_classification(row: dict[str, Any]) -> str | None:
     if len(str(label)) > MAX_LABEL_CHARS:
         return f'"label" must be at most {MAX_LABEL_CHARS} characters'
     return None
+
+
+# -- splits ------------------------------------------------------------------------------------
+def holdout_split(
+    parsed: ParsedDataset, validation: ParsedDataset | None, fraction: float, seed: int
+) -> tuple[ParsedDataset, ParsedDataset]:
+    """The training rows and the validation rows: ``validation`` when given, else a seeded
+    ``fraction`` of ``parsed`` held out (at least one row stays for training)."""
+    if validation is not None:
+        return parsed, validation
+    order = list(range(len(parsed.rows)))
+    random.Random(seed).shuffle(order)
+    held = math.ceil(len(order) * fraction) if fraction and len(order) > 1 else 0
+    held = min(held, len(order) - 1)
+
+    def pick(indexes: list[int]) -> ParsedDataset:
+        indexes = sorted(indexes)
+        return ParsedDataset(
+            parsed.format, [parsed.rows[i] for i in indexes], [parsed.lines[i] for i in indexes]
+        )
+
+    return pick(order[held:]), pick(order[:held])
+
+
+def stratified_split(
+    parsed: ParsedDataset, fractions: tuple[float, ...], seed: int
+) -> list[ParsedDataset]:
+    """Split classification rows into the training part and one part per fraction, each label
+    divided in the same proportions (seeded, rounded; a label with a few rows still gives one to
+    each part while it has three or more). Every label keeps at least one training row."""
+    by_label: dict[str, list[int]] = {}
+    for index, row in enumerate(parsed.rows):
+        by_label.setdefault(row["label"], []).append(index)
+    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
+    rng = random.Random(seed)
+    for label in sorted(by_label):
+        indexes = by_label[label]
+        rng.shuffle(indexes)
+        start = 0
+        for part, fraction in enumerate(fractions, start=1):
+            take = round(len(indexes) * fraction) or (1 if len(indexes) - start >= 3 else 0)
+            take = max(min(take, len(indexes) - start - 1), 0)
+            parts[part].extend(indexes[start : start + take])
+            start += take
+        parts[0].extend(indexes[start:])
+    return [
+        ParsedDataset(
+            parsed.format,
+            [parsed.rows[i] for i in sorted(part)],
+            [parsed.lines[i] for i in sorted(part)],
+        )
+        for part in parts
+    ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from apps.inference.streaming import publish_to
+from apps.core.channel_layers import publish_to
 
 from .models import FineTuningJob, JobEvent
 

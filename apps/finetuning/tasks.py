@@ -1,7 +1,7 @@
 from celery import current_task, shared_task
 from django.conf import settings
 
-from .services import dataset_analyze, finetune_job_run
+from .runner import dataset_analyze, finetune_job_run
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -9,7 +9,7 @@ def analyze_dataset(dataset_id: str) -> None:
     dataset_analyze(dataset_id=dataset_id)
 
 
-# The job enforces its own wall-clock limit (FINETUNE_MAX_SECONDS, see services._Heartbeat):
+# The job enforces its own wall-clock limit (FINETUNE_MAX_SECONDS: apps.finetuning.runner):
 # Celery's limits below act only where a training worker runs a prefork pool.
 @shared_task(
     acks_late=True,

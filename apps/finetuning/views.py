@@ -20,6 +20,8 @@ from apps.catalog.selectors import (
 )
 from apps.core.errors import ServiceError
 from apps.core.http import AuthedHttpRequest
+from apps.core.uploads import too_large
+from apps.core.work import worker_gone
 
 from .datasets import DatasetInvalid
 from .forms import DatasetUploadForm, JobForm
@@ -31,7 +33,6 @@ from .services import (
     fine_tuned_model_delete,
     finetune_job_cancel,
     finetune_job_create,
-    finetune_jobs_reap,
 )
 from .streaming import job_state
 
@@ -78,7 +79,6 @@ def _index(
     upload_error: DatasetInvalid | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    finetune_jobs_reap()
     context = {
         "datasets": datasets_for(request.user),
         "jobs": jobs_for(request.user),
@@ -113,11 +113,9 @@ def dataset_upload(request: AuthedHttpRequest) -> HttpResponse:
 
 def _read_upload(upload: UploadedFile) -> bytes:
     """The upload's bytes; a file over the limit is refused before it is read."""
-    size = getattr(upload, "size", 0)
-    if size > settings.FINETUNE_MAX_UPLOAD_BYTES:
-        raise DatasetInvalid(
-            f"The file has {size} bytes; the limit is {settings.FINETUNE_MAX_UPLOAD_BYTES}."
-        )
+    refusal = too_large(upload, settings.FINETUNE_MAX_UPLOAD_BYTES)
+    if refusal:
+        raise DatasetInvalid(refusal)
     return upload.read()
 
 
@@ -217,7 +215,6 @@ def job_create(request: AuthedHttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def job_detail(request: AuthedHttpRequest, job_id: str) -> HttpResponse:
-    finetune_jobs_reap()
     job = access_job(request.user, job_id)
     events = job_events(job)
     context: dict[str, object] = {
@@ -226,6 +223,7 @@ def job_detail(request: AuthedHttpRequest, job_id: str) -> HttpResponse:
         "events": [e.as_json() for e in _thinned(events)],
         "log": events[-30:][::-1],
         "evaluation": job.evaluation,
+        "worker_gone": worker_gone(job),
     }
     if job.kind == FineTuningJob.Kind.CLASSIFICATION and job.evaluation:
         context["classification"] = _classification_tables(job.evaluation)
