@@ -73,6 +73,10 @@
       code.parentElement.prepend(button);
     });
   }
+  function setWaiting(generation, waiting) {
+    const note = thread.querySelector(`[data-generation="${generation}"] .waiting-note`);
+    if (note) note.hidden = !waiting;
+  }
   function setText(generation, text) {
     texts.set(generation, text);
     const body = bodyOf(generation);
@@ -103,23 +107,17 @@
       if (title && !title.value) title.value = event.title;
       document.title = `${event.title} · Playground`;
     },
-    snapshot(event) {
-      const known = texts.get(event.generation) || "";
-      if (Array.from(event.text).length >= Array.from(known).length) {
-        setText(event.generation, event.text);
-      }
+    delta(event) {
+      // The server sends each socket the text in order: the first delta of an answer carries
+      // all of it so far (offset 0), later ones what follows. Offsets count code points
+      // (Python's str), not UTF-16 units.
+      const known = Array.from(texts.get(event.generation) || "");
+      setText(event.generation, known.slice(0, event.offset).join("") + event.text);
+      setWaiting(event.generation, false);
       setBusy(true);
     },
-    delta(event) {
-      // Offsets count code points (Python's str), not UTF-16 units: compare as code points.
-      const known = Array.from(texts.get(event.generation) || "");
-      if (event.offset > known.length) {
-        socket.close(); // a delta went missing: reconnecting sends a fresh snapshot
-        return;
-      }
-      const end = event.offset + Array.from(event.text).length;
-      if (end <= known.length) return; // already shown (it was in the snapshot)
-      setText(event.generation, known.slice(0, event.offset).join("") + event.text);
+    waiting(event) {
+      setWaiting(event.generation, event.waiting);
     },
     done(event) {
       texts.delete(event.generation);

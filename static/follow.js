@@ -1,5 +1,6 @@
 // Panes that follow one generation each on ws/generations/<id>/ (GenerationConsumer): the compare
-// view and completion mode. Text goes in as plain text; the figures line shows the timing.
+// view and completion mode. Text goes in as plain text (deltas carry their offset; the first one
+// all the text so far); the figures line shows the timing.
 (function () {
   function follow(pane) {
     const id = pane.dataset.generation;
@@ -8,11 +9,15 @@
     const figures = document.querySelector(`[data-figures="${id}"]`);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${location.host}/ws/generations/${id}/`);
+    let text = []; // code points, as the offsets count them
     socket.onmessage = (message) => {
       const data = JSON.parse(message.data);
       if (data.type === "delta") {
-        pane.textContent += data.text;
+        text = text.slice(0, data.offset).concat(Array.from(data.text));
+        pane.textContent = text.join("");
         figures.textContent = "writing…";
+      } else if (data.type === "waiting") {
+        figures.textContent = data.waiting ? "waiting for a worker…" : "writing…";
       } else if (data.type === "done") {
         const parts = [data.status];
         if (data.ttft_ms !== null) parts.push(`first token ${data.ttft_ms} ms`);

@@ -4,10 +4,14 @@ Client → server actions: ``send`` {text}, ``stop``, ``regenerate``, ``rerun`` 
 again with its model version, parameters and seed), ``edit`` {message, text} (a past user message
 changed; the turns after it are replaced).
 Server → client events: ``message`` {html, replaces?} for a new or replaced turn, ``removed``
-{messages} for turns an edit replaced, ``conversation``
-{title, html} for its updated sidebar entry, ``snapshot``
-{generation, text} and ``delta`` {generation, offset, text} while an answer streams, ``done``
-{generation, html} when it ends, ``error`` {message}.
+{messages} for turns an edit replaced, ``conversation`` {title, html} for its updated sidebar
+entry, ``delta`` {generation, offset, text} while an answer streams (the first one of a socket
+carries the text so far, at offset 0), ``waiting`` {generation, waiting} when no worker is there
+to write it (and when one is again), ``done`` {generation, html} when it ends, ``error``
+{message}.
+
+The answers are read through ``apps.inference.streaming.follow``, which reconciles offsets and
+reads the database while the channel layer is away: a Redis restart does not close this socket.
 """
 
 from __future__ import annotations
@@ -23,11 +27,10 @@ from django.http import Http404
 from django.template.loader import render_to_string
 
 from apps.accounts.sockets import ClosedOnDeactivation
-from apps.core.consumers import LayerLossCloses
 from apps.core.errors import ErrorCode, ServiceError
 from apps.inference.models import Generation
 from apps.inference.selectors import access_generation
-from apps.inference.streaming import follow, generation_group
+from apps.inference.streaming import Delta, Done, Waiting, follow
 
 from . import services
 from .models import Conversation, Message
@@ -49,11 +52,15 @@ def _render(message: Message) -> str:
     return render_to_string(MESSAGE_PARTIAL, {"message": message})
 
 
-class ChatConsumer(LayerLossCloses, ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
+class ChatConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
+    # No channel of its own: each answer is followed by a relay task, the account's deactivation
+    # by another, each listening on a channel of its own.
+    channel_layer_alias = None  # type: ignore[assignment]
     conversation: Conversation
 
     async def connect(self) -> None:
-        self.following: set[str] = set()
+        self.relays: dict[str, asyncio.Task[None]] = {}
+        self.recent: deque[float] = deque()
         try:
             self.conversation = await database_sync_to_async(access_conversation)(
                 self.scope["user"], self.scope["url_route"]["kwargs"]["conversation_id"]
@@ -62,10 +69,10 @@ class ChatConsumer(LayerLossCloses, ClosedOnDeactivation, AsyncJsonWebsocketCons
             await self.close()  # before accept: the handshake is refused
             return
         await self.accept()
-        await self.join_user_group()
+        self.watch_deactivation()
         in_flight = await database_sync_to_async(conversation_in_flight)(self.conversation)
         if in_flight is not None:
-            await self._follow(str(in_flight.pk))
+            self._follow(str(in_flight.pk))
         else:
             # An answer may have finished while this client was reconnecting: settle it.
             last = await database_sync_to_async(last_answer)(self.conversation)
@@ -81,7 +88,7 @@ class ChatConsumer(LayerLossCloses, ClosedOnDeactivation, AsyncJsonWebsocketCons
         """Frames are JSON objects of bounded size, at a bounded rate per connection; anything
         else gets an error event and is dropped (the connection stays open)."""
         now = asyncio.get_running_loop().time()
-        recent = self.__dict__.setdefault("_recent", deque())
+        recent = self.recent
         while recent and recent[0] < now - FLOOD_WINDOW_SECONDS:
             recent.popleft()
         if len(recent) >= FLOOD_FRAMES:
@@ -114,11 +121,9 @@ class ChatConsumer(LayerLossCloses, ClosedOnDeactivation, AsyncJsonWebsocketCons
         await self.receive_json(content)
 
     async def disconnect(self, code: int) -> None:
-        await self.leave_user_group()
-        for generation_id in getattr(self, "following", set()):
-            await self.channel_layer.group_discard(
-                generation_group(generation_id), self.channel_name
-            )
+        self.stop_watching()
+        for relay in getattr(self, "relays", {}).values():
+            relay.cancel()
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         action = content.get("action") if isinstance(content, dict) else None
@@ -174,7 +179,7 @@ class ChatConsumer(LayerLossCloses, ClosedOnDeactivation, AsyncJsonWebsocketCons
         await self.send_json(
             {"type": "conversation", "title": self.conversation.display_title, "html": item_html}
         )
-        await self._follow(generation_id)
+        self._follow(generation_id)
 
     async def _regenerate(self, *, same_settings: bool = False) -> None:
         def regenerate() -> tuple[int | None, str, str]:
@@ -185,7 +190,7 @@ class ChatConsumer(LayerLossCloses, ClosedOnDeactivation, AsyncJsonWebsocketCons
 
         replaced_pk, html, generation_id = await database_sync_to_async(regenerate)()
         await self.send_json({"type": "message", "html": html, "replaces": replaced_pk})
-        await self._follow(generation_id)
+        self._follow(generation_id)
 
     async def _edit(self, message_id: Any, text: Any) -> None:
         if not isinstance(text, str):
@@ -203,51 +208,51 @@ class ChatConsumer(LayerLossCloses, ClosedOnDeactivation, AsyncJsonWebsocketCons
         await self.send_json({"type": "removed", "messages": removed})
         await self.send_json({"type": "message", "html": edited_html, "replaces": edited_pk})
         await self.send_json({"type": "message", "html": answer_html})
-        await self._follow(generation_id)
+        self._follow(generation_id)
 
-    async def _follow(self, generation_id: str) -> None:
-        """Join the generation's group, then send the text stored so far (see streaming.py)."""
-        await self.channel_layer.group_add(generation_group(generation_id), self.channel_name)
-        self.following.add(generation_id)
-        generation = await database_sync_to_async(Generation.objects.only("output", "status").get)(
-            pk=generation_id
-        )
-        await self.send_json(
-            {"type": "snapshot", "generation": generation_id, "text": generation.output}
-        )
-        if generation.is_finished:
-            await self.generation_done({"generation": generation_id})
+    def _follow(self, generation_id: str) -> None:
+        """Relay the answer ``generation_id`` to this socket until it ends."""
+        if generation_id not in self.relays:
+            self.relays[generation_id] = asyncio.create_task(self._relay(generation_id))
 
-    # -- channel layer events --------------------------------------------------------------
-    async def generation_delta(self, event: dict[str, Any]) -> None:
-        await self.send_json(
-            {
-                "type": "delta",
-                "generation": event["generation"],
-                "offset": event["offset"],
-                "text": event["text"],
-            }
-        )
-
-    async def generation_done(self, event: dict[str, Any]) -> None:
-        generation_id = event["generation"]
-        if generation_id not in self.following:
-            return
-        self.following.discard(generation_id)
-        await self.channel_layer.group_discard(generation_group(generation_id), self.channel_name)
-        message = await database_sync_to_async(message_for_generation)(generation_id)
-        html = await database_sync_to_async(_render)(message) if message else ""
-        await self.send_json({"type": "done", "generation": generation_id, "html": html})
+    async def _relay(self, generation_id: str) -> None:
+        async for event in follow(Generation, [generation_id]):
+            if not isinstance(event, Done):
+                await self.send_json(_event_json(event))
+                continue
+            message = await database_sync_to_async(message_for_generation)(generation_id)
+            html = await database_sync_to_async(_render)(message) if message else ""
+            await self.send_json({"type": "done", "generation": generation_id, "html": html})
+        self.relays.pop(generation_id, None)
 
 
-class GenerationConsumer(AsyncJsonWebsocketConsumer):
-    """Follows one generation the user started: ``ws/generations/<id>/`` (the compare view).
+def _event_json(event: Delta | Waiting | Done) -> dict[str, Any]:
+    """A stream event in the sockets' one shape: ``delta`` {generation, offset, text}, ``waiting``
+    {generation, waiting}, and ``done`` with the figures of the finished row."""
+    if isinstance(event, Delta):
+        return {"type": "delta", "generation": event.id, "offset": event.offset, "text": event.text}
+    if isinstance(event, Waiting):
+        return {"type": "waiting", "generation": event.id, "waiting": event.waiting}
+    row = event.row
+    return {
+        "type": "done",
+        "generation": event.id,
+        "status": row.status,
+        "error": row.error_message,
+        "retryable": row.retryable,
+        "completion_tokens": row.completion_tokens,
+        "ttft_ms": row.ttft_ms,
+        "tokens_per_second": row.tokens_per_second,
+    }
 
-    Sends ``{"type": "delta", "text"}`` as text arrives (the first carries all text so far), then
-    ``{"type": "done", "status", "error", "completion_tokens", "ttft_ms", "tokens_per_second"}``.
-    """
 
-    # No channel of its own: ``follow`` listens on one, and reads the row when the layer fails,
+class GenerationConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
+    """Follows one generation the user started: ``ws/generations/<id>/`` (the compare and
+    completion panes). Sends ``delta`` {generation, offset, text} as text arrives (the first
+    carries all text so far), ``waiting`` {generation, waiting}, then ``done`` {generation,
+    status, error, retryable, completion_tokens, ttft_ms, tokens_per_second}."""
+
+    # No channel of its own: ``follow`` listens on one and reads the row when the layer fails,
     # so this socket outlives a Redis restart.
     channel_layer_alias = None  # type: ignore[assignment]
     relay: asyncio.Task[None] | None = None
@@ -262,25 +267,15 @@ class GenerationConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4404)
             return
         await self.accept()
+        self.watch_deactivation()
         self.relay = asyncio.create_task(self._relay(str(generation.pk)))
 
     async def _relay(self, generation_id: str) -> None:
-        async for kind, _, value in follow([generation_id]):
-            if kind == "text":
-                await self.send_json({"type": "delta", "text": value})
-            else:
-                await self.send_json(
-                    {
-                        "type": "done",
-                        "status": value.status,
-                        "error": value.error_message,
-                        "completion_tokens": value.completion_tokens,
-                        "ttft_ms": value.ttft_ms,
-                        "tokens_per_second": value.tokens_per_second,
-                    }
-                )
+        async for event in follow(Generation, [generation_id]):
+            await self.send_json(_event_json(event))
 
     async def disconnect(self, code: int) -> None:
+        self.stop_watching()
         if self.relay is not None:
             self.relay.cancel()
 
