@@ -12,8 +12,31 @@ class RenameForm(forms.Form):
     title = forms.CharField(max_length=200, required=False)
 
 
-class SettingsForm(forms.Form):
-    """The settings panel. Bounds come from SamplingParams, the one place that defines them."""
+class SamplingForm(forms.Form):
+    """A form whose ``sampling_fields`` are sampling parameters, checked against the bounds of
+    SamplingParams (the one place that defines them). Once valid, ``cleaned_data["settings"]``
+    holds those that are set, for ``sampling_params_for`` (the version's defaults fill in the
+    rest)."""
+
+    sampling_fields: tuple[str, ...] = ()
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if all(name in data for name in self.sampling_fields):
+            settings = {k: data[k] for k in self.sampling_fields if data[k] is not None}
+            try:
+                SamplingParams.parse(settings)
+            except ServiceError as exc:
+                self.add_error(exc.param if exc.param in self.fields else None, exc.message)
+            else:
+                data["settings"] = settings
+        return data
+
+
+class SettingsForm(SamplingForm):
+    """The settings panel."""
+
+    sampling_fields = ("temperature", "top_p", "max_tokens")
 
     model = forms.CharField(max_length=200)
     system_prompt = forms.CharField(max_length=8000, required=False, widget=forms.Textarea)
@@ -21,21 +44,11 @@ class SettingsForm(forms.Form):
     top_p = forms.FloatField()
     max_tokens = forms.IntegerField(max_value=MAX_NEW_TOKENS)
 
-    def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        numbers: dict[str, Any] = {
-            k: data[k] for k in ("temperature", "top_p", "max_tokens") if k in data
-        }
-        if len(numbers) == 3:
-            try:
-                SamplingParams.parse(numbers)
-            except ServiceError as exc:
-                self.add_error(exc.param if exc.param in numbers else None, exc.message)
-        return data
 
-
-class CompareForm(forms.Form):
+class CompareForm(SamplingForm):
     """One prompt for two models, with one set of parameters (greedy by default: comparable)."""
+
+    sampling_fields = ("temperature", "max_tokens")
 
     a = forms.CharField(max_length=200, label="Model A")
     b = forms.CharField(max_length=200, label="Model B")
@@ -45,20 +58,11 @@ class CompareForm(forms.Form):
     temperature = forms.FloatField(initial=0.0)
     max_tokens = forms.IntegerField(initial=128, max_value=MAX_NEW_TOKENS)
 
-    def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        if "temperature" in data and "max_tokens" in data:
-            try:
-                data["params"] = SamplingParams.parse(
-                    {"temperature": data["temperature"], "max_tokens": data["max_tokens"]}
-                )
-            except ServiceError as exc:
-                self.add_error(exc.param if exc.param in self.fields else None, exc.message)
-        return data
 
-
-class CompleteForm(forms.Form):
+class CompleteForm(SamplingForm):
     """Completion mode: a raw prompt, continued by the model as it stands (no chat template)."""
+
+    sampling_fields = ("temperature", "max_tokens", "seed")
 
     model = forms.CharField(max_length=200)
     prompt = forms.CharField(
@@ -75,21 +79,6 @@ class CompleteForm(forms.Form):
         widget=forms.NumberInput(attrs={"placeholder": "random"}),
         help_text="Empty: a new one each time",
     )
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        if "temperature" in data and "max_tokens" in data:
-            try:
-                data["params"] = SamplingParams.parse(
-                    {
-                        "temperature": data["temperature"],
-                        "max_tokens": data["max_tokens"],
-                        "seed": data.get("seed"),
-                    }
-                )
-            except ServiceError as exc:
-                self.add_error(exc.param if exc.param in self.fields else None, exc.message)
-        return data
 
 
 class ClassifyForm(forms.Form):

@@ -44,10 +44,9 @@ class Conversation(models.Model):
     def display_title(self) -> str:
         return self.title or "New chat"
 
-    def sampling_params(self) -> SamplingParams:
-        return SamplingParams(
-            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens
-        )
+    def sampling_settings(self) -> dict[str, float | int]:
+        """What the conversation sets; the version's other defaults apply beneath it."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
 
 
 class Message(models.Model):

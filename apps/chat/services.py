@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.accounts.limits import LimitExceeded, token_window
+from apps.accounts.limits import LimitExceeded
 from apps.accounts.models import User
 from apps.catalog.models import LanguageModel
 from apps.catalog.selectors import DEFAULT_CHAT_MODEL, active_version, chat_models_for
 from apps.core.errors import ErrorCode, ServiceError
 from apps.inference.models import Generation
 from apps.inference.protocol import SamplingParams
-from apps.inference.services import generation_cancel, generation_create
+from apps.inference.services import generation_cancel, generation_start, sampling_params_for
+from apps.inference.usage import token_window
 
 from .models import Conversation, Message, Preset
 from .selectors import conversation_in_flight
@@ -155,8 +156,9 @@ def _prompt_messages(conversation: Conversation) -> list[dict[str, str]]:
 def _start_answer(
     conversation: Conversation, owner: User, *, again: Generation | None = None
 ) -> Message:
-    """A new answer to the conversation as it stands, with its settings and a fresh seed; or,
-    with ``again``, that answer's model version, parameters and seed (the same text)."""
+    """A new answer to the conversation as it stands, with its settings over the version's
+    defaults and a fresh seed (every answer records its seed, so it can be run again exactly);
+    or, with ``again``, that answer's model version, parameters and seed (the same text)."""
     _check_quota(owner)
     model = again.model_version.model if again else conversation.model
     if model not in chat_models_for(owner):
@@ -168,22 +170,9 @@ def _start_answer(
         version, params = again.model_version, SamplingParams.model_validate(again.params)
     else:
         version = active_version(model)
-        # The conversation's own settings win; the version's other defaults (stop, top_k, ...)
-        # apply beneath them. Every answer records its seed, so it can be run again exactly.
-        params = SamplingParams.parse(
-            {
-                "seed": secrets.randbelow(2**31),
-                **version.default_params,
-                "temperature": conversation.temperature,
-                "top_p": conversation.top_p,
-                "max_tokens": conversation.max_tokens,
-            }
-        )
-    generation = generation_create(
-        user=owner,
-        model_version=version,
-        params=params,
-        messages=_prompt_messages(conversation),
+        params = sampling_params_for(version, conversation.sampling_settings(), new_seed=True)
+    [generation] = generation_start(
+        user=owner, version=version, params=params, messages=_prompt_messages(conversation)
     )
     return Message.objects.create(
         conversation=conversation, role=Message.Role.ASSISTANT, generation=generation
@@ -282,21 +271,23 @@ def chat_answer_stop(*, conversation: Conversation) -> Generation | None:
 
 @transaction.atomic
 def chat_compare_start(
-    *, owner: User, models: list[LanguageModel], text: str, params: SamplingParams
+    *, owner: User, models: list[LanguageModel], text: str, settings: dict[str, Any]
 ) -> list[Generation]:
-    """One prompt to several models at once (the compare view): one generation each, with the same
-    parameters. Preconditions: the models came from ``access_model``; ``params`` are validated."""
+    """One prompt to several models at once (the compare view): one generation each, with the
+    same ``settings`` over each version's defaults. Precondition: the models came from
+    ``access_model``. ServiceError, nothing written, on bad text or settings."""
     text = _check_text(text)
     _check_quota(owner)
-    return [
-        generation_create(
+    generations = []
+    for model in models:
+        version = active_version(model)
+        generations += generation_start(
             user=owner,
-            model_version=active_version(model),
-            params=params,
+            version=version,
+            params=sampling_params_for(version, settings, new_seed=True),
             messages=[{"role": "user", "content": text}],
         )
-        for model in models
-    ]
+    return generations
 
 
 def preset_save(*, owner: User, conversation: Conversation, name: str) -> Preset:
@@ -341,16 +332,15 @@ def preset_apply(*, conversation: Conversation, preset: Preset) -> Conversation:
 
 
 @transaction.atomic
-def completion_start(
-    *, owner: User, model: LanguageModel, prompt: str, params: SamplingParams
+def completion_mode_start(
+    *, owner: User, model: LanguageModel, prompt: str, settings: dict[str, Any]
 ) -> Generation:
-    """Completion mode: continue ``prompt`` as it stands. A seed is chosen when none is given,
-    so the answer can be run again exactly. Precondition: ``model`` is one of
-    ``completion_models_for(owner)``."""
+    """Completion mode: continue ``prompt`` as it stands, with ``settings`` over the version's
+    defaults. A seed is chosen when none is given, so the answer can be run again exactly.
+    Precondition: ``model`` is one of ``completion_models_for(owner)``."""
     prompt = _check_text(prompt, what="prompt", param="prompt", strip=False)
     _check_quota(owner)
-    if params.seed is None:
-        params = params.model_copy(update={"seed": secrets.randbelow(2**31)})
-    return generation_create(
-        user=owner, model_version=active_version(model), params=params, prompt=prompt
-    )
+    version = active_version(model)
+    params = sampling_params_for(version, settings, new_seed=True)
+    [generation] = generation_start(user=owner, version=version, params=params, prompt=prompt)
+    return generation

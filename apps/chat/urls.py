@@ -1,13 +1,13 @@
 from django.urls import path
 
-from . import views
+from . import tool_views, views
 
 urlpatterns = [
     path("", views.chat_index, name="chat-index"),
     path("new/", views.conversation_new, name="chat-conversation-new"),
-    path("compare/", views.compare, name="chat-compare"),
-    path("classify/", views.classify, name="chat-classify"),
-    path("complete/", views.complete, name="chat-complete"),
+    path("compare/", tool_views.compare, name="chat-compare"),
+    path("classify/", tool_views.classify, name="chat-classify"),
+    path("complete/", tool_views.complete, name="chat-complete"),
     path("search/", views.conversation_search, name="chat-search"),
     path("import/", views.conversation_import, name="chat-conversation-import"),
     path("<uuid:conversation_id>/", views.conversation_detail, name="chat-conversation"),

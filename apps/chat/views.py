@@ -2,31 +2,28 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import cast
 
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.text import slugify
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from apps.accounts.models import User
 from apps.catalog.models import LanguageModel
-from apps.catalog.selectors import access_model, active_version, chat_models_for
+from apps.catalog.selectors import access_model, chat_models_for
 from apps.core.errors import ErrorCode, ServiceError
 from apps.core.http import AuthedHttpRequest
+from apps.core.uploads import too_large
 
 from . import exports, services
-from .forms import ClassifyForm, CompareForm, CompleteForm, RenameForm, SettingsForm
+from .forms import RenameForm, SettingsForm
 from .models import Conversation
 from .selectors import (
     access_conversation,
     access_preset,
-    completion_models_for,
     conversation_messages,
     conversations_for,
     deleted_conversation,
@@ -172,12 +169,9 @@ def conversation_import(request: AuthedHttpRequest) -> HttpResponse:
             raise ServiceError(
                 ErrorCode.INVALID_PARAMETER, "Choose a JSON export to import.", param="file"
             )
-        if upload.size and upload.size > exports.MAX_IMPORT_BYTES:
-            raise ServiceError(
-                ErrorCode.INVALID_PARAMETER,
-                f"The file has {upload.size} bytes; the limit is {exports.MAX_IMPORT_BYTES}.",
-                param="file",
-            )
+        refusal = too_large(upload, exports.MAX_IMPORT_BYTES)
+        if refusal:
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, refusal, param="file")
         conversation = exports.conversation_import(owner=request.user, raw=upload.read())
     except ServiceError as exc:
         if request.htmx:
@@ -256,9 +250,7 @@ def conversation_settings(request: AuthedHttpRequest, conversation_id: str) -> H
         conversation=conversation,
         model=model,
         system_prompt=form.cleaned_data["system_prompt"],
-        temperature=form.cleaned_data["temperature"],
-        top_p=form.cleaned_data["top_p"],
-        max_tokens=form.cleaned_data["max_tokens"],
+        **form.cleaned_data["settings"],
     )
     return _settings_partial(request, conversation, saved="Saved.")
 
@@ -300,121 +292,3 @@ def preset_save(request: AuthedHttpRequest, conversation_id: str) -> HttpRespons
     except ServiceError as exc:
         return _settings_partial(request, conversation, preset_error=exc.message, status=400)
     return _settings_partial(request, conversation, saved=f"Saved as preset {preset.name}.")
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-def complete(request: AuthedHttpRequest) -> HttpResponse:
-    """Completion mode: a raw prompt in, its continuation out, streamed (static/follow.js)."""
-    models = completion_models_for(request.user)
-    if request.method == "GET":
-        form = CompleteForm(initial={"model": models[0].slug if models else ""})
-        return render(request, "chat/complete.html", {"form": form, "models": models})
-    form = CompleteForm(request.POST)
-    template = "chat/complete.html#complete-result" if request.htmx else "chat/complete.html"
-    context: dict[str, object] = {"form": form, "models": models}
-    if not form.is_valid():
-        return render(request, template, context, status=400)
-    try:
-        model = next(m for m in models if m.slug == form.cleaned_data["model"])
-    except StopIteration:
-        form.add_error("model", "Pick a model from the list.")
-        return render(request, template, context, status=400)
-    try:
-        context["generation"] = services.completion_start(
-            owner=request.user,
-            model=model,
-            prompt=form.cleaned_data["prompt"],
-            params=form.cleaned_data["params"],
-        )
-    except ServiceError as exc:
-        context["error"] = exc.message
-        return render(request, template, context, status=400)
-    return render(request, template, context, status=201)
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-def compare(request: AuthedHttpRequest) -> HttpResponse:
-    """One prompt to two models side by side; both answers stream at once (static/follow.js)."""
-    models = chat_models_for(request.user)
-    if request.method == "GET":
-        slugs = [m.slug for m in models]
-        a = request.GET.get("a") if request.GET.get("a") in slugs else (slugs[0] if slugs else "")
-        b = request.GET.get("b") if request.GET.get("b") in slugs else (slugs[-1] if slugs else "")
-        form = CompareForm(initial={"a": a, "b": b})
-        return render(request, "chat/compare.html", {"form": form, "models": models})
-    form = CompareForm(request.POST)
-    template = "chat/compare.html#compare-result" if request.htmx else "chat/compare.html"
-    context: dict[str, object] = {"form": form, "models": models}
-    if not form.is_valid():
-        return render(request, template, context, status=400)
-    try:
-        picked = [
-            access_model(request.user, form.cleaned_data[k], task=LanguageModel.Task.CHAT)
-            for k in ("a", "b")
-        ]
-        context["generations"] = services.chat_compare_start(
-            owner=request.user,
-            models=picked,
-            text=form.cleaned_data["text"],
-            params=form.cleaned_data["params"],
-        )
-    except (ServiceError, Http404) as exc:
-        context["error"] = exc.message if isinstance(exc, ServiceError) else str(exc)
-        return render(request, template, context, status=400)
-    return render(request, template, context, status=201)
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-async def classify(request: AuthedHttpRequest) -> HttpResponse:
-    """The classification tab: type a text, see every label's score from one of your classifiers."""
-    # Templates read request.user (a lazy database lookup): render them off the event loop.
-    from asgiref.sync import sync_to_async
-
-    from apps.inference.models import EmbeddingBatch
-    from apps.inference.services import embedding_create
-    from apps.inference.streaming import embedding_group, wait_finished
-
-    user = cast(User, await request.auser())  # login_required: never anonymous
-    models = await sync_to_async(
-        lambda: list(
-            LanguageModel.objects.usable_by(user).for_task(LanguageModel.Task.CLASSIFICATION)
-        )
-    )()
-    form = ClassifyForm(request.POST or None, initial={"model": request.GET.get("model", "")})
-    context: dict[str, object] = {"form": form, "models": models}
-    template = "chat/classify.html#classify-result" if request.htmx else "chat/classify.html"
-    if request.method == "GET":
-        return await sync_to_async(render)(request, "chat/classify.html", context)
-    if not form.is_valid():
-        return await sync_to_async(render)(request, template, context, status=400)
-
-    def start() -> EmbeddingBatch:
-        model = access_model(
-            user, form.cleaned_data["model"], task=LanguageModel.Task.CLASSIFICATION
-        )
-        with transaction.atomic():
-            return embedding_create(
-                user=user,
-                model_version=active_version(model),
-                inputs=[form.cleaned_data["text"]],
-                kind=EmbeddingBatch.Kind.CLASSIFICATION,
-            )
-
-    try:
-        batch = await sync_to_async(start)()
-    except Http404:
-        context["error"] = "That classifier is not available to you."
-        return await sync_to_async(render)(request, template, context, status=404)
-    batch = await wait_finished(
-        embedding_group(batch.pk), lambda: EmbeddingBatch.objects.get(pk=batch.pk)
-    )
-    if batch.status == EmbeddingBatch.Status.FAILED:
-        context["error"] = batch.error_message
-        return await sync_to_async(render)(request, template, context, status=400)
-    result = (batch.results or [{}])[0]
-    context["label"] = result["label"]
-    context["scores"] = sorted(result["scores"].items(), key=lambda item: -item[1])
-    return await sync_to_async(render)(request, template, context)
