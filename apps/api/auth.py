@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.http import HttpRequest
 
 from apps.accounts.models import ApiKey
-from apps.accounts.selectors import api_key_authenticate
+from apps.accounts.services import api_key_authenticate
 
 from .errors import ApiError
 

@@ -30,8 +30,10 @@ class ApiError(Exception):
         param: str | None = None,
         headers: dict[str, str] | None = None,
         details: list[dict[str, Any]] | None = None,
+        error_type: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.error_type = error_type or _TYPES.get(status, "api_error")
         self.status = status
         self.message = message
         self.code = code
@@ -47,7 +49,7 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {
             "message": self.message,
-            "type": _TYPES.get(self.status, "api_error"),
+            "type": self.error_type,
             "param": self.param,
             "code": self.code,
         }

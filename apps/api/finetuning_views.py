@@ -14,23 +14,17 @@ from django.core.files.uploadedfile import UploadedFile
 from django.http import Http404, HttpRequest, JsonResponse
 
 from apps.accounts.models import ApiKey
-from apps.catalog.selectors import access_model, active_version
 from apps.core.errors import ServiceError
+from apps.core.uploads import too_large
 from apps.finetuning.datasets import DatasetInvalid
 from apps.finetuning.models import Dataset, FineTuningJob, JobEvent
-from apps.finetuning.schemas import Hyperparameters
 from apps.finetuning.selectors import access_dataset, access_job, datasets_for, jobs_for
-from apps.finetuning.services import (
-    dataset_create,
-    dataset_delete,
-    finetune_job_cancel,
-    finetune_job_create,
-    finetune_jobs_reap,
-)
+from apps.finetuning.services import dataset_create, dataset_delete, finetune_job_cancel
 
+from .decorators import api_view, json_body
 from .errors import ApiError
 from .schemas import FineTuningJobRequest, parse
-from .views import _json_body, api_view
+from .services import fine_tuning_job_start, not_found
 
 SCOPE = ApiKey.Scope.FINE_TUNING
 MAX_LIST = 100
@@ -78,9 +72,7 @@ def job_object(job: FineTuningJob) -> dict[str, Any]:
         "seed": hp.get("seed"),
         "suffix": job.suffix or None,
         "estimated_finish": (
-            int(job.heartbeat_at.timestamp()) + eta
-            if eta is not None and job.heartbeat_at
-            else None
+            int(job.progress_at.timestamp()) + eta if eta is not None and job.progress_at else None
         ),
         "step": job.step,
         "total_steps": job.total_steps,
@@ -107,10 +99,6 @@ def _limit(request: HttpRequest, default: int = 20) -> int:
     return int(raw)
 
 
-def _not_found(what: str, value: str, param: str | None = None) -> ApiError:
-    return ApiError(404, f"No {what} {value!r} exists for this account.", param=param)
-
-
 # -- files ---------------------------------------------------------------------------------------
 @api_view("POST", scope=SCOPE)
 async def files_create(request: HttpRequest, api_key: ApiKey) -> JsonResponse:
@@ -121,14 +109,9 @@ async def files_create(request: HttpRequest, api_key: ApiKey) -> JsonResponse:
         upload = request.FILES.get("file")
         if not isinstance(upload, UploadedFile):
             raise ApiError(400, "Send the dataset as the multipart field 'file'.", param="file")
-        if upload.size and upload.size > settings.FINETUNE_MAX_UPLOAD_BYTES:
-            raise ApiError(
-                413,
-                f"The file has {upload.size} bytes; the limit is "
-                f"{settings.FINETUNE_MAX_UPLOAD_BYTES}.",
-                code="file_too_large",
-                param="file",
-            )
+        refusal = too_large(upload, settings.FINETUNE_MAX_UPLOAD_BYTES)
+        if refusal:
+            raise ApiError(413, refusal, code="file_too_large", param="file")
         try:
             return dataset_create(
                 owner=api_key.user, filename=upload.name or "", data=upload.read()
@@ -156,7 +139,7 @@ async def file_detail(request: HttpRequest, api_key: ApiKey, file_id: str) -> Js
     try:
         dataset = await sync_to_async(access_dataset)(api_key.user, file_id)
     except Http404:
-        raise _not_found("file", file_id) from None
+        raise not_found("file", file_id) from None
     return JsonResponse(file_object(dataset))
 
 
@@ -166,7 +149,7 @@ async def file_delete(request: HttpRequest, api_key: ApiKey, file_id: str) -> Js
         try:
             dataset = access_dataset(api_key.user, file_id)
         except Http404:
-            raise _not_found("file", file_id) from None
+            raise not_found("file", file_id) from None
         openai_id = dataset.openai_id
         try:
             dataset_delete(dataset=dataset)
@@ -181,46 +164,9 @@ async def file_delete(request: HttpRequest, api_key: ApiKey, file_id: str) -> Js
 # -- jobs ----------------------------------------------------------------------------------------
 @api_view("POST", scope=SCOPE)
 async def jobs_create(request: HttpRequest, api_key: ApiKey) -> JsonResponse:
-    body = parse(FineTuningJobRequest, _json_body(request))
-
-    def create() -> FineTuningJob:
-        user = api_key.user
-        try:
-            model = access_model(user, body.model)
-        except Http404:
-            raise _not_found("model", body.model, "model") from None
-        files = {}
-        for param in ("training_file", "validation_file"):
-            file_id = getattr(body, param)
-            if file_id is None:
-                continue
-            try:
-                files[param] = access_dataset(user, file_id)
-            except Http404:
-                raise _not_found("file", file_id, param) from None
-        values = dict(body.hyperparameters)
-        if body.seed is not None:
-            values["seed"] = body.seed
-        try:
-            hyperparameters = Hyperparameters.parse(values)
-        except ServiceError as error:
-            error.param = "seed" if error.param == "seed" else f"hyperparameters.{error.param}"
-            error.message = error.message.replace(
-                f" {error.param.split('.')[-1]}", f" {error.param}", 1
-            )
-            raise
-        job = finetune_job_create(
-            owner=user,
-            base_version=active_version(model),
-            training_file=files["training_file"],
-            validation_file=files.get("validation_file"),
-            method=body.method,
-            hyperparameters=hyperparameters,
-            suffix=body.suffix or "",
-        )
-        return access_job(user, job.pk)
-
-    return JsonResponse(job_object(await sync_to_async(create)()))
+    body = parse(FineTuningJobRequest, json_body(request))
+    job = await sync_to_async(fine_tuning_job_start)(api_key=api_key, body=body)
+    return JsonResponse(job_object(job))
 
 
 @api_view("GET", scope=SCOPE)
@@ -229,7 +175,6 @@ async def jobs_list(request: HttpRequest, api_key: ApiKey) -> JsonResponse:
     after = request.GET.get("after")
 
     def page() -> tuple[list[FineTuningJob], bool]:
-        finetune_jobs_reap()
         jobs = jobs_for(api_key.user)
         if after:
             ids = [j.openai_id for j in jobs]
@@ -242,13 +187,12 @@ async def jobs_list(request: HttpRequest, api_key: ApiKey) -> JsonResponse:
 
 async def _job(api_key: ApiKey, job_id: str) -> FineTuningJob:
     def load() -> FineTuningJob:
-        finetune_jobs_reap()
         return access_job(api_key.user, job_id)
 
     try:
         return await sync_to_async(load)()
     except Http404:
-        raise _not_found("fine-tuning job", job_id) from None
+        raise not_found("fine-tuning job", job_id) from None
 
 
 @api_view("GET", scope=SCOPE)

@@ -1,4 +1,5 @@
-"""Starting completions for the API: the same generations, queue and engine as the chat."""
+"""The API's requests turned into the platform's work: the same generations, queue and engine as
+the chat, with OpenAI's defaults and names. Nothing is written for a bad request."""
 
 from __future__ import annotations
 
@@ -9,19 +10,35 @@ from apps.accounts.models import ApiKey
 from apps.catalog.models import LanguageModel
 from apps.catalog.selectors import access_model, active_version
 from apps.core.errors import ErrorCode, ServiceError
+from apps.finetuning.models import FineTuningJob
+from apps.finetuning.schemas import Hyperparameters
+from apps.finetuning.selectors import access_dataset, access_job
+from apps.finetuning.services import fine_tuned_model_delete, finetune_job_create
 from apps.inference.models import EmbeddingBatch, Generation
-from apps.inference.protocol import SamplingParams
-from apps.inference.services import embedding_create, generation_cancel, generation_create
+from apps.inference.services import (
+    classification_start,
+    embedding_start,
+    generation_cancel,
+    generation_start,
+    sampling_params_for,
+)
 
+from .errors import ApiError
 from .schemas import (
     ChatCompletionRequest,
     ClassificationRequest,
     CompletionRequest,
     EmbeddingRequest,
+    FineTuningJobRequest,
 )
 
+# What the API takes where a request and the version's defaults leave a parameter out.
+OPENAI_DEFAULTS = {"temperature": 1.0}
+EMBEDDING_DIMENSIONS = {"all-minilm-l6-v2": 384}
 
-def _model_for(api_key: ApiKey, slug: str) -> LanguageModel:
+
+def model_for(api_key: ApiKey, slug: str) -> LanguageModel:
+    """The model ``slug`` for the key's account; ServiceError (404) when it has none by that id."""
     try:
         return access_model(api_key.user, slug)
     except Http404:
@@ -35,13 +52,13 @@ def _model_for(api_key: ApiKey, slug: str) -> LanguageModel:
 def completion_start(
     *, api_key: ApiKey, body: ChatCompletionRequest | CompletionRequest
 ) -> list[Generation]:
-    """Validate and enqueue ``body.n`` generations for the key's account; nothing is written on a
-    bad request. Precondition: the key allows inference."""
-    model = _model_for(api_key, body.model)
-    is_chat = isinstance(body, ChatCompletionRequest)
+    """Validate and enqueue ``body.n`` generations for the key's account. Precondition: the key
+    allows inference."""
+    model = model_for(api_key, body.model)
+    chat = isinstance(body, ChatCompletionRequest)
     expected = (
-        LanguageModel.Task.CHAT
-        if is_chat
+        (LanguageModel.Task.CHAT,)
+        if chat
         else (LanguageModel.Task.CHAT, LanguageModel.Task.COMPLETION)
     )
     if model.task not in expected:
@@ -51,31 +68,22 @@ def completion_start(
             param="model",
         )
     version = active_version(model)
-    # What the request leaves out comes from the version's defaults, then OpenAI's (temperature 1).
-    params = SamplingParams.parse({"temperature": 1.0, **version.default_params, **body.sampling()})
+    params = sampling_params_for(version, body.sampling(), fallback=OPENAI_DEFAULTS)
     messages = None
     if isinstance(body, ChatCompletionRequest):
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
         ]
-    with transaction.atomic():
-        generations = []
-        for i in range(body.n):
-            choice_params = params
-            if params.seed is not None and i:
-                choice_params = params.model_copy(update={"seed": params.seed + i})
-            generations.append(
-                generation_create(
-                    user=api_key.user,
-                    model_version=version,
-                    params=choice_params,
-                    messages=messages,
-                    prompt="" if messages is not None else body.prompt,  # type: ignore[union-attr]
-                    api_key=api_key,
-                )
-            )
-    return generations
+    return generation_start(
+        user=api_key.user,
+        version=version,
+        params=params,
+        messages=messages,
+        prompt="" if isinstance(body, ChatCompletionRequest) else body.prompt,
+        api_key=api_key,
+        n=body.n,
+    )
 
 
 def completion_cancel(*, generations: list[Generation]) -> None:
@@ -84,33 +92,17 @@ def completion_cancel(*, generations: list[Generation]) -> None:
         generation_cancel(generation=generation)
 
 
-EMBEDDING_DIMENSIONS = {"all-minilm-l6-v2": 384}
+def classifications_start(*, api_key: ApiKey, body: ClassificationRequest) -> EmbeddingBatch:
+    """Validate and enqueue a classification request."""
+    model = model_for(api_key, body.model)
+    return classification_start(
+        user=api_key.user, model=model, inputs=body.inputs(), api_key=api_key
+    )
 
 
-def classification_start(*, api_key: ApiKey, body: ClassificationRequest) -> EmbeddingBatch:
-    """Validate and enqueue a classification request; nothing is written on a bad request."""
-    model = _model_for(api_key, body.model)
-    if model.task != LanguageModel.Task.CLASSIFICATION:
-        raise ServiceError(
-            ErrorCode.INVALID_PARAMETER,
-            f"The model {model.slug!r} is a {model.task} model, not a classifier. Train one on "
-            "the fine-tuning page.",
-            param="model",
-        )
-    inputs = body.inputs()
-    with transaction.atomic():
-        return embedding_create(
-            user=api_key.user,
-            model_version=active_version(model),
-            inputs=inputs,
-            api_key=api_key,
-            kind=EmbeddingBatch.Kind.CLASSIFICATION,
-        )
-
-
-def embedding_start(*, api_key: ApiKey, body: EmbeddingRequest) -> EmbeddingBatch:
-    """Validate and enqueue an embeddings request; nothing is written on a bad request."""
-    model = _model_for(api_key, body.model)
+def embeddings_start(*, api_key: ApiKey, body: EmbeddingRequest) -> EmbeddingBatch:
+    """Validate and enqueue an embeddings request."""
+    model = model_for(api_key, body.model)
     if model.task != LanguageModel.Task.EMBEDDINGS:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
@@ -126,7 +118,70 @@ def embedding_start(*, api_key: ApiKey, body: EmbeddingRequest) -> EmbeddingBatc
             "dimensions cannot be changed.",
             param="dimensions",
         )
-    with transaction.atomic():
-        return embedding_create(
-            user=api_key.user, model_version=active_version(model), inputs=inputs, api_key=api_key
+    return embedding_start(
+        user=api_key.user, version=active_version(model), inputs=inputs, api_key=api_key
+    )
+
+
+def fine_tuned_model_retire(*, api_key: ApiKey, slug: str) -> None:
+    """``DELETE /v1/models/{id}`` for one of the account's fine-tuned models."""
+    try:
+        model = access_model(api_key.user, slug)
+    except Http404:
+        model = None
+    if model is None or model.owner_id != api_key.user.pk:
+        raise ApiError(
+            404,
+            f"The model {slug!r} is not a fine-tuned model of this account.",
+            code="model_not_found",
+            param="model",
         )
+    fine_tuned_model_delete(model=model)
+
+
+def not_found(what: str, value: str, param: str | None = None) -> ApiError:
+    return ApiError(404, f"No {what} {value!r} exists for this account.", param=param)
+
+
+def fine_tuning_job_start(*, api_key: ApiKey, body: FineTuningJobRequest) -> FineTuningJob:
+    """``POST /v1/fine_tuning/jobs``: the body's model, files and settings checked, by the names
+    the API uses, then the job queued."""
+    user = api_key.user
+    try:
+        model = access_model(user, body.model)
+    except Http404:
+        raise not_found("model", body.model, "model") from None
+    files = {}
+    for param in ("training_file", "validation_file"):
+        file_id = getattr(body, param)
+        if file_id is None:
+            continue
+        try:
+            files[param] = access_dataset(user, file_id)
+        except Http404:
+            raise not_found("file", file_id, param) from None
+    values = dict(body.hyperparameters)
+    if body.seed is not None:
+        values["seed"] = body.seed
+    try:
+        hyperparameters = Hyperparameters.parse(values)
+    except ServiceError as error:
+        # The API nests the settings under "hyperparameters" (all but the seed): say so.
+        name = error.param or ""
+        param = "seed" if name == "seed" else f"hyperparameters.{name}"
+        raise ServiceError(
+            error.code, error.message.replace(f" {name}", f" {param}", 1), param=param
+        ) from None
+    # Read back before the transaction commits (and the task is sent): the answer shows the job
+    # as it was created, queued, however quick the training worker is.
+    with transaction.atomic():
+        job = finetune_job_create(
+            owner=user,
+            base_version=active_version(model),
+            training_file=files["training_file"],
+            validation_file=files.get("validation_file"),
+            method=body.method,
+            hyperparameters=hyperparameters,
+            suffix=body.suffix or "",
+        )
+        return access_job(user, job.pk)

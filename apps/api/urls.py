@@ -1,7 +1,7 @@
 from django.urls import path
 
 from . import finetuning_views, views
-from .views import by_method as _by_method
+from .decorators import by_method as _by_method
 
 urlpatterns = [
     path("models", views.models_list, name="api-models"),

@@ -1,0 +1,205 @@
+"""Serving completions and encoder results in OpenAI's shapes: one JSON answer or a stream of
+server-sent events, read through ``apps.inference.streaming`` (the one stream reader)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+
+from apps.core.errors import ErrorCode
+from apps.inference.models import EmbeddingBatch, Generation
+from apps.inference.streaming import Delta, Done, Event, Waiting, finished, follow
+
+from .errors import GENERATION_FAILURE_STATUS, ApiError
+from .services import completion_cancel
+
+# An SSE comment (clients skip it) while an answer waits for a worker to take it up again.
+WAITING_COMMENT = b": waiting for a worker to continue this answer\n\n"
+
+
+def failure(row: Generation | EmbeddingBatch, *, param: str = "messages") -> ApiError:
+    """A failed record as the API error it answers with: the status by its code, the type by
+    whether trying again may help (``server_error``) or the request must change."""
+    try:
+        code = ErrorCode(row.error_code)
+    except ValueError:
+        code = ErrorCode.INTERNAL
+    return ApiError(
+        GENERATION_FAILURE_STATUS[code],
+        row.error_message or "The request failed.",
+        code=code.value,
+        param=param if code == ErrorCode.CONTEXT_LENGTH_EXCEEDED else None,
+        error_type="server_error" if row.retryable else "invalid_request_error",
+    )
+
+
+async def encoded(batch: EmbeddingBatch) -> EmbeddingBatch:
+    """Wait for a worker to finish ``batch``; its failure as an ApiError."""
+    batch = await finished(EmbeddingBatch, batch.pk)
+    if batch.status == EmbeddingBatch.Status.FAILED:
+        raise failure(batch, param="input")
+    return batch
+
+
+def _finish_reason(row: Generation) -> str:
+    return "length" if row.finish_reason in ("length", "timeout") else "stop"
+
+
+def _usage(rows: list[Generation]) -> dict[str, int]:
+    prompt = rows[0].prompt_tokens or 0  # the n choices share one prompt
+    completion = sum(r.completion_tokens for r in rows)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+class Completion:
+    """The ids, names and chunk shapes of one API completion with its ``n`` generations."""
+
+    def __init__(self, generations: list[Generation], model: str, *, chat: bool) -> None:
+        self.ids = [str(g.pk) for g in generations]
+        self.index = {gid: i for i, gid in enumerate(self.ids)}
+        self.chat = chat
+        self.model = model
+        self.id = ("chatcmpl-" if chat else "cmpl-") + generations[0].pk.hex
+        self.created = int(generations[0].created_at.timestamp())
+        self.object = "chat.completion" if chat else "text_completion"
+
+    def chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        body = {
+            "id": self.id,
+            "object": self.object + (".chunk" if self.chat else ""),
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            **extra,
+        }
+        return f"data: {json.dumps(body)}\n\n".encode()
+
+    def first_chunk(self) -> bytes:
+        """A chat stream opens with the assistant's role for every choice."""
+        return self.chunk(
+            [
+                {
+                    "index": i,
+                    "delta": {"role": "assistant", "content": ""},
+                    "finish_reason": None,
+                    "logprobs": None,
+                }
+                for i in range(len(self.ids))
+            ]
+        )
+
+    def text_choice(
+        self, generation_id: str, text: str, finish: str | None = None
+    ) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": self.index[generation_id], "finish_reason": finish}
+        if self.chat:
+            choice["delta"] = {"content": text} if text else {}
+        else:
+            choice["text"] = text
+            choice["logprobs"] = None
+        return choice
+
+    def full(self, texts: dict[str, str], rows: dict[str, Generation]) -> dict[str, Any]:
+        choices = []
+        for gid in self.ids:
+            choice: dict[str, Any] = {
+                "index": self.index[gid],
+                "finish_reason": _finish_reason(rows[gid]),
+                "logprobs": None,
+            }
+            if self.chat:
+                choice["message"] = {"role": "assistant", "content": texts[gid]}
+            else:
+                choice["text"] = texts[gid]
+            choices.append(choice)
+        return {
+            "id": self.id,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "usage": _usage([rows[gid] for gid in self.ids]),
+        }
+
+
+async def serve_completion(
+    generations: list[Generation], *, model: str, chat: bool, stream: bool, include_usage: bool
+) -> HttpResponseBase:
+    """Answer with ``generations`` (the ``n`` choices of one request) once they finish, or as
+    they stream. Whatever is unfinished when the client goes away is cancelled."""
+    completion = Completion(generations, model, chat=chat)
+    events = follow(Generation, completion.ids)
+    finished_rows: dict[str, Generation] = {}
+
+    async def cancel_unfinished() -> None:
+        await events.aclose()
+        if len(finished_rows) < len(generations):
+            await sync_to_async(completion_cancel)(generations=generations)
+
+    try:
+        # Wait for the first text or end before answering, so that a request the worker rejects
+        # (a prompt over the context, say) gets its error status even when it asked for a stream.
+        first = await anext(events)
+        while isinstance(first, Waiting):
+            first = await anext(events)
+        if isinstance(first, Done) and first.row.status == Generation.Status.FAILED:
+            await cancel_unfinished()
+            raise failure(first.row)
+        if not stream:
+            texts = dict.fromkeys(completion.ids, "")
+            event: Event | None = first
+            while event is not None:
+                if isinstance(event, Delta):
+                    texts[event.id] += event.text
+                elif isinstance(event, Done):
+                    if event.row.status == Generation.Status.FAILED:
+                        await cancel_unfinished()
+                        raise failure(event.row)
+                    finished_rows[event.id] = event.row
+                event = await anext(events, None)
+            return JsonResponse(completion.full(texts, finished_rows))
+    except asyncio.CancelledError:  # the client disconnected while waiting
+        await cancel_unfinished()
+        raise
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            if chat:
+                yield completion.first_chunk()
+            event: Event | None = first
+            said_waiting = False
+            while event is not None:
+                if isinstance(event, Delta):
+                    yield completion.chunk([completion.text_choice(event.id, event.text)])
+                elif isinstance(event, Waiting):
+                    if event.waiting and not said_waiting:
+                        yield WAITING_COMMENT
+                    said_waiting = event.waiting
+                elif event.row.status == Generation.Status.FAILED:
+                    yield f"data: {json.dumps(failure(event.row).body())}\n\n".encode()
+                    return
+                else:
+                    finished_rows[event.id] = event.row
+                    reason = _finish_reason(event.row)
+                    yield completion.chunk([completion.text_choice(event.id, "", reason)])
+                event = await anext(events, None)
+            if include_usage:
+                yield completion.chunk([], usage=_usage([finished_rows[g] for g in completion.ids]))
+            yield b"data: [DONE]\n\n"
+        finally:
+            await cancel_unfinished()
+
+    response = StreamingHttpResponse(chunks(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
