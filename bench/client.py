@@ -67,7 +67,7 @@ async def ws_stream(url: str, index: int, *, cookie: str, origin: str) -> tuple[
             async for raw in socket:
                 event = json.loads(raw)
                 kind = event.get("type")
-                if kind in ("delta", "snapshot") and event.get("text"):
+                if kind == "delta" and event.get("text"):
                     first = first or time.monotonic()
                     last = time.monotonic()
                 elif kind == "done":

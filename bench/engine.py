@@ -27,7 +27,7 @@ from common import NEW_TOKENS, PROMPTS, Sample, messages, summarise  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from apps.catalog.packaged import PACKAGED  # noqa: E402
-from apps.inference.engines import get_engine  # noqa: E402
+from apps.inference.engines.registry import get_engine  # noqa: E402
 from apps.inference.engines.transformers_backend import (  # noqa: E402
     TransformersEngine,
     load_causal_lm,

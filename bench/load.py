@@ -103,7 +103,7 @@ async def chat_user(base: str, user: dict[str, Any], index: int, until: float) -
                 while True:
                     event = json.loads(await asyncio.wait_for(socket.recv(), 600))
                     kind = event.get("type")
-                    if kind in ("delta", "snapshot") and event.get("text") and first is None:
+                    if kind == "delta" and event.get("text") and first is None:
                         first = time.monotonic()
                     elif kind == "done":
                         results.append(
