@@ -15,9 +15,8 @@ import pytest
 import redis
 from django.conf import settings
 
-from apps.catalog.models import LanguageModel, ModelVersion
-from apps.catalog.packaged import register_packaged_models
-from tests.factories import UserFactory
+from apps.catalog.models import LanguageModel
+from tests.factories import ApiKeyFactory, UserFactory, packaged_chat_model
 from tests.helpers import ROOT, Process, child_env, free_port
 
 
@@ -60,7 +59,7 @@ def _end_stray_connections(django_db_setup) -> Iterator[None]:
 def _own_storage(tmp_path_factory) -> None:
     """Uploaded datasets and trained models go to a folder of this session, for this process and
     every server and worker it starts (they inherit the environment). Heartbeats are quick here so
-    that the tests of a lost worker or job do not wait a minute."""
+    that the tests of a lost worker do not wait long."""
     root = tmp_path_factory.mktemp("storage")
     values = {
         # Models the tests build are saved under the session's temporary folder: that is the
@@ -71,8 +70,6 @@ def _own_storage(tmp_path_factory) -> None:
         "METRICS_TOKEN": "metrics-token-for-tests",
         "MEDIA_ROOT": str(root / "media"),
         "FINETUNE_OUTPUT_DIR": str(root / "finetuned"),
-        "FINETUNE_HEARTBEAT_SECONDS": "1",
-        "FINETUNE_HEARTBEAT_TIMEOUT": "8",
     }
     os.environ.update(values)
     settings.MODELS_ROOT = Path(values["MODELS_ROOT"]).resolve()
@@ -81,8 +78,6 @@ def _own_storage(tmp_path_factory) -> None:
     settings.METRICS_TOKEN = values["METRICS_TOKEN"]
     settings.MEDIA_ROOT = Path(values["MEDIA_ROOT"])
     settings.FINETUNE_OUTPUT_DIR = Path(values["FINETUNE_OUTPUT_DIR"])
-    settings.FINETUNE_HEARTBEAT_SECONDS = 1.0
-    settings.FINETUNE_HEARTBEAT_TIMEOUT = 8.0
 
 
 @pytest.fixture(scope="session")
@@ -107,15 +102,19 @@ def smollm_tokenizer_from(cache_dir: Path) -> Any:
     return load_tokenizer(spec, cache_dir)
 
 
-def build_tiny_llama(folder: Path, *, seed: int, cache_dir: Path) -> Path:
-    """A small randomly initialised Llama with SmolLM2's tokenizer, saved into ``folder``
+def build_tiny_model(
+    folder: Path, *, seed: int, cache_dir: Path, architecture: str = "llama"
+) -> Path:
+    """A small randomly initialised causal LM (``llama``, or ``mistral`` for an architecture the
+    Llama decoder does not cover) with SmolLM2's tokenizer, saved into ``folder``
     (safetensors); different seeds give different weights, hence different answers."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
 
     tokenizer = smollm_tokenizer_from(cache_dir)
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    name = architecture.capitalize()
+    config = getattr(transformers, f"{name}Config")(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -126,7 +125,7 @@ def build_tiny_llama(folder: Path, *, seed: int, cache_dir: Path) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
     )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    getattr(transformers, f"{name}ForCausalLM")(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -134,7 +133,7 @@ def build_tiny_llama(folder: Path, *, seed: int, cache_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, model_cache_dir) -> Path:
     """A small randomly initialised Llama with SmolLM2's tokenizer, saved as a local folder."""
-    return build_tiny_llama(
+    return build_tiny_model(
         tmp_path_factory.mktemp("tiny-llama"), seed=0, cache_dir=model_cache_dir
     )
 
@@ -142,7 +141,7 @@ def tiny_model_dir(tmp_path_factory, model_cache_dir) -> Path:
 @pytest.fixture(scope="session")
 def other_tiny_model_dir(tmp_path_factory, model_cache_dir) -> Path:
     """Another tiny Llama, with other weights (a second version, or a second model)."""
-    return build_tiny_llama(
+    return build_tiny_model(
         tmp_path_factory.mktemp("tiny-llama-b"), seed=1, cache_dir=model_cache_dir
     )
 
@@ -165,36 +164,34 @@ def stranger(db):
 @pytest.fixture
 def chat_model(db) -> LanguageModel:
     # Transactional tests flush the database afterwards, migration-seeded rows included.
-    register_packaged_models(LanguageModel, ModelVersion)
-    return LanguageModel.objects.get(slug="smollm2-135m-instruct")
+    return packaged_chat_model()
+
+
+@pytest.fixture
+def api_key(owner, chat_model) -> str:
+    """An inference key of ``owner``'s, as a client sends it."""
+    return ApiKeyFactory(user=owner).key  # type: ignore[no-any-return]
 
 
 @pytest.fixture
 def fake_engine(settings) -> Iterator[None]:
     """Workers in this process use the deterministic fake engine (see engines/fake.py)."""
-    from apps.inference import engines
+    from apps.inference.engines import registry
 
     settings.INFERENCE_ENGINE = "fake"
-    engines.reset()
+    registry.reset()
     yield
-    engines.reset()
+    registry.reset()
 
 
 @pytest.fixture
 def inline_worker(fake_engine, transactional_db) -> Iterator[None]:
-    """A real Celery worker on the Redis broker, as threads of the test process."""
-    from celery.contrib.testing.worker import start_worker
-
+    """A real Celery worker on the Redis broker, as threads of the test process, started as the
+    embedded default starts its workers (heartbeat and sweeps included)."""
     from playground.celery import app
+    from playground.worker import embedded_worker
 
-    with start_worker(
-        app,
-        pool="threads",
-        concurrency=4,
-        queues=["inference"],
-        perform_ping_check=False,
-        shutdown_timeout=20,
-    ):
+    with embedded_worker(app, hostname="inline@tests", queues=["inference"], concurrency=4):
         yield
 
 

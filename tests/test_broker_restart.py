@@ -2,8 +2,8 @@
 and a `celery worker` with the packaged model, both on a redis-server of the test's own that
 keeps nothing on disk, so the restart loses every queued message and every channel-layer group.
 
-What must hold: open streams end with a clear error (the chat socket) or go on to their end (the
-API's stream, which reads the database while the channel layer is away); requests during the
+What must hold: open streams go on to their end (the chat socket and the API's stream both read
+the database while the channel layer is away), with exactly the stored text; requests during the
 outage get 503 with Retry-After; work queued before the restart is still answered; new chats
 work afterwards, and nothing was restarted but Redis.
 """
@@ -19,12 +19,10 @@ import pytest
 import websockets
 from asgiref.sync import sync_to_async
 
-from apps.accounts.models import ApiKey
-from apps.accounts.services import api_key_issue
-from apps.chat.models import Conversation
 from apps.inference.models import Generation
 from tests.chat.conftest import session_cookie
 from tests.conftest import celery_worker, child_database_url
+from tests.factories import ConversationFactory
 from tests.helpers import ROOT, Process, RedisServer, child_env, free_port, wait_for
 
 pytestmark = [pytest.mark.model, pytest.mark.django_db(transaction=True)]
@@ -68,13 +66,10 @@ def platform(redis_server, tmp_path) -> Iterator[str]:
         web.stop()
 
 
-def test_a_redis_restart_mid_stream_loses_nothing(
-    platform, redis_server, owner, chat_model, tmp_path
-):
-    key = api_key_issue(user=owner, name="restart", scopes=[ApiKey.Scope.INFERENCE])[1]
-    headers = {"Authorization": f"Bearer {key}"}
-    chat = Conversation.objects.create(owner=owner, model=chat_model, temperature=0, max_tokens=300)
-    later = Conversation.objects.create(owner=owner, model=chat_model, max_tokens=16)
+def test_a_redis_restart_mid_stream_loses_nothing(platform, redis_server, owner, api_key, tmp_path):
+    headers = {"Authorization": f"Bearer {api_key}"}
+    chat = ConversationFactory(owner=owner, temperature=0, max_tokens=300)
+    later = ConversationFactory(owner=owner, max_tokens=16)
     cookie = session_cookie(owner).decode()
     ws_headers = {"Cookie": cookie, "Origin": platform}
     ws_base = platform.replace("http", "ws")
@@ -114,10 +109,17 @@ def test_a_redis_restart_mid_stream_loses_nothing(
             )
             await socket.send(json.dumps({"action": "send", "text": LONG}))
             streamed = ""
-            while len(streamed) < 20 or seen.get("sse_chars", 0) < 20:
+
+            async def read_socket() -> dict[str, object]:
+                nonlocal streamed
                 event = json.loads(await asyncio.wait_for(socket.recv(), 120))
                 if event["type"] == "delta":
-                    streamed = streamed[: event["offset"]] + event["text"]
+                    assert event["offset"] == len(streamed)  # contiguous, reconciled server-side
+                    streamed += event["text"]
+                return event
+
+            while len(streamed) < 20 or seen.get("sse_chars", 0) < 20:
+                await read_socket()
             # Both workers' threads are busy: a third request waits in Redis.
             queued = asyncio.create_task(
                 api.post(
@@ -140,28 +142,23 @@ def test_a_redis_restart_mid_stream_loses_nothing(
             ]
 
             redis_server.stop()
-            # During the outage: the open chat socket says why it ends; requests get 503.
-            socket_events = []
-            with pytest.raises(websockets.ConnectionClosed) as closed:
-                while True:
-                    socket_events.append(json.loads(await asyncio.wait_for(socket.recv(), 30)))
-            seen["close_code"] = closed.value.rcvd.code if closed.value.rcvd else None
-            seen["socket_errors"] = [e["message"] for e in socket_events if e["type"] == "error"]
+            # During the outage: the open chat socket stays and reads on; requests get 503.
+            before_outage = len(streamed)
+            while len(streamed) < before_outage + 20:
+                assert (await read_socket())["type"] in ("delta", "waiting")
+            seen["streamed_during_outage"] = len(streamed) - before_outage
             during = await api.get("/v1/models")
             seen["during"] = (during.status_code, during.headers.get("Retry-After"), during.json())
             ready = await api.get("/readyz")
             seen["ready_during"] = (ready.status_code, ready.json())
             redis_server.start()
 
-            # The chat reconnects (as the page does) and sees its answer to the end.
-            async with websockets.connect(
-                f"{ws_base}/ws/chat/{chat.pk}/", additional_headers=ws_headers
-            ) as socket:
-                while True:
-                    event = json.loads(await asyncio.wait_for(socket.recv(), 120))
-                    if event["type"] == "done":
-                        seen["chat_done_html"] = event["html"]
-                        break
+            # The same socket sees its answer to the end.
+            while (event := await read_socket())["type"] != "done":
+                assert event["type"] in ("delta", "waiting")
+            seen["chat_done_html"] = event["html"]
+            seen["chat_text"] = streamed
+            await socket.close()
             seen["sse"] = await asyncio.wait_for(sse, 120)
             answer = await asyncio.wait_for(queued, 120)
             seen["queued"] = (answer.status_code, answer.json())
@@ -182,8 +179,7 @@ def test_a_redis_restart_mid_stream_loses_nothing(
 
     seen = asyncio.run(scenario())
 
-    assert seen["close_code"] == 1012
-    assert seen["socket_errors"] == ["Live updates were interrupted; reconnecting…"]
+    assert seen["streamed_during_outage"] >= 20  # type: ignore[operator]
     status, retry_after, body = seen["during"]  # type: ignore[misc]
     assert (status, retry_after) == (503, "5")
     assert body["error"]["code"] == "broker_unavailable"
@@ -195,6 +191,7 @@ def test_a_redis_restart_mid_stream_loses_nothing(
     assert [g.status for g in rows] == ["succeeded"] * 4, [g.error_message for g in rows]
     assert all(g.attempts == 1 for g in rows)  # each ran once
     chat_answer = chat.messages.get(role="assistant").generation
+    assert seen["chat_text"] == chat_answer.output and len(chat_answer.output) > 100
     assert chat_answer.output.split(",")[0].strip() in seen["chat_done_html"]
     sse_text, sse_tail = seen["sse"]  # type: ignore[misc]
     assert sse_tail[-1] == "[DONE]"

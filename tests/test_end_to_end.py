@@ -6,17 +6,17 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 
-from apps.chat.models import Conversation
 from apps.inference.models import Generation
 from tests.chat.conftest import communicator
 from tests.chat.test_consumers import joined, receive_until
+from tests.factories import ConversationFactory
 
 
 @pytest.mark.model
 @pytest.mark.django_db(transaction=True)
 async def test_the_packaged_model_answers_through_a_real_worker(real_worker, owner, chat_model):
-    conversation = await database_sync_to_async(Conversation.objects.create)(
-        owner=owner, model=chat_model, temperature=0.0, max_tokens=32
+    conversation = await database_sync_to_async(ConversationFactory)(
+        owner=owner, temperature=0.0, max_tokens=32
     )
     ws = await communicator(owner, conversation.pk)
     assert (await ws.connect())[0]

@@ -19,13 +19,12 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 from django.utils.html import escape
 
-from apps.accounts.models import ApiKey
-from apps.accounts.services import api_key_issue
 from apps.audit.models import AuditEntry
 from apps.catalog.models import LanguageModel, ModelVersion
-from apps.inference.models import Generation, Worker
+from apps.core.models import Worker
+from apps.inference.models import Generation
 from tests.conftest import celery_worker
-from tests.factories import UserFactory
+from tests.factories import ApiKeyFactory, ModelVersionFactory, UserFactory
 from tests.helpers import Process, wait_for
 
 pytestmark = [pytest.mark.model, pytest.mark.django_db(transaction=True)]
@@ -93,7 +92,7 @@ def tiny_chat(
 
 
 def key_for(user) -> str:
-    return api_key_issue(user=user, name="ops", scopes=[ApiKey.Scope.INFERENCE])[1]
+    return ApiKeyFactory(user=user).key  # type: ignore[no-any-return]
 
 
 def chat(url: str, key: str, model: str = "tiny-chat") -> httpx.Response:
@@ -230,13 +229,7 @@ def test_a_version_that_cannot_load_is_marked_failed_and_the_worker_serves_on(
 ):
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickles are refused")
-    broken = ModelVersion.objects.create(
-        model=tiny_chat,
-        label="broken",
-        source_kind=ModelVersion.Source.LOCAL,
-        source=str(tmp_path),
-        context_length=256,
-    )
+    broken = ModelVersionFactory(model=tiny_chat, label="broken", source=str(tmp_path))
     ModelVersion.objects.filter(model=tiny_chat).update(is_active=False)
     ModelVersion.objects.filter(pk=broken.pk).update(is_active=True)
     key = key_for(owner)
@@ -297,7 +290,7 @@ def test_admin_loads_unloads_and_tests_a_version(tiny_chat, admin_client):
     )
     assert f"{WORKER} loading" in response.content.decode()
     wait_for(lambda: "tiny-chat@v2" in loaded_on_worker(), what="v2 loaded")
-    page = admin_client.get("/admin/inference/worker/").content.decode()
+    page = admin_client.get("/admin/core/worker/").content.decode()
     assert WORKER in page and "tiny-chat@v2 (ready" in page and ">live<" in page
 
     admin_client.post(

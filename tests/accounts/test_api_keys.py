@@ -5,8 +5,7 @@ from django.urls import reverse
 
 from apps.accounts.keys import key_hash
 from apps.accounts.models import ApiKey
-from apps.accounts.selectors import api_key_authenticate
-from apps.accounts.services import api_key_issue
+from apps.accounts.services import api_key_authenticate, api_key_issue
 from tests.helpers import ROOT, child_env
 
 pytestmark = pytest.mark.django_db

@@ -7,8 +7,6 @@ import json
 
 import pytest
 
-from apps.accounts.models import ApiKey
-from apps.accounts.services import api_key_issue
 from apps.inference.models import Generation, UsageRecord
 
 pytestmark = pytest.mark.django_db
@@ -18,9 +16,8 @@ HELLO = [{"role": "user", "content": "Hello"}]
 
 
 @pytest.fixture
-def auth(owner, chat_model) -> dict[str, str]:
-    key = api_key_issue(user=owner, name="bad", scopes=[ApiKey.Scope.INFERENCE])[1]
-    return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+def auth(api_key) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {api_key}"}
 
 
 def post(client, auth, body: bytes | str, path: str = "/v1/chat/completions", **extra):

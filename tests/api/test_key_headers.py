@@ -11,19 +11,14 @@ from django.forms.models import model_to_dict
 
 from apps.accounts import keys as key_module
 from apps.accounts.models import ApiKey
-from apps.accounts.services import api_key_issue
+from tests.factories import ApiKeyFactory
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def inference_key(owner) -> str:
-    return api_key_issue(user=owner, name="inference", scopes=[ApiKey.Scope.INFERENCE])[1]
-
-
-@pytest.fixture
 def read_only_key(owner) -> str:
-    return api_key_issue(user=owner, name="read", scopes=[ApiKey.Scope.READ_ONLY])[1]
+    return ApiKeyFactory(user=owner, scopes=[ApiKey.Scope.READ_ONLY]).key  # type: ignore[no-any-return]
 
 
 CHAT = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Hi"}]}
@@ -33,22 +28,22 @@ CHAT = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content
     "header",
     ["HTTP_X_API_KEY", "HTTP_API_KEY", "HTTP_X_AUTHORIZATION", "HTTP_PROXY_AUTHORIZATION"],
 )
-def test_other_headers_do_not_authenticate(client, chat_model, inference_key, header):
-    response = client.get("/v1/models", **{header: f"Bearer {inference_key}"})
+def test_other_headers_do_not_authenticate(client, chat_model, api_key, header):
+    response = client.get("/v1/models", **{header: f"Bearer {api_key}"})
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "missing_api_key"
 
 
 def test_a_second_key_in_another_header_does_not_widen_the_scopes(
-    client, chat_model, inference_key, read_only_key
+    client, chat_model, api_key, read_only_key
 ):
     response = client.post(
         "/v1/chat/completions",
         CHAT,
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {read_only_key}",
-        HTTP_X_API_KEY=inference_key,
-        HTTP_API_KEY=inference_key,
+        HTTP_X_API_KEY=api_key,
+        HTTP_API_KEY=api_key,
     )
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "insufficient_scope"
@@ -65,20 +60,20 @@ def test_a_second_key_in_another_header_does_not_widen_the_scopes(
         "Bearer " + "A" * 10_000,
     ],
 )
-def test_malformed_authorization_values_are_refused(client, chat_model, inference_key, value):
-    b64 = base64.b64encode(inference_key.encode()).decode()
-    response = client.get("/v1/models", HTTP_AUTHORIZATION=value.format(key=inference_key, b64=b64))
+def test_malformed_authorization_values_are_refused(client, chat_model, api_key, value):
+    b64 = base64.b64encode(api_key.encode()).decode()
+    response = client.get("/v1/models", HTTP_AUTHORIZATION=value.format(key=api_key, b64=b64))
     assert response.status_code == 401
 
 
 def test_a_spoofed_client_address_does_not_reset_the_rate_limit(
-    client, owner, chat_model, inference_key, settings
+    client, owner, chat_model, api_key, settings
 ):
     ApiKey.objects.filter(user=owner).update(requests_per_minute=3)
     statuses = [
         client.get(
             "/v1/models",
-            HTTP_AUTHORIZATION=f"Bearer {inference_key}",
+            HTTP_AUTHORIZATION=f"Bearer {api_key}",
             HTTP_X_FORWARDED_FOR=f"10.0.0.{i}",
             HTTP_X_REAL_IP=f"10.0.1.{i}",
             HTTP_FORWARDED=f"for=10.0.2.{i}",
@@ -90,12 +85,12 @@ def test_a_spoofed_client_address_does_not_reset_the_rate_limit(
 
 
 def test_keys_are_stored_as_a_hash_and_compared_in_constant_time(
-    client, chat_model, inference_key, monkeypatch
+    client, chat_model, api_key, monkeypatch
 ):
-    row = ApiKey.objects.get(name="inference")
+    row = ApiKey.objects.get(user__username="owner", scopes=[ApiKey.Scope.INFERENCE])
     stored = " ".join(str(v) for v in model_to_dict(row).values()) + row.key_hash
-    secret = inference_key.rsplit("-", 1)[1]
-    assert secret not in stored and inference_key not in stored
+    secret = api_key.rsplit("-", 1)[1]
+    assert secret not in stored and api_key not in stored
 
     compared = []
     real = key_module.hmac.compare_digest
@@ -105,5 +100,5 @@ def test_keys_are_stored_as_a_hash_and_compared_in_constant_time(
         return real(a, b)
 
     monkeypatch.setattr(key_module.hmac, "compare_digest", spy)
-    assert client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {inference_key}").status_code == 200
+    assert client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {api_key}").status_code == 200
     assert compared

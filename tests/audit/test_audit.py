@@ -8,8 +8,9 @@ import pytest
 from apps.accounts.models import ApiKey
 from apps.audit.models import AuditEntry
 from apps.catalog.models import ModelVersion
-from apps.chat.models import Conversation, Message
+from apps.chat.models import Conversation
 from apps.inference.models import Generation
+from tests.factories import ApiKeyFactory, ConversationFactory, ModelVersionFactory, answered_turn
 from tests.helpers import admin_form_data
 
 pytestmark = pytest.mark.django_db
@@ -138,18 +139,8 @@ def test_a_bad_version_source_is_refused_in_the_admin_and_nothing_is_written(
 
 @pytest.fixture
 def private_chat(owner, chat_model) -> Conversation:
-    conversation = Conversation.objects.create(owner=owner, model=chat_model, title="Holiday plans")
-    generation = Generation.objects.create(
-        user=owner,
-        model_version=chat_model.active_version,
-        kind="chat",
-        messages=[{"role": "user", "content": "my secret plan"}],
-        params={},
-        status="succeeded",
-        output="the secret answer",
-    )
-    Message.objects.create(conversation=conversation, role="user", content="my secret plan")
-    Message.objects.create(conversation=conversation, role="assistant", generation=generation)
+    conversation = ConversationFactory(owner=owner, title="Holiday plans")
+    answered_turn(conversation, "my secret plan", "the secret answer")
     return conversation
 
 
@@ -184,15 +175,12 @@ async def test_deactivating_a_user_closes_their_socket_and_stops_their_keys(
 ):
     from asgiref.sync import sync_to_async
 
-    from apps.accounts.services import api_key_issue
-    from apps.chat.models import Conversation
     from tests.chat.conftest import communicator
 
     def prepare():
         owner.date_joined = owner.date_joined.replace(microsecond=0)
         owner.save()
-        key = api_key_issue(user=owner, name="k", scopes=["inference"])[1]
-        return key, Conversation.objects.create(owner=owner, model=chat_model)
+        return ApiKeyFactory(user=owner).key, ConversationFactory(owner=owner)
 
     key, conversation = await sync_to_async(prepare)()
     ws = await communicator(owner, conversation.pk)
@@ -230,9 +218,7 @@ def test_staff_who_may_only_view_cannot_run_the_registry_actions(client, chat_mo
     )
     client.force_login(viewer)
     version = chat_model.active_version
-    other = ModelVersion.objects.create(
-        model=chat_model, label="other", source_kind="packaged", source="x/y", context_length=64
-    )
+    other = ModelVersionFactory(model=chat_model, label="other")
     page = client.get("/admin/catalog/modelversion/").content.decode()
     assert 'value="activate"' not in page and 'value="load_on_workers"' not in page
     client.post(

@@ -19,10 +19,9 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from apps.accounts.models import User
-from apps.catalog.models import LanguageModel
-from apps.chat.models import Conversation, Message, Preset
+from apps.chat.models import Conversation, Preset
 from apps.chat.presets import register_shipped_presets
-from apps.inference.models import Generation
+from tests.factories import ConversationFactory, answered_turn
 from tests.helpers import ROOT
 
 from .conftest import csp_violations, evaluate_until, sign_up
@@ -60,20 +59,15 @@ def conversation_with(
     user: User, title: str, turns: list[tuple[str, str]], **settings: object
 ) -> Conversation:
     """A conversation of ``user`` with finished (question, answer) turns."""
-    model = LanguageModel.objects.get(slug="smollm2-135m-instruct")
-    conversation = Conversation.objects.create(owner=user, model=model, title=title, **settings)
+    conversation = ConversationFactory(owner=user, title=title, **settings)
     for question, answer in turns:
-        Message.objects.create(conversation=conversation, role="user", content=question)
-        generation = Generation.objects.create(
-            user=user,
-            model_version=model.active_version,
-            kind="chat",
-            status="succeeded",
-            output=answer,
+        answered_turn(
+            conversation,
+            question,
+            answer,
             params={"temperature": 0.0, "max_tokens": 64, "seed": 1},
             completion_tokens=len(answer.split()),
         )
-        Message.objects.create(conversation=conversation, role="assistant", generation=generation)
     return conversation
 
 

@@ -8,11 +8,12 @@ from django.test import Client
 
 from apps.chat.models import Conversation
 from playground.asgi import application
+from tests.factories import ConversationFactory
 
 
 @pytest.fixture
 def conversation(owner, chat_model) -> Conversation:
-    return Conversation.objects.create(owner=owner, model=chat_model, title="Mine")
+    return ConversationFactory(owner=owner, model=chat_model, title="Mine")
 
 
 def session_cookie(user) -> bytes:

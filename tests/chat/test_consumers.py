@@ -6,8 +6,6 @@ tests/test_end_to_end.py runs the same path with the real model in a separate wo
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from channels.db import database_sync_to_async
 
@@ -31,14 +29,13 @@ async def receive_until(ws, kind, *, timeout=10.0):
             return events
 
 
-def joined(events, generation, start=""):
-    text = start
+def joined(events, generation):
+    """The text the deltas of ``generation`` add up to; each begins where the last one ended."""
+    text = ""
     for event in events:
-        if event["type"] == "snapshot" and event["generation"] == generation:
-            text = event["text"] if len(event["text"]) >= len(text) else text
-        elif event["type"] == "delta" and event["generation"] == generation:
-            assert event["offset"] <= len(text)
-            text = text[: event["offset"]] + event["text"]
+        if event["type"] == "delta" and event["generation"] == generation:
+            assert event["offset"] == len(text)
+            text += event["text"]
     return text
 
 
@@ -55,7 +52,7 @@ async def test_send_streams_the_answer_and_stores_it(owner, conversation):
     assert connected
     await ws.send_json_to({"action": "send", "text": "hello there friend"})
     events = await receive_until(ws, "done")
-    assert [e["type"] for e in events[:4]] == ["message", "message", "conversation", "snapshot"]
+    assert [e["type"] for e in events[:4]] == ["message", "message", "conversation", "delta"]
     assert "hello there friend" in events[0]["html"]
     # The first message names the conversation, and the sidebar entry follows.
     assert events[2]["title"] == "hello there friend"
@@ -78,22 +75,23 @@ async def test_send_streams_the_answer_and_stores_it(owner, conversation):
     await ws.disconnect()
 
 
-async def test_stop_cancels_within_a_second_and_keeps_the_partial_answer(owner, conversation):
+async def test_stop_cancels_within_a_few_steps_and_keeps_the_partial_answer(owner, conversation):
     ws = await communicator(owner, conversation.pk)
     await ws.connect()
     await ws.send_json_to({"action": "send", "text": LONG_TEXT})
     events = await receive_until(ws, "delta")
     generation = events[-1]["generation"]
-    loop = asyncio.get_running_loop()
-    stopped_at = loop.time()
+    before = await database_sync_to_async(Generation.objects.get)(pk=generation)
     await ws.send_json_to({"action": "stop"})
     events += await receive_until(ws, "done", timeout=5)
-    assert loop.time() - stopped_at < 1.0
     row = await database_sync_to_async(Generation.objects.get)(pk=generation)
     assert row.status == Generation.Status.CANCELLED
     assert row.finish_reason == "cancelled"
     assert row.output == joined(events, generation)
-    assert 0 < len(row.output) < len("Echo: " + LONG_TEXT)
+    # The worker looks for a stop every CANCEL_POLL_SECONDS (0.2 s), the engine between steps
+    # of 20 ms: words written after the stop are a handful, however slow the machine.
+    written_after = len(row.output.split()) - len(before.output.split())
+    assert len(row.output) > 0 and written_after < 20
     assert "stopped" in events[-1]["html"]
     await ws.disconnect()
 
@@ -114,8 +112,13 @@ async def test_reconnecting_mid_answer_shows_the_text_so_far_and_keeps_streaming
     connected, _ = await second.connect()
     assert connected
     resumed = await receive_until(second, "done")
-    assert resumed[0]["type"] == "snapshot" and resumed[0]["generation"] == generation
-    assert len(resumed[0]["text"]) >= len(joined(events, generation))
+    # The new socket's first delta carries all the text so far.
+    assert (resumed[0]["type"], resumed[0]["generation"], resumed[0]["offset"]) == (
+        "delta",
+        generation,
+        0,
+    )
+    assert resumed[0]["text"].startswith(joined(events, generation))
     row = await database_sync_to_async(Generation.objects.get)(pk=generation)
     assert (
         joined(resumed, generation) == row.output == "Echo: " + " ".join(f"w{i}" for i in range(60))
@@ -133,40 +136,11 @@ async def test_another_user_is_refused_and_nothing_is_written(stranger, conversa
     assert await rows(conversation) == []
 
 
-@pytest.mark.parametrize(
-    ("payload", "message"),
-    [
-        ({"action": "send", "text": "   "}, "Type a message first."),
-        ({"action": "send"}, "Type a message first."),
-        (
-            {"action": "send", "text": "x" * 32_001},
-            "The message has 32001 characters; the limit is 32000. Shorten it.",
-        ),
-        (
-            {"action": "send", "text": "a\u0000b"},
-            "The message contains a NUL character, which text cannot hold; remove it.",
-        ),
-        ({"action": "send", "text": 42}, "Type a message first."),
-        ({"action": "dance"}, "Unknown action; use send, stop, regenerate, rerun or edit."),
-        (["send", "hello"], "Unknown action; use send, stop, regenerate, rerun or edit."),
-        ({"action": "regenerate"}, "There is nothing to regenerate yet."),
-    ],
-)
-async def test_bad_input_gets_an_error_and_writes_nothing(owner, conversation, payload, message):
-    ws = await communicator(owner, conversation.pk)
-    await ws.connect()
-    await ws.send_json_to(payload)
-    assert await ws.receive_json_from(timeout=5) == {"type": "error", "message": message}
-    assert await rows(conversation) == []
-    assert await database_sync_to_async(Generation.objects.count)() == 0
-    await ws.disconnect()
-
-
 async def test_a_second_message_waits_for_the_answer_in_flight(owner, conversation):
     ws = await communicator(owner, conversation.pk)
     await ws.connect()
     await ws.send_json_to({"action": "send", "text": LONG_TEXT})
-    await receive_until(ws, "snapshot")
+    await receive_until(ws, "delta")
     await ws.send_json_to({"action": "send", "text": "another"})
     error = await receive_until(ws, "error")
     assert error[-1]["message"] == "An answer is still being written: wait for it or stop it first."
@@ -350,54 +324,3 @@ async def test_a_send_uses_settings_changed_after_the_socket_opened(owner, conve
     assert conversation.title == "Renamed in another tab"
     assert events[2]["title"] == "Renamed in another tab"
     await ws.disconnect()
-
-
-async def test_frames_that_are_not_json_or_too_large_get_an_error_and_the_socket_stays(
-    owner, conversation, settings
-):
-    ws = await communicator(owner, conversation.pk)
-    await ws.connect()
-    await ws.send_to(text_data="send hello")
-    error = await ws.receive_json_from(timeout=5)
-    assert error == {
-        "type": "error",
-        "message": 'Send JSON, such as {"action": "send", "text": "Hi"}.',
-    }
-    await ws.send_to(bytes_data=b"\x00\x01")
-    assert (await ws.receive_json_from(timeout=5))["message"] == "Send text frames of JSON."
-    limit = 6 * settings.CHAT_MAX_MESSAGE_CHARS + 1_000
-    await ws.send_to(text_data=" " * (limit + 1))
-    assert (await ws.receive_json_from(timeout=5))["message"] == (
-        f"The frame has {limit + 1} characters; the limit is {limit}."
-    )
-    assert await rows(conversation) == []
-    # Still open and working.
-    await ws.send_json_to({"action": "send", "text": "Hello"})
-    events = await receive_until(ws, "done")
-    assert [e["type"] for e in events][:2] == ["message", "message"]
-    await ws.disconnect()
-
-
-async def test_a_flood_of_frames_is_refused_and_other_users_are_unaffected(
-    owner, conversation, stranger, chat_model
-):
-    from apps.chat.models import Conversation
-
-    theirs = await database_sync_to_async(Conversation.objects.create)(
-        owner=stranger, model=chat_model
-    )
-    flood = await communicator(owner, conversation.pk)
-    await flood.connect()
-    for _ in range(25):
-        await flood.send_json_to({"action": "dance"})
-    replies = [(await flood.receive_json_from(timeout=5))["message"] for _ in range(25)]
-    assert replies.count("Unknown action; use send, stop, regenerate, rerun or edit.") == 20
-    assert replies.count("Too many messages at once; wait a moment.") == 5
-
-    other = await communicator(stranger, theirs.pk)
-    await other.connect()
-    await other.send_json_to({"action": "send", "text": "Hello"})
-    events = await receive_until(other, "done")
-    assert any(e["type"] == "delta" for e in events) or events[-1]["type"] == "done"
-    await other.disconnect()
-    await flood.disconnect()

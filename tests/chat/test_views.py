@@ -5,6 +5,7 @@ from django.urls import reverse
 
 from apps.chat.models import Conversation, Message
 from apps.inference.models import Generation
+from tests.factories import ConversationFactory, GenerationFactory, MessageFactory, answered_turn
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +31,7 @@ def test_new_conversation_uses_the_default_model(owner_client, owner, chat_model
 
 
 def test_owner_sees_the_thread_and_settings(owner_client, conversation):
-    Message.objects.create(conversation=conversation, role="user", content="Hello <b>there</b>")
+    MessageFactory(conversation=conversation, content="Hello <b>there</b>")
     response = owner_client.get(reverse("chat-conversation", args=[conversation.pk]))
     assert response.status_code == 200
     body = response.content.decode()
@@ -59,7 +60,7 @@ def test_delete_hides_at_once_undo_restores_and_old_deletes_are_purged(
 
     from django.utils import timezone
 
-    Message.objects.create(conversation=conversation, role="user", content="hi")
+    MessageFactory(conversation=conversation, content="hi")
     response = owner_client.post(
         reverse("chat-conversation-delete", args=[conversation.pk]), HTTP_HX_REQUEST="true"
     )
@@ -81,7 +82,7 @@ def test_delete_hides_at_once_undo_restores_and_old_deletes_are_purged(
     )
     late = owner_client.post(reverse("chat-conversation-restore", args=[conversation.pk]))
     assert late.status_code == 404
-    other = Conversation.objects.create(owner=owner, model=chat_model)
+    other = ConversationFactory(owner=owner)
     owner_client.post(reverse("chat-conversation-delete", args=[other.pk]))
     assert not Conversation.objects.filter(pk=conversation.pk).exists()
     assert not Message.objects.exists()
@@ -89,19 +90,9 @@ def test_delete_hides_at_once_undo_restores_and_old_deletes_are_purged(
 
 
 def test_search_finds_titles_questions_and_answers(owner_client, owner, chat_model):
-    from apps.inference.models import Generation
-
     def chat(title, question, answer):
-        conversation = Conversation.objects.create(owner=owner, model=chat_model, title=title)
-        Message.objects.create(conversation=conversation, role="user", content=question)
-        generation = Generation.objects.create(
-            user=owner,
-            model_version=chat_model.active_version,
-            kind="chat",
-            status="succeeded",
-            output=answer,
-        )
-        Message.objects.create(conversation=conversation, role="assistant", generation=generation)
+        conversation = ConversationFactory(owner=owner, title=title)
+        answered_turn(conversation, question, answer)
         return conversation
 
     trip = chat("Holiday plans", "Where should I go in May?", "Try Lisbon.")
@@ -123,8 +114,8 @@ def test_search_finds_titles_questions_and_answers(owner_client, owner, chat_mod
 
 
 def test_pinned_conversations_come_first(owner_client, owner, chat_model):
-    older = Conversation.objects.create(owner=owner, model=chat_model, title="Zeta chat")
-    Conversation.objects.create(owner=owner, model=chat_model, title="Alpha chat")
+    older = ConversationFactory(owner=owner, title="Zeta chat")
+    ConversationFactory(owner=owner, title="Alpha chat")
     response = owner_client.post(
         reverse("chat-conversation-pin", args=[older.pk]), HTTP_HX_REQUEST="true"
     )
@@ -139,25 +130,14 @@ def test_pinned_conversations_come_first(owner_client, owner, chat_model):
 def test_export_as_markdown_and_json_then_import_the_json(owner_client, owner, chat_model):
     import json
 
-    from apps.inference.models import Generation
-
-    conversation = Conversation.objects.create(
-        owner=owner, model=chat_model, title="Capitals", system_prompt="Be brief.", temperature=0.3
+    conversation = ConversationFactory(
+        owner=owner, title="Capitals", system_prompt="Be brief.", temperature=0.3
     )
-    Message.objects.create(conversation=conversation, role="user", content="Capital of Peru?")
-    generation = Generation.objects.create(
-        user=owner,
-        model_version=chat_model.active_version,
-        kind="chat",
-        status="succeeded",
-        output="**Lima**",
-        params={"temperature": 0.3, "seed": 42},
+    answered_turn(
+        conversation, "Capital of Peru?", "**Lima**", params={"temperature": 0.3, "seed": 42}
     )
-    Message.objects.create(conversation=conversation, role="assistant", generation=generation)
-    failed = Generation.objects.create(
-        user=owner, model_version=chat_model.active_version, kind="chat", status="failed"
-    )
-    Message.objects.create(conversation=conversation, role="assistant", generation=failed)
+    failed = GenerationFactory(user=owner, status="failed")
+    MessageFactory(conversation=conversation, role="assistant", generation=failed)
     export = reverse("chat-conversation-export", args=[conversation.pk])
 
     markdown = owner_client.get(export, {"format": "md"})
@@ -259,7 +239,7 @@ def test_presets_shipped_saved_and_applied(owner_client, owner, stranger, conver
     assert Preset.objects.filter(owner=owner).count() == 1
 
     # Another account neither sees nor applies it.
-    other = Conversation.objects.create(owner=stranger, model=conversation.model)
+    other = ConversationFactory(owner=stranger)
     owner_client.force_login(stranger)
     page = owner_client.get(reverse("chat-conversation", args=[other.pk])).content.decode()
     assert "My translator" not in page and "Translate (built in)" in page

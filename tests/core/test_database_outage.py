@@ -4,7 +4,6 @@ Postgres that drops every connection and refuses new ones, as a restarting serve
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -15,7 +14,7 @@ from apps.accounts.models import ApiKey
 from apps.accounts.services import api_key_issue
 from apps.inference.models import Generation
 from tests.conftest import celery_worker, child_database_url
-from tests.helpers import ROOT, Process, TcpProxy, child_env, free_port
+from tests.helpers import ROOT, Process, TcpProxy, child_env, free_port, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -71,7 +70,8 @@ def test_requests_during_an_outage_get_503_and_everything_recovers(
         ready = httpx.get(f"{server}/readyz")
         assert ready.status_code == 503 and "database" in ready.json()["reason"]
         assert httpx.get(f"{server}/healthz").status_code == 200  # the process itself is fine
-        time.sleep(2)  # the worker's heartbeat fails meanwhile, and must not die of it
+        # The worker's heartbeat fails meanwhile, and must not die of it.
+        wait_for(lambda: "heartbeat of" in worker.output(), what="a failed heartbeat")
 
         proxy.restore()
         response = api.post("/v1/chat/completions", json=ask)

@@ -18,12 +18,12 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
 from apps.accounts.models import ApiKey, User
-from apps.accounts.services import api_key_issue
 from apps.catalog.models import LanguageModel, ModelVersion
 from apps.chat.models import Conversation, Message, Preset
 from apps.finetuning.models import Dataset, FineTuningJob
 from apps.inference.models import Generation, UsageRecord
 from tests.chat.conftest import communicator
+from tests.factories import ApiKeyFactory, ConversationFactory, ModelVersionFactory, answered_turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,20 +34,13 @@ SECRET = "owner-secret"  # in every text the owner wrote or was answered: must n
 def owned(owner, chat_model) -> dict[str, object]:
     """One of each object an account owns, with SECRET in its text."""
     version = chat_model.active_version
-    conversation = Conversation.objects.create(
-        owner=owner, model=chat_model, title=f"{SECRET} title", system_prompt=f"{SECRET} system"
+    conversation = ConversationFactory(
+        owner=owner, title=f"{SECRET} title", system_prompt=f"{SECRET} system"
     )
-    Message.objects.create(conversation=conversation, role="user", content=f"{SECRET} question")
-    generation = Generation.objects.create(
-        user=owner,
-        model_version=version,
-        kind="chat",
-        messages=[{"role": "user", "content": f"{SECRET} question"}],
-        status="running",
-        output=f"{SECRET} answer",
-    )
-    Message.objects.create(conversation=conversation, role="assistant", generation=generation)
-    key, _ = api_key_issue(
+    generation = answered_turn(
+        conversation, f"{SECRET} question", f"{SECRET} answer", status="running"
+    ).generation
+    key = ApiKeyFactory(
         user=owner,
         name=f"{SECRET} key",
         scopes=[ApiKey.Scope.INFERENCE, ApiKey.Scope.FINE_TUNING],
@@ -62,14 +55,8 @@ def owned(owner, chat_model) -> dict[str, object]:
         visibility=LanguageModel.Visibility.PRIVATE,
         owner=owner,
     )
-    tuned = ModelVersion.objects.create(
-        model=model,
-        label="1",
-        source_kind=ModelVersion.Source.ADAPTER,
-        source="/nonexistent",
-        base_version=version,
-        context_length=8192,
-        is_active=True,
+    tuned = ModelVersionFactory(
+        model=model, source_kind=ModelVersion.Source.ADAPTER, base_version=version, is_active=True
     )
     job = FineTuningJob.objects.create(
         owner=owner,
@@ -81,9 +68,7 @@ def owned(owner, chat_model) -> dict[str, object]:
         result_version=tuned,
         finished_at=timezone.now(),
     )
-    binned = Conversation.objects.create(
-        owner=owner, model=chat_model, title=f"{SECRET} deleted", deleted_at=timezone.now()
-    )
+    binned = ConversationFactory(owner=owner, title=f"{SECRET} deleted", deleted_at=timezone.now())
     preset = Preset.objects.create(owner=owner, name=f"{SECRET} preset", system_prompt=SECRET)
     UsageRecord.objects.create(
         user=owner, model=chat_model, source="chat", kind="chat", prompt_tokens=4321
@@ -117,9 +102,9 @@ def owner_state(owner) -> list[object]:
 
 def as_account(user: User) -> tuple[Client, Client]:
     """A signed-in site client and an API client with a key of every scope, both ``user``'s."""
-    _, key = api_key_issue(
+    key = ApiKeyFactory(
         user=user, name="all scopes", scopes=[ApiKey.Scope.INFERENCE, ApiKey.Scope.FINE_TUNING]
-    )
+    ).key
     site = Client()
     site.force_login(user)
     return site, Client(HTTP_AUTHORIZATION=f"Bearer {key}")
@@ -238,7 +223,7 @@ def test_lists_and_model_choices_show_nothing_of_another_account(owner, stranger
         "/v1/completions", {"model": private, "prompt": "hi"}, content_type="application/json"
     )
     assert response.status_code == 404
-    mine = Conversation.objects.create(owner=stranger, model=owned["conversation"].model)
+    mine = ConversationFactory(owner=stranger)
     settings_form = {"model": private, "temperature": 0, "top_p": 1, "max_tokens": 8}
     response = site.post(f"/chat/{mine.pk}/settings/", settings_form, headers={"HX-Request": "1"})
     assert response.status_code == 400

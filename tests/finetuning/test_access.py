@@ -5,21 +5,18 @@ and refusals of the API that write nothing."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
-from django.utils import timezone
 
 from apps.accounts.models import ApiKey
-from apps.accounts.services import api_key_issue
 from apps.catalog.models import LanguageModel, ModelVersion
 from apps.catalog.selectors import chat_models_for
 from apps.finetuning.models import Dataset, FineTuningJob, JobEvent
-from apps.finetuning.services import finetune_jobs_reap
 from apps.inference.models import Generation
 from tests.chat.conftest import communicator
+from tests.factories import ApiKeyFactory, GenerationFactory, ModelVersionFactory
 
 from .conftest import GOOD
 
@@ -27,28 +24,21 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def api_client(user, scopes=(ApiKey.Scope.FINE_TUNING,)) -> Client:
-    key = api_key_issue(user=user, name="t", scopes=list(scopes))[1]
+    key = ApiKeyFactory(user=user, scopes=list(scopes)).key
     return Client(HTTP_AUTHORIZATION=f"Bearer {key}")
 
 
 @pytest.fixture
 def private_model(owner, chat_model) -> LanguageModel:
-    model = LanguageModel.objects.create(
-        slug="ft:smollm2-135m-instruct:mine:0000abcd",
-        display_name="mine",
-        visibility=LanguageModel.Visibility.PRIVATE,
-        owner=owner,
-    )
-    ModelVersion.objects.create(
-        model=model,
-        label="1",
+    return ModelVersionFactory(
+        model__slug="ft:smollm2-135m-instruct:mine:0000abcd",
+        model__display_name="mine",
+        model__visibility=LanguageModel.Visibility.PRIVATE,
+        model__owner=owner,
         source_kind=ModelVersion.Source.ADAPTER,
-        source="/nonexistent",
         base_version=chat_model.active_version,
-        context_length=8192,
         is_active=True,
-    )
-    return model
+    ).model
 
 
 def test_pages_are_the_owners_alone(client, owner, stranger, job, dataset):
@@ -180,40 +170,23 @@ def test_a_private_model_is_its_owners_alone(client, owner, stranger, private_mo
 async def test_generation_socket_is_the_starters_alone(owner, stranger, chat_model):
     from channels.db import database_sync_to_async
 
-    generation = await database_sync_to_async(Generation.objects.create)(
-        user=owner,
-        model_version=await database_sync_to_async(lambda: chat_model.active_version)(),
-        kind="chat",
-        messages=[{"role": "user", "content": "hi"}],
-        output="Hello",
-        status=Generation.Status.SUCCEEDED,
+    generation = await database_sync_to_async(GenerationFactory)(
+        user=owner, output="Hello", status=Generation.Status.SUCCEEDED
     )
     ws = await communicator(stranger, path=f"/ws/generations/{generation.pk}/")
     connected, code = await ws.connect()
     assert not connected and code == 4404
     ws = await communicator(owner, path=f"/ws/generations/{generation.pk}/")
     assert (await ws.connect())[0]
-    assert await ws.receive_json_from(timeout=5) == {"type": "delta", "text": "Hello"}
+    assert await ws.receive_json_from(timeout=5) == {
+        "type": "delta",
+        "generation": str(generation.pk),
+        "offset": 0,
+        "text": "Hello",
+    }
     done = await ws.receive_json_from(timeout=5)
     assert done["type"] == "done" and done["status"] == "succeeded"
     await ws.disconnect()
-
-
-def test_stranded_work_is_sent_again_once_per_interval(job, dataset, monkeypatch, settings):
-    from apps.finetuning import tasks
-    from apps.finetuning.services import finetune_requeue_stranded
-
-    sent = []
-    monkeypatch.setattr(tasks.run_finetune_job, "delay", lambda pk: sent.append(("job", pk)))
-    monkeypatch.setattr(tasks.analyze_dataset, "delay", lambda pk: sent.append(("data", pk)))
-    settings.REQUEUE_SECONDS = 60
-    assert finetune_requeue_stranded() == 0  # just sent: not stranded yet
-    an_hour_ago = timezone.now() - timedelta(hours=1)
-    FineTuningJob.objects.filter(pk=job.pk).update(sent_at=an_hour_ago)
-    Dataset.objects.filter(pk=dataset.pk).update(sent_at=an_hour_ago)
-    assert finetune_requeue_stranded() == 2
-    assert sorted(sent) == [("data", str(dataset.pk)), ("job", str(job.pk))]
-    assert finetune_requeue_stranded() == 0  # sent again just now
 
 
 def test_the_chart_gets_thinned_steps_and_every_evaluation(job, monkeypatch):
@@ -226,21 +199,6 @@ def test_the_chart_gets_thinned_steps_and_every_evaluation(job, monkeypatch):
     events.insert(5, JobEvent.objects.create(job=job, kind="eval", message="e", data={}))
     monkeypatch.setattr(views, "CHART_POINTS", 3)
     assert [e.message for e in views._thinned(events)] == ["1", "4", "e", "7", "9"]
-
-
-def test_the_reaper_fails_silent_jobs_only(job, settings):
-    now = timezone.now()
-    FineTuningJob.objects.filter(pk=job.pk).update(
-        status="running", worker="w@h", attempts=1, heartbeat_at=now - timedelta(seconds=5)
-    )
-    settings.FINETUNE_HEARTBEAT_TIMEOUT = 60
-    assert finetune_jobs_reap() == 0
-    settings.FINETUNE_HEARTBEAT_TIMEOUT = 3
-    assert finetune_jobs_reap() == 1
-    job.refresh_from_db()
-    assert (job.status, job.error_code) == ("failed", "worker_lost")
-    assert job.events.last().level == JobEvent.Level.ERROR
-    assert finetune_jobs_reap() == 0
 
 
 def test_compare_page_offers_the_users_models(client, owner, private_model):
@@ -344,9 +302,7 @@ def test_classify_tab_lists_only_the_users_classifiers(client, owner, stranger, 
         visibility=LanguageModel.Visibility.PRIVATE,
         owner=owner,
     )
-    ModelVersion.objects.create(
-        model=model, label="1", source_kind="local", source="/x", context_length=256, is_active=True
-    )
+    ModelVersionFactory(model=model, is_active=True)
     client.force_login(owner)
     assert model.slug in client.get("/chat/classify/").content.decode()
     client.force_login(stranger)

@@ -5,7 +5,6 @@ beside the baselines, and `/v1/classifications` answered by a real inference wor
 from __future__ import annotations
 
 import re
-import time
 
 import httpx
 import openai
@@ -118,9 +117,7 @@ def test_a_classifier_beats_the_baselines_and_serves(live_server_url, owner, str
 
     # The playground tab, for its owner.
     site.force_login(owner)
-    started = time.monotonic()
     answer = site.post(
         "/chat/classify/", {"model": job.fine_tuned_model, "text": "I cannot log in"}
     ).content.decode()
     assert '<strong id="classify-label">account_access</strong>' in answer
-    assert time.monotonic() - started < 30

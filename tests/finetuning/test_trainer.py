@@ -7,13 +7,15 @@ from __future__ import annotations
 import pytest
 
 from apps.catalog.models import LanguageModel, ModelVersion
+from apps.catalog.selectors import version_spec
 from apps.finetuning.models import FineTuningJob, JobEvent
+from apps.finetuning.runner import finetune_job_run
 from apps.finetuning.schemas import Hyperparameters
-from apps.finetuning.services import dataset_create, finetune_job_create, finetune_job_run
+from apps.finetuning.services import dataset_create, finetune_job_create
 from apps.finetuning.trainers.causal_lm import IGNORE, encode_row
 from apps.inference.engines.transformers_backend import TransformersEngine
 from apps.inference.protocol import Finished, GenerationRequest, SamplingParams, TokenDelta
-from apps.inference.services import model_spec
+from tests.factories import ModelVersionFactory
 
 from .conftest import GOOD, chat_row, jsonl
 
@@ -22,16 +24,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def tiny_model(tiny_model_dir) -> LanguageModel:
-    model = LanguageModel.objects.create(slug="tiny", display_name="Tiny")
-    ModelVersion.objects.create(
-        model=model,
-        label="1",
-        source_kind=ModelVersion.Source.LOCAL,
-        source=str(tiny_model_dir),
-        context_length=512,
-        is_active=True,
-    )
-    return model
+    return ModelVersionFactory(model__slug="tiny", source=str(tiny_model_dir), is_active=True).model
 
 
 def test_only_the_assistant_turns_are_learned(tiny_model_dir):
@@ -86,7 +79,7 @@ def test_both_methods_deploy_a_model_that_loads(
     assert version.model.slug == f"ft:tiny:t:{job.id.hex[:8]}"
     assert (job.step, job.total_steps) == (4, 4)  # 5 training rows (1 held out), batches of 4
     assert job.evaluation["base"]["loss"] > 0 and len(job.evaluation["samples"]) == 1
-    engine = TransformersEngine(model_spec(version), cache_dir=tiny_model_dir, dtype="float32")
+    engine = TransformersEngine(version_spec(version), cache_dir=tiny_model_dir, dtype="float32")
     events = list(
         engine.generate(
             GenerationRequest(
@@ -113,20 +106,20 @@ def test_a_row_over_the_max_length_fails_the_job_by_its_line(owner, tiny_model):
 
 
 def test_a_cancel_during_deployment_cancels_and_leaves_no_model(owner, tiny_model, monkeypatch):
-    from apps.finetuning import services
+    from apps.finetuning import runner
 
-    real_save = services._save
+    real_save = runner._save
 
     def save_then_cancel(job, trainer, deadline):
         output = real_save(job, trainer, deadline)
         FineTuningJob.objects.filter(pk=job.pk).update(cancel_requested=True)
         return output
 
-    monkeypatch.setattr(services, "_save", save_then_cancel)
+    monkeypatch.setattr(runner, "_save", save_then_cancel)
     job = run_job(owner, tiny_model, GOOD, "lora")
     assert (job.status, job.result_version) == ("cancelled", None)
     assert not LanguageModel.objects.filter(owner=owner).exists()
-    assert not services._output_dir(job).exists()
+    assert not runner._output_dir(job).exists()
 
 
 def test_a_job_over_its_time_limit_fails_with_a_reason(owner, tiny_model, settings):
@@ -146,12 +139,13 @@ def test_a_classifier_without_a_tfidf_baseline_still_succeeds(owner, django_db_b
     job = run_job(owner, encoder, jsonl(rows), "head", n_epochs=1)
     assert job.status == "succeeded", job.error_message
     assert job.evaluation["baselines"]["tfidf_logreg"] is None
-    assert job.evaluation["test"]["accuracy"] >= 0
+    predictions = job.evaluation["predictions"]
+    right = sum(p["label"] == p["predicted"] for p in predictions)
+    assert predictions and job.evaluation["test"]["accuracy"] == right / len(predictions)
 
 
 def test_stratified_split_keeps_every_label_in_every_part():
-    from apps.finetuning.datasets import ParsedDataset
-    from apps.finetuning.services import stratified_split
+    from apps.finetuning.datasets import ParsedDataset, stratified_split
 
     rows = [{"text": f"t{i}", "label": "big"} for i in range(40)]
     rows += [{"text": f"s{i}", "label": "small"} for i in range(3)]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.inference import engines
+from apps.inference.engines import registry as engines
 from apps.inference.protocol import (
     EngineError,
     Finished,
@@ -69,7 +69,7 @@ def test_a_budget_that_fits_one_model_unloads_the_least_recently_used(
     with pytest.raises(RuntimeError, match="unloaded"):
         old_engine.check_health()
     _, refused = answer(old_engine)
-    assert isinstance(refused, EngineError) and refused.retryable
+    assert isinstance(refused, EngineError) and refused.code.retryable
 
     # Using the first again loads it afresh (and unloads the second), with the same answer.
     with engines.lease(a) as engine:

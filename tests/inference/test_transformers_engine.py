@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import pytest
@@ -132,7 +131,7 @@ def test_a_model_that_cannot_load_reports_it_on_each_request(tmp_path):
     engine = TransformersEngine(spec, cache_dir=tmp_path)
     _, last, _ = run(engine, prompt="hi")
     assert isinstance(last, EngineError)
-    assert last.code == "model_load_failed" and last.retryable
+    assert last.code == "model_load_failed" and last.code.retryable
     assert "is not a folder" in last.message
     with pytest.raises(RuntimeError):
         engine.check_health()
@@ -143,7 +142,6 @@ def test_a_model_that_cannot_load_reports_it_on_each_request(tmp_path):
 
 @pytest.mark.model
 def test_smollm_answers_a_question(smollm_engine):
-    started = time.monotonic()
     text, last, _ = run(
         smollm_engine,
         messages=[{"role": "user", "content": "What is the capital of France?"}],
@@ -153,7 +151,6 @@ def test_smollm_answers_a_question(smollm_engine):
     assert isinstance(last, Finished)
     assert "Paris" in text
     assert last.prompt_tokens > 10
-    assert time.monotonic() - started < 60
 
 
 @pytest.mark.model

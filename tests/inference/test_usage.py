@@ -22,7 +22,7 @@ def test_usage_page_shows_your_totals_only(client, owner, stranger, chat_model):
     record(owner, chat_model, 3, 2, source="api")
     record(stranger, chat_model, 1000, 1000)
     client.force_login(owner)
-    body = client.get(reverse("accounts-usage")).content.decode()
+    body = client.get(reverse("inference-usage")).content.decode()
     assert '<strong id="usage-total">20</strong>' in body
     assert "smollm2-135m-instruct" in body
     assert "<rect" in body and "20 tokens (13 prompt, 7 completion)" in body
@@ -30,31 +30,20 @@ def test_usage_page_shows_your_totals_only(client, owner, stranger, chat_model):
 
 
 def test_usage_page_needs_a_login(client):
-    assert client.get(reverse("accounts-usage")).status_code == 302
+    assert client.get(reverse("inference-usage")).status_code == 302
 
 
 def test_answers_in_flight_count_against_the_quota(owner, chat_model):
-    from apps.accounts.limits import LimitExceeded, token_window
-    from apps.inference.models import Generation
+    from apps.accounts.limits import LimitExceeded
+    from apps.inference.usage import token_window
+    from tests.factories import GenerationFactory
 
     owner.daily_token_quota = 100
     record(owner, chat_model, 20, 10)
     assert token_window(owner).remaining == 70
-    Generation.objects.create(
-        user=owner,
-        model_version=chat_model.active_version,
-        kind="chat",
-        params={"max_tokens": 64},
-        status="running",
-    )
+    GenerationFactory(user=owner, params={"max_tokens": 64}, status="running")
     assert token_window(owner).remaining == 6
-    Generation.objects.create(
-        user=owner,
-        model_version=chat_model.active_version,
-        kind="chat",
-        params={"max_tokens": 8},
-        status="queued",
-    )
+    GenerationFactory(user=owner, params={"max_tokens": 8}, status="queued")
     with pytest.raises(LimitExceeded) as caught:
         token_window(owner)
     assert caught.value.window.remaining == 0
