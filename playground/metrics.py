@@ -70,6 +70,16 @@ def _worker_metrics(workers: Iterable[Any]) -> Iterator[Any]:
     prompt = CounterMetricFamily(
         "playground_prompt_tokens", "Prompt tokens read by a worker.", labels=["worker"]
     )
+    cached = CounterMetricFamily(
+        "playground_prompt_tokens_cached",
+        "Prompt tokens a worker found in its KV cache instead of reading them again.",
+        labels=["worker"],
+    )
+    hits = CounterMetricFamily(
+        "playground_prefix_cache_hits",
+        "Generations that found the start of their prompt in a worker's KV cache.",
+        labels=["worker"],
+    )
     finished = CounterMetricFamily(
         "playground_generations",
         "Generations a worker finished, by final status.",
@@ -96,12 +106,15 @@ def _worker_metrics(workers: Iterable[Any]) -> Iterator[Any]:
             continue  # a training worker: no inference figures
         tokens.add_metric([name], figures["tokens_generated"])
         prompt.add_metric([name], figures["prompt_tokens"])
+        cached.add_metric([name], figures.get("cached_prompt_tokens", 0))  # older workers lack it
+        hits.add_metric([name], figures.get("prefix_hits", 0))
         for status, count in sorted(figures["generations"].items()):
             finished.add_metric([name, status], count)
         for family, key in ((ttft, "ttft_seconds"), (per_token, "token_seconds")):
             histogram = figures[key]
             family.add_metric([name], _buckets(histogram), histogram["sum"])
-    yield from (state, in_flight, memory, models, tokens, prompt, finished, ttft, per_token)
+    yield from (state, in_flight, memory, models, tokens, prompt)
+    yield from (cached, hits, finished, ttft, per_token)
 
 
 def _buckets(histogram: dict[str, Any]) -> list[tuple[str, float]]:

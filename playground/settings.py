@@ -237,14 +237,23 @@ INFERENCE_MAX_BATCH = env_int("INFERENCE_MAX_BATCH", 32, minimum=1)
 INFERENCE_KV_CACHE_MB = env_int("INFERENCE_KV_CACHE_MB", 2048, minimum=16)
 # Cooperative wall-clock limit for one generation, enforced by the engine loop.
 INFERENCE_MAX_SECONDS = env_float("INFERENCE_MAX_SECONDS", 600.0)
-# Deltas are coalesced to at most one database write and one message per interval (the first text
-# goes at once). Each message costs CPU in the worker, Redis and the web process; at 0.1 s a single
-# stream still updates about ten times a second, and many streams cost half of one message per token.
+# The engine hands each stream at most one delta per interval (the first text goes at once), and
+# the task writes and publishes each one. Each costs CPU in the worker, Redis and the web process:
+# at 0.1 s a single stream still updates ten times a second, and the interval grows when many
+# streams run so that all of them together send at most STREAM_FLUSHES_PER_SECOND.
 STREAM_FLUSH_SECONDS = env_float("STREAM_FLUSH_SECONDS", 0.1)
+STREAM_FLUSHES_PER_SECOND = env_float("STREAM_FLUSHES_PER_SECOND", 100.0)
 # A stop is noticed by the worker within this many seconds.
 CANCEL_POLL_SECONDS = env_float("CANCEL_POLL_SECONDS", 0.2)
-# Engine used by workers: "transformers" (real) or "fake" (deterministic, for fast tests).
-INFERENCE_ENGINE = env_choice("INFERENCE_ENGINE", "transformers", ("transformers", "fake"))
+# The backend of chat and completion models: "auto" follows each version's own choice (auto:
+# llama.cpp for a GGUF file, the torch decoder for safetensors weights); "llamacpp" or
+# "transformers" override it for every version; "fake" is a deterministic stand-in (tests).
+INFERENCE_ENGINE = env_choice(
+    "INFERENCE_ENGINE", "auto", ("auto", "llamacpp", "transformers", "fake")
+)
+# Prompt tokens the llama.cpp engine reads per step beside the running requests' next tokens
+# (chunked prefill: a long prompt is read over several steps and never stalls the others).
+INFERENCE_PREFILL_TOKENS = env_int("INFERENCE_PREFILL_TOKENS", 256, minimum=16)
 
 # Models each inference worker loads at start, before the first request needs them.
 INFERENCE_WARM_MODELS = env_list("INFERENCE_WARM_MODELS", ["smollm2-135m-instruct"])

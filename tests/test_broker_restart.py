@@ -126,7 +126,7 @@ def test_a_redis_restart_mid_stream_loses_nothing(platform, redis_server, owner,
                     "/v1/chat/completions",
                     json={
                         "model": "smollm2-135m-instruct",
-                        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                        "messages": [{"role": "user", "content": "Name the capital of France."}],
                         "temperature": 0,
                         "max_tokens": 16,
                     },

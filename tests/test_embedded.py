@@ -79,9 +79,7 @@ def test_make_run_serves_a_streamed_chat(tmp_path):
                 f"ws://127.0.0.1:{port}/ws/chat/{conversation}/",
                 additional_headers={"Cookie": cookie, "Origin": base},
             ) as ws:
-                await ws.send(
-                    json.dumps({"action": "send", "text": "What is the capital of France?"})
-                )
+                await ws.send(json.dumps({"action": "send", "text": "Name the capital of France."}))
                 text = ""
                 while True:
                     event = json.loads(await asyncio.wait_for(ws.recv(), 180))
@@ -123,7 +121,7 @@ def test_make_run_serves_a_streamed_chat(tmp_path):
             temperature=0,
             max_tokens=16,
             stream=True,
-            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            messages=[{"role": "user", "content": "Name the capital of France."}],
         )
         assert "Paris" in "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         vectors = api.embeddings.create(model="all-minilm-l6-v2", input=["hello", "world"])

@@ -291,7 +291,7 @@ def test_admin_loads_unloads_and_tests_a_version(tiny_chat, admin_client):
     assert f"{WORKER} loading" in response.content.decode()
     wait_for(lambda: "tiny-chat@v2" in loaded_on_worker(), what="v2 loaded")
     page = admin_client.get("/admin/core/worker/").content.decode()
-    assert WORKER in page and "tiny-chat@v2 (ready" in page and ">live<" in page
+    assert WORKER in page and "tiny-chat@v2 on transformers (ready" in page and ">live<" in page
 
     admin_client.post(
         "/admin/catalog/modelversion/",

@@ -51,13 +51,14 @@ def _finish_reason(row: Generation) -> str:
     return "length" if row.finish_reason in ("length", "timeout") else "stop"
 
 
-def _usage(rows: list[Generation]) -> dict[str, int]:
+def _usage(rows: list[Generation]) -> dict[str, Any]:
     prompt = rows[0].prompt_tokens or 0  # the n choices share one prompt
     completion = sum(r.completion_tokens for r in rows)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": rows[0].cached_tokens},
     }
 
 

@@ -30,6 +30,7 @@ class ModelVersionForm(forms.ModelForm):
             "context_length",
             "dtype",
             "device",
+            "engine",
             "default_params",
             "chat_template",
         )
@@ -53,6 +54,19 @@ class ModelVersionForm(forms.ModelForm):
         ):
             self.add_error(
                 "source_kind", "Add an adapter from the Model versions page, with its base."
+            )
+        if (
+            data.get("engine") == ModelVersion.Engine.LLAMACPP
+            and source
+            and not (
+                kind in (ModelVersion.Source.PACKAGED, ModelVersion.Source.LOCAL)
+                and source.endswith(".gguf")
+            )
+        ):
+            self.add_error(
+                "engine",
+                "llama.cpp serves one GGUF file (a packaged or local source ending in .gguf); "
+                "choose auto or the torch decoder for this source.",
             )
         if data.get("revision") and kind != ModelVersion.Source.HUB:
             self.add_error("revision", "Only hub sources have a revision.")

@@ -114,6 +114,11 @@ class ModelVersion(models.Model):
         CPU = "cpu", "CPU"
         CUDA = "cuda", "GPU (CUDA)"
 
+    class Engine(models.TextChoices):
+        AUTO = "auto", "Auto: llama.cpp for a GGUF file, else the torch decoder"
+        LLAMACPP = "llamacpp", "llama.cpp"
+        TRANSFORMERS = "transformers", "The torch decoder (transformers weights)"
+
     class LoadStatus(models.TextChoices):
         UNKNOWN = "", "Not loaded yet"
         READY = "ready", "Loaded"
@@ -135,6 +140,8 @@ class ModelVersion(models.Model):
     context_length = models.PositiveIntegerField()
     dtype = models.CharField(max_length=10, choices=Dtype.choices, default=Dtype.AUTO)
     device = models.CharField(max_length=10, choices=Device.choices, default=Device.AUTO)
+    # Which backend serves it; the worker's INFERENCE_ENGINE, when set to one, overrides it.
+    engine = models.CharField(max_length=20, choices=Engine.choices, default=Engine.AUTO)
     # Sampling parameters (temperature, top_p, top_k, max_tokens, repetition_penalty, stop) used
     # where a request leaves them out; checked against the same bounds as requests.
     default_params = models.JSONField(default=dict, blank=True)

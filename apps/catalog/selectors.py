@@ -53,4 +53,5 @@ def version_spec(version: ModelVersion) -> ModelSpec:
         device=version.device,
         chat_template=version.chat_template,
         version_id=version.pk,
+        engine=version.engine,
     )

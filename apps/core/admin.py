@@ -47,9 +47,15 @@ class WorkerAdmin(admin.ModelAdmin):
             return "—"
         return format_html_join(
             mark_safe("<br>"),
-            "{} ({}, {}, {} in use)",
+            "{} on {} ({}, {}, {} in use)",
             (
-                (m["key"], m["state"], filesizeformat(m["memory_bytes"]), m["in_use"])
+                (
+                    m["key"],
+                    m.get("engine", m["kind"]),
+                    m["state"],
+                    filesizeformat(m["memory_bytes"]),
+                    m["in_use"],
+                )
                 for m in obj.loaded
             ),
         )

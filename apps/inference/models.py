@@ -54,6 +54,8 @@ class Generation(ModelRequest):
     finish_reason = models.CharField(max_length=20, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(default=0)
+    # Prompt tokens the engine found in its cache (an earlier turn, a shared system prompt).
+    cached_tokens = models.PositiveIntegerField(default=0)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_second = models.FloatField(null=True, blank=True)
 

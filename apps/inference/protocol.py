@@ -70,6 +70,12 @@ class ModelSpec:
     device: str = "auto"  # "auto": the worker's INFERENCE_DEVICE
     chat_template: str = ""  # replaces the tokenizer's own when set
     version_id: int | None = None  # the ModelVersion row, for reporting load results
+    engine: str = "auto"  # "auto", "llamacpp" or "transformers" (INFERENCE_ENGINE may override)
+
+    @property
+    def is_gguf(self) -> bool:
+        """Whether the weights are one GGUF file (llama.cpp's format)."""
+        return self.source_kind in ("packaged", "local") and self.source.endswith(".gguf")
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ class Finished:
     finish_reason: Literal["stop", "length", "cancelled", "timeout"]
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens whose KV was reused rather than read again
 
 
 @dataclass(frozen=True)

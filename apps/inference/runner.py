@@ -81,8 +81,8 @@ def generation_run(*, generation_id: str, worker: str = "") -> None:
 
 class _GenerationStream:
     """One run of a generation: the engine's events in, the row and the published deltas out.
-    Deltas are coalesced to one write and one message per STREAM_FLUSH_SECONDS (the first text
-    at once); each write also finds out whether a stop was asked for."""
+    The engine paces its deltas (``engines.thread.Pacing``), so each delta with text is one write
+    and one message; each write also finds out whether a stop was asked for."""
 
     def __init__(self, generation: Generation, engine: Any) -> None:
         self.generation = generation
@@ -112,7 +112,7 @@ class _GenerationStream:
         request = self.request()
         self.started = time.monotonic()
         self.created_lag = (timezone.now() - generation.created_at).total_seconds()
-        last_flush = last_cancel_check = self.started
+        last_cancel_check = self.started
         for event in engine.generate(request, idle_every=settings.CANCEL_POLL_SECONDS):
             now = time.monotonic()
             if isinstance(event, TokenDelta):
@@ -122,13 +122,10 @@ class _GenerationStream:
                 self.pending_text += event.text
                 self.pending_ids += event.token_ids
                 self.tokens += event.tokens
-            first_text = not generation.output  # goes out at once
-            if self.pending_text and (
-                first_text or now - last_flush >= settings.STREAM_FLUSH_SECONDS
-            ):
-                if self.flush():
-                    engine.abort(request.request_id)
-                last_flush = last_cancel_check = now  # the flush looked at cancel_requested too
+                if self.pending_text:
+                    if self.flush():
+                        engine.abort(request.request_id)
+                    last_cancel_check = now  # the flush looked at cancel_requested too
             if now - last_cancel_check >= settings.CANCEL_POLL_SECONDS:
                 last_cancel_check = now
                 if Generation.objects.filter(pk=generation.pk, cancel_requested=True).exists():
@@ -183,6 +180,7 @@ class _GenerationStream:
         _note_load(generation.model_version, "")
         generation.prompt_tokens = event.prompt_tokens
         generation.completion_tokens = event.completion_tokens
+        generation.cached_tokens = event.cached_tokens
         first, last = self.first_token_at, self.last_token_at
         if first is not None and last is not None and self.tokens > 1 and last > first:
             generation.tokens_per_second = round((self.tokens - 1) / (last - first), 2)
@@ -211,6 +209,7 @@ def _finish(
             "output_ids",
             "prompt_tokens",
             "completion_tokens",
+            "cached_tokens",
             "ttft_ms",
             "tokens_per_second",
         )
@@ -237,6 +236,7 @@ def _count(generation: Generation) -> None:
         status=generation.status,
         prompt_tokens=generation.prompt_tokens or 0,
         completion_tokens=generation.completion_tokens or 0,
+        cached_tokens=generation.cached_tokens,
         ttft_seconds=generation.ttft_ms / 1000 if generation.ttft_ms is not None else None,
         seconds_per_token=1 / rate if rate else None,
     )

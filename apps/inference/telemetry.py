@@ -22,6 +22,8 @@ def _empty() -> dict[str, Any]:
     return {
         "tokens_generated": 0,
         "prompt_tokens": 0,
+        "cached_prompt_tokens": 0,  # prompt tokens whose KV an earlier request left
+        "prefix_hits": 0,  # generations that found part of their prompt cached
         "generations": {},  # final status -> count
         "ttft_seconds": _histogram(TTFT_BUCKETS),
         "token_seconds": _histogram(TOKEN_BUCKETS),
@@ -42,6 +44,7 @@ def record_generation(
     status: str,
     prompt_tokens: int,
     completion_tokens: int,
+    cached_tokens: int = 0,
     ttft_seconds: float | None,
     seconds_per_token: float | None,
 ) -> None:
@@ -50,6 +53,8 @@ def record_generation(
     with _lock:
         _state["tokens_generated"] += completion_tokens
         _state["prompt_tokens"] += prompt_tokens
+        _state["cached_prompt_tokens"] += cached_tokens
+        _state["prefix_hits"] += cached_tokens > 0
         _state["generations"][status] = _state["generations"].get(status, 0) + 1
         if ttft_seconds is not None:
             _observe(_state["ttft_seconds"], ttft_seconds)

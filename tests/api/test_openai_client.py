@@ -24,7 +24,8 @@ pytestmark = [
 ]
 
 MODEL = "smollm2-135m-instruct"
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION = [{"role": "user", "content": "Name the capital of France."}]
+STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to paint."}]
 
 
 def client_for(url: str, key: str) -> openai.OpenAI:
@@ -240,7 +241,7 @@ def test_a_client_that_disconnects_mid_stream_cancels_its_generation(
         headers={"Authorization": f"Bearer {api_key}"},
         json={
             "model": MODEL,
-            "messages": QUESTION,
+            "messages": STORY,
             "max_tokens": 400,
             "stream": True,
             "temperature": 1.0,
@@ -352,6 +353,45 @@ def test_usage_rows_add_up_to_what_the_api_returned(client, owner):
     assert [(r.prompt_tokens, r.completion_tokens) for r in rows] == [
         (u.prompt_tokens, getattr(u, "completion_tokens", 0)) for u in reported
     ]
+
+
+SYSTEM = " ".join(
+    f"Rule {i}: answer briefly, in English, and name your sources when you have them."
+    for i in range(12)
+)
+
+
+def test_a_next_turn_reuses_the_conversations_cells_and_says_so(client, live_server_url, settings):
+    """llama.cpp keeps a finished answer's KV: the next turn of the conversation reads only what
+    is new, the usage says how much was cached, and /metrics counts it."""
+    first_turn = [{"role": "system", "content": SYSTEM}, *QUESTION]
+    first = client.chat.completions.create(
+        model=MODEL, messages=first_turn, temperature=0, max_tokens=12
+    )
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    second_turn = [
+        *first_turn,
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "And of Germany?"},
+    ]
+    second = client.chat.completions.create(
+        model=MODEL, messages=second_turn, temperature=0, max_tokens=12
+    )
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert first.usage.prompt_tokens <= cached < second.usage.prompt_tokens
+    assert Generation.objects.order_by("created_at").last().cached_tokens == cached
+
+    auth = {"Authorization": f"Bearer {settings.METRICS_TOKEN}"}
+
+    def counted() -> float:
+        text = httpx.get(f"{live_server_url}/metrics", headers=auth).text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("playground_prompt_tokens_cached_total{")
+        )
+
+    wait_for(lambda: counted() >= cached, what="cached prompt tokens in /metrics")
 
 
 def test_rate_limit_is_429_with_retry_after_and_headers(live_server_url, owner, chat_model):

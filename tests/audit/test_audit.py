@@ -110,6 +110,7 @@ def test_a_bad_version_source_is_refused_in_the_admin_and_nothing_is_written(
         "source": "/etc",
         "context_length": "2048",
         "dtype": "auto",
+        "engine": "auto",
         "device": "auto",
         "default_params": "{}",
     }
@@ -121,6 +122,7 @@ def test_a_bad_version_source_is_refused_in_the_admin_and_nothing_is_written(
         ({"source": "mine", "default_params": '{"seed": 1}'}, "default_params", "Unknown"),
         ({"source_kind": "packaged", "source": "torch/../../etc"}, "source", "without '..'"),
         ({"source_kind": "packaged", "source": "torch//etc"}, "source", "without '..'"),
+        ({"source": "mine", "engine": "llamacpp"}, "engine", "llama.cpp serves one GGUF file"),
     ]
     for change, field, message in cases:
         response = admin_client.post("/admin/catalog/modelversion/add/", {**base, **change})

@@ -71,7 +71,7 @@ def test_compare_streams_two_answers_side_by_side(page):
     page.click("text=Send to both")
     expect(page.locator("#compare-result .error")).to_contain_text("temperature")
     page.fill("#id_temperature", "0")
-    page.fill("#id_text", "What is the capital of France?")
+    page.fill("#id_text", "Name the capital of France.")
     page.fill("#id_max_tokens", "24")
     page.click("text=Send to both")
     panes = page.locator(".pane[data-generation]")

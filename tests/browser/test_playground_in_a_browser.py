@@ -233,10 +233,10 @@ def test_edit_and_resend_copy_highlighted_code_and_scrolling(page):
 
     # Edit the first question: everything after it is replaced by the new answer.
     page.locator(".message.user .edit").first.click()
-    page.fill(".edit-box textarea", "What is the capital of France?")
+    page.fill(".edit-box textarea", "Name the capital of France.")
     page.click("text=Save and resend")
     expect(page.locator(".message.user")).to_have_count(1)
-    expect(page.locator(".message.user .body")).to_have_text("What is the capital of France?")
+    expect(page.locator(".message.user .body")).to_have_text("Name the capital of France.")
     answered(page)
     expect(page.locator(".message.assistant .body")).to_contain_text("Paris")
     page.reload()

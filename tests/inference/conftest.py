@@ -13,10 +13,30 @@ SMOLLM = ModelSpec(
 
 
 @pytest.fixture(scope="session")
-def smollm_engine(model_cache_dir):
-    """The real packaged model, as a worker loads it."""
+def smollm_torch(model_cache_dir):
+    """The real packaged model on the torch decoder, as a worker loads it."""
     from apps.inference.engines.transformers_backend import TransformersEngine
 
     engine = TransformersEngine(SMOLLM, cache_dir=model_cache_dir)
     engine.wait_loaded(timeout=300)
     return engine
+
+
+@pytest.fixture(scope="session")
+def smollm_llamacpp(model_cache_dir):
+    """The real packaged model on llama.cpp, as a worker loads it (8 slots)."""
+    from apps.inference.engines.llamacpp import LlamaCppEngine
+
+    engine = LlamaCppEngine(
+        SMOLLM, cache_dir=model_cache_dir, max_batch=8, kv_budget_bytes=256 << 20
+    )
+    engine.wait_loaded(timeout=300)
+    return engine
+
+
+@pytest.fixture(params=["transformers", "llamacpp"])
+def smollm_engine(request):
+    """The real packaged model on each engine in turn: both keep the same scheduling promises."""
+    return request.getfixturevalue(
+        "smollm_torch" if request.param == "transformers" else "smollm_llamacpp"
+    )

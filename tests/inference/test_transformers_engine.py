@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from apps.inference.engines.thread import Pacing
 from apps.inference.engines.transformers_backend import TransformersEngine
 from apps.inference.protocol import (
     EngineError,
@@ -37,7 +38,9 @@ def tiny_engine(tiny_model_dir):
     spec = ModelSpec(
         key="tiny@1", source_kind="local", source=str(tiny_model_dir), context_length=128
     )
-    engine = TransformersEngine(spec, cache_dir=tiny_model_dir, dtype="float32")
+    # Every token its own delta, so that a test can stop the stream after three.
+    unpaced = Pacing(seconds=0.0, per_second=float("inf"))
+    engine = TransformersEngine(spec, cache_dir=tiny_model_dir, dtype="float32", pacing=unpaced)
     engine.wait_loaded(timeout=60)
     return engine
 
@@ -141,9 +144,9 @@ def test_a_model_that_cannot_load_reports_it_on_each_request(tmp_path):
 
 
 @pytest.mark.model
-def test_smollm_answers_a_question(smollm_engine):
+def test_smollm_answers_a_question(smollm_torch):
     text, last, _ = run(
-        smollm_engine,
+        smollm_torch,
         messages=[{"role": "user", "content": "What is the capital of France?"}],
         temperature=0,
         max_tokens=24,
@@ -154,11 +157,11 @@ def test_smollm_answers_a_question(smollm_engine):
 
 
 @pytest.mark.model
-def test_smollm_stops_at_a_stop_sequence(smollm_engine):
+def test_smollm_stops_at_a_stop_sequence(smollm_torch):
     question = [{"role": "user", "content": "What is the capital of France?"}]
-    full, _, _ = run(smollm_engine, messages=question, temperature=0, max_tokens=24)
+    full, _, _ = run(smollm_torch, messages=question, temperature=0, max_tokens=24)
     cut, last, _ = run(
-        smollm_engine, messages=question, temperature=0, max_tokens=24, stop=["Paris"]
+        smollm_torch, messages=question, temperature=0, max_tokens=24, stop=["Paris"]
     )
     assert last.finish_reason == "stop"
     assert cut == full[: full.index("Paris")]

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 class ModelServer(Protocol):
     """What the registry keeps per loaded model version."""
 
+    name: str  # the backend, for the worker list: "llamacpp", "transformers", "embeddings", ...
     memory_bytes: int  # what the loaded weights take (0 until known)
 
     @property

@@ -32,11 +32,10 @@ from apps.inference.protocol import (
     ModelSpec,
     Resume,
     SamplingParams,
-    TokenDelta,
 )
 
 from .text import IncrementalDetokenizer, StopTextTracker, chat_prompt_ids
-from .thread import EngineThread, Submission
+from .thread import EngineThread, Pacing, Submission
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +55,6 @@ class Sequence:
     length: int = 0  # positions in its cache row
     last_token: int = -1  # sampled, not yet in the cache
     generated: int = 0
-    unsent: list[int] = field(default_factory=list)  # generated, not yet in a TokenDelta
     prefilled: bool = False
     text: str = ""
 
@@ -81,7 +79,14 @@ class BatchingEngine(EngineThread):
     eos_ids: set[int]
     device: torch.device
 
-    def __init__(self, spec: ModelSpec, *, max_batch: int, kv_budget_bytes: int) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        max_batch: int,
+        kv_budget_bytes: int,
+        pacing: Pacing | None = None,
+    ) -> None:
         self.spec = spec
         self.max_batch = max_batch
         self.kv_budget_bytes = kv_budget_bytes
@@ -89,7 +94,7 @@ class BatchingEngine(EngineThread):
         self.waiting: deque[Sequence] = deque()
         # The most rows one decode step has carried (the tests read it).
         self.stats = {"widest": 0}
-        super().__init__()
+        super().__init__(pacing=pacing)
 
     # -- the loop --------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -283,6 +288,7 @@ class BatchingEngine(EngineThread):
             [s.last_token for s in self.active], [s.length for s in self.active]
         )
         self.stats["widest"] = max(self.stats["widest"], len(self.active))
+        self._interval = self.pacing.interval(len(self.active))
         greedy = logits.argmax(dim=-1).tolist()
         finished = []
         for row, sequence in enumerate(self.active):
@@ -322,16 +328,14 @@ class BatchingEngine(EngineThread):
         if token in self.eos_ids:
             return self._finish(sequence, "stop")
         sequence.generated += 1
-        sequence.unsent.append(token)
         sequence.seen.add(token)
         sequence.last_token = token
         piece = sequence.detokenizer.push(token)
+        new = ""
         if piece:
             sequence.text += piece
             new = sequence.tracker.update(sequence.text)
-            if new:
-                sequence.submission.emit(TokenDelta(new, tuple(sequence.unsent)))
-                sequence.unsent = []
+        sequence.submission.add(new, (token,), interval=self._interval)
         if sequence.tracker.stopped:
             return self._finish(sequence, "stop")
         if sequence.generated >= sequence.params.max_tokens:
@@ -342,15 +346,14 @@ class BatchingEngine(EngineThread):
         tracker = sequence.tracker
         if not tracker.stopped:
             tail = tracker.update(sequence.text + sequence.detokenizer.flush(), final=True)
-            if tail or sequence.unsent:
-                sequence.submission.emit(TokenDelta(tail, tuple(sequence.unsent)))
+            sequence.submission.pending_text += tail
         prompt_tokens = len(sequence.prompt_ids) if sequence.prefilled else 0
-        sequence.submission.emit(Finished(reason, prompt_tokens, sequence.generated))  # type: ignore[arg-type]
+        sequence.submission.end(Finished(reason, prompt_tokens, sequence.generated))  # type: ignore[arg-type]
         self._forget(sequence.submission.request.request_id)
         return True
 
     def _error(self, submission: Submission, code: ErrorCode, message: str) -> None:
-        submission.emit(EngineError(code, message))
+        submission.end(EngineError(code, message))
         self._forget(submission.request.request_id)
 
 

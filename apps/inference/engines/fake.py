@@ -12,24 +12,28 @@ import time
 from collections.abc import Callable
 
 from apps.core.errors import ErrorCode
-from apps.inference.protocol import EngineError, Finished, GenerationRequest, ModelSpec, TokenDelta
+from apps.inference.protocol import EngineError, Finished, ModelSpec
 
 from .text import StopTextTracker
-from .thread import Emit, QueuedEngine, StopRequested
+from .thread import Pacing, QueuedEngine, StopRequested, Submission
 
 
 class FakeEngine(QueuedEngine):
     name = "fake"
 
-    def __init__(self, spec: ModelSpec, *, step_seconds: float = 0.02) -> None:
+    def __init__(
+        self, spec: ModelSpec, *, step_seconds: float = 0.02, pacing: Pacing | None = None
+    ) -> None:
         self.spec = spec
         self.step_seconds = step_seconds
-        super().__init__()
+        super().__init__(pacing=pacing)
 
     def _load(self) -> None:
         pass
 
-    def _serve(self, request: GenerationRequest, emit: Emit, check: Callable[[], None]) -> None:
+    def _serve(self, submission: Submission, check: Callable[[], None]) -> None:
+        request = submission.request
+        interval = self.pacing.interval(1)
         if request.messages is not None:
             prompt = " ".join(m["content"] for m in request.messages)
             source = request.messages[-1]["content"]
@@ -38,7 +42,7 @@ class FakeEngine(QueuedEngine):
         prompt_tokens = len(prompt.split())
         params = request.params
         if prompt_tokens + params.max_tokens > self.spec.context_length:
-            emit(
+            submission.end(
                 EngineError(
                     ErrorCode.CONTEXT_LENGTH_EXCEEDED,
                     f"The prompt has {prompt_tokens} tokens and max_tokens is "
@@ -56,7 +60,6 @@ class FakeEngine(QueuedEngine):
             tracker.sent = len(request.resume.text)  # type: ignore[union-attr]
         reason = "length"
         ran = False  # a request stopped before its first step used no tokens
-        unsent: list[int] = []
         try:
             for i in range(done, len(words)):
                 if i >= params.max_tokens:
@@ -65,14 +68,12 @@ class FakeEngine(QueuedEngine):
                 ran = True
                 time.sleep(self.step_seconds)
                 if "[fail]" in words[i]:
-                    emit(EngineError(ErrorCode.INTERNAL, "The fake model failed on purpose."))
+                    submission.end(
+                        EngineError(ErrorCode.INTERNAL, "The fake model failed on purpose.")
+                    )
                     return
                 done = i + 1
-                unsent.append(i)
-                new = tracker.update("".join(produced[:done]))
-                if new:
-                    emit(TokenDelta(new, tuple(unsent)))
-                    unsent = []
+                submission.add(tracker.update("".join(produced[:done])), (i,), interval=interval)
                 if tracker.stopped:
                     reason = "stop"
                     break
@@ -80,7 +81,6 @@ class FakeEngine(QueuedEngine):
                 reason = "stop"
         except StopRequested as stop:
             reason = stop.reason
-        tail = tracker.update(tracker.text, final=True) if not tracker.stopped else ""
-        if tail or unsent:
-            emit(TokenDelta(tail, tuple(unsent)))
-        emit(Finished(reason, prompt_tokens if ran else 0, done))  # type: ignore[arg-type]
+        if not tracker.stopped:
+            submission.pending_text += tracker.update(tracker.text, final=True)
+        submission.end(Finished(reason, prompt_tokens if ran else 0, done))  # type: ignore[arg-type]

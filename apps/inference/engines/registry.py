@@ -32,6 +32,7 @@ from apps.core.sources import local_folder, packaged_path
 from apps.inference.protocol import ModelSpec
 
 from .base import Classifier, Embedder, EngineClient, ModelServer
+from .thread import Pacing
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ def _enforce(budget: int, room_for: int, keep: str | None) -> None:
 class LoadedStatus:
     key: str
     kind: str
+    engine: str  # the backend serving it: "llamacpp", "transformers", "embeddings", ...
     version_id: int | None
     state: str  # "loading", "ready" or "failed: <reason>"
     memory_bytes: int
@@ -170,6 +172,7 @@ def status() -> list[LoadedStatus]:
         LoadedStatus(
             key=key,
             kind=entry.kind,
+            engine=entry.server.name,
             version_id=entry.spec.version_id,
             state=_state(entry.server),
             memory_bytes=entry.memory_bytes,
@@ -247,9 +250,20 @@ def _state(server: ModelServer) -> str:
     return "ready" if server.loaded else "loading"
 
 
+def engine_for(spec: ModelSpec) -> str:
+    """The backend that serves ``spec``: INFERENCE_ENGINE when it names one (``fake`` in tests),
+    else the version's own choice, else (``auto``) llama.cpp for a GGUF file and the torch decoder
+    for safetensors weights."""
+    choice = settings.INFERENCE_ENGINE if settings.INFERENCE_ENGINE != "auto" else spec.engine
+    if choice == "auto":
+        return "llamacpp" if spec.is_gguf else "transformers"
+    return choice
+
+
 def _estimate(spec: ModelSpec) -> int:
     """Bytes ``spec`` will take once loaded: what it took last time, else its parameter count
-    (from the safetensors headers) at the serving precision, else four times a GGUF file (4-bit
+    (from the safetensors headers) at the serving precision, else a GGUF file's size for
+    llama.cpp (it serves the file's own weights) and four times it for the torch decoder (4-bit
     weights served in 16). The check after loading corrects a wrong guess."""
     if spec.key in _sizes:
         return _sizes[spec.key]
@@ -263,7 +277,7 @@ def _estimate(spec: ModelSpec) -> int:
         else:
             return 0
         if path.suffix == ".gguf":
-            return 4 * path.stat().st_size
+            return path.stat().st_size * (1 if engine_for(spec) == "llamacpp" else 4)
         return per_parameter * sum(_parameters(f) for f in Path(path).glob("*.safetensors"))
     except (OSError, ValueError):
         return 0  # the load itself reports what is wrong
@@ -286,10 +300,24 @@ def _create(spec: ModelSpec, kind: Kind) -> ModelServer:
         from .classifier import TransformersClassifier
 
         return TransformersClassifier(spec, device=device, threads=settings.INFERENCE_THREADS)
-    if settings.INFERENCE_ENGINE == "fake":
+    engine = engine_for(spec)
+    pacing = Pacing(settings.STREAM_FLUSH_SECONDS, settings.STREAM_FLUSHES_PER_SECOND)
+    if engine == "fake":
         from .fake import FakeEngine
 
-        return FakeEngine(spec)
+        return FakeEngine(spec, pacing=pacing)
+    if engine == "llamacpp":
+        from .llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(
+            spec,
+            cache_dir=settings.MODEL_CACHE_DIR,
+            threads=settings.INFERENCE_THREADS,
+            max_batch=settings.INFERENCE_MAX_BATCH,
+            kv_budget_bytes=settings.INFERENCE_KV_CACHE_MB << 20,
+            prefill_tokens=settings.INFERENCE_PREFILL_TOKENS,
+            pacing=pacing,
+        )
     from .transformers_backend import TransformersEngine
 
     return TransformersEngine(
@@ -300,4 +328,5 @@ def _create(spec: ModelSpec, kind: Kind) -> ModelServer:
         threads=settings.INFERENCE_THREADS,
         max_batch=settings.INFERENCE_MAX_BATCH,
         kv_budget_bytes=settings.INFERENCE_KV_CACHE_MB << 20,
+        pacing=pacing,
     )

@@ -3,7 +3,13 @@
 ``EngineThread`` owns the parts every backend shares (it implements ``base.EngineClient``): a
 submission queue, one event queue per request (a Celery task's thread waits only on its own
 stream), aborts, and loading on the serving thread. ``QueuedEngine`` serves requests one at a
-time (the fake engine); the transformers backend batches them (``batching.BatchingEngine``).
+time (the fake engine); the transformers backend batches them (``batching.BatchingEngine``), the
+llama.cpp one too (``llamacpp.LlamaCppEngine``).
+
+Streams are paced (``Pacing``): a request's first text goes out at once, later text at most once
+per flush interval, which grows with the number of running streams, so a task thread wakes, writes
+its row and publishes once per interval rather than once per token, and 32 streams do not mean 32
+wake-ups per step.
 """
 
 from __future__ import annotations
@@ -12,11 +18,18 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from apps.core.errors import ErrorCode
-from apps.inference.protocol import EngineError, Event, Finished, GenerationRequest, Idle
+from apps.inference.protocol import (
+    EngineError,
+    Event,
+    Finished,
+    GenerationRequest,
+    Idle,
+    TokenDelta,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +49,50 @@ class Submission:
     request: GenerationRequest
     emit: Emit
     submitted: float  # time.monotonic()
+    pending_text: str = ""
+    pending_ids: list[int] = field(default_factory=list)
+    last_sent: float | None = None  # when its last TokenDelta went out (None: none yet)
 
     @property
     def deadline(self) -> float | None:
         deadline_s = self.request.deadline_s
         return self.submitted + deadline_s if deadline_s else None
+
+    def add(self, text: str, token_ids: Sequence[int], *, interval: float) -> None:
+        """Queue ``text`` (what the stop tracker released; may be empty) and the tokens it came
+        from: sent at once when it is the first text, else once ``interval`` has passed."""
+        self.pending_text += text
+        self.pending_ids.extend(token_ids)
+        if not self.pending_text:
+            return
+        now = time.monotonic()
+        if self.last_sent is None or now - self.last_sent >= interval:
+            self.send()
+
+    def send(self) -> None:
+        """Send what is queued now."""
+        if self.pending_text or self.pending_ids:
+            self.emit(TokenDelta(self.pending_text, tuple(self.pending_ids)))
+            self.pending_text, self.pending_ids = "", []
+            self.last_sent = time.monotonic()
+
+    def end(self, event: Finished | EngineError) -> None:
+        """Send what is queued, then the stream's last event."""
+        self.send()
+        self.emit(event)
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How often a stream's text goes out: at most every ``seconds``, and no more than
+    ``per_second`` deltas a second across all the engine's streams."""
+
+    seconds: float = 0.1
+    per_second: float = 100.0
+
+    def interval(self, streams: int) -> float:
+        """How long a stream's text waits at most, with ``streams`` running."""
+        return max(self.seconds, streams / self.per_second)
 
 
 class EngineThread:
@@ -48,7 +100,10 @@ class EngineThread:
 
     name = "base"
 
-    def __init__(self) -> None:
+    def __init__(self, *, pacing: Pacing | None = None) -> None:
+        self.pacing = pacing or Pacing()
+        # A stream's flush interval, set by the backend from how many streams run.
+        self._interval = self.pacing.seconds
         # None is the wake-up that ``close`` sends.
         self._pending: queue.Queue[Submission | None] = queue.Queue()
         self._aborted: set[str] = set()
@@ -148,7 +203,7 @@ class EngineThread:
             except queue.Empty:
                 return
             if submission is not None:
-                submission.emit(EngineError(ErrorCode.MODEL_UNLOADED, message))
+                submission.end(EngineError(ErrorCode.MODEL_UNLOADED, message))
 
     # -- serving thread --------------------------------------------------------------------
     def _run(self) -> None:
@@ -163,7 +218,7 @@ class EngineThread:
             while not self._closing.is_set():
                 submission = self._pending.get()
                 if submission is not None:
-                    submission.emit(
+                    submission.end(
                         EngineError(
                             ErrorCode.MODEL_LOAD_FAILED,
                             f"The model could not be loaded: {self._load_error}",
@@ -181,8 +236,9 @@ class EngineThread:
 class QueuedEngine(EngineThread):
     """Requests in arrival order, one at a time: backends implement ``_serve``."""
 
-    def _serve(self, request: GenerationRequest, emit: Emit, check: Callable[[], None]) -> None:
-        """Run ``request`` to its end, emitting TokenDeltas and exactly one Finished or EngineError.
+    def _serve(self, submission: Submission, check: Callable[[], None]) -> None:
+        """Run ``submission`` to its end: its text through ``submission.add`` and exactly one
+        Finished or EngineError through ``submission.end``.
 
         Call ``check()`` before each step: it raises StopRequested on abort or deadline.
         """
@@ -200,12 +256,12 @@ class QueuedEngine(EngineThread):
                     raise StopRequested(reason)
 
             try:
-                self._serve(submission.request, submission.emit, check)
+                self._serve(submission, check)
             except Exception:
                 logger.exception(
                     "engine %s failed on request %s", self.name, submission.request.request_id
                 )
-                submission.emit(
+                submission.end(
                     EngineError(ErrorCode.INTERNAL, "The model failed while generating; try again.")
                 )
             finally:

@@ -27,6 +27,7 @@ from apps.inference.protocol import ModelSpec
 
 from .batching import BatchingEngine
 from .decoder import EagerDecoder, LlamaDecoder, fbgemm_fp16_available, llama_unsupported
+from .thread import Pacing
 
 logger = logging.getLogger(__name__)
 
@@ -173,13 +174,14 @@ class TransformersEngine(BatchingEngine):
         threads: int = 0,
         max_batch: int = 32,
         kv_budget_bytes: int = 2 << 30,
+        pacing: Pacing | None = None,
     ) -> None:
         self.cache_dir = cache_dir
         self.device = pick_device(device)
         self.dtype_policy = dtype
         self.threads = threads
         self.weights = ""  # how the weights are held, once loaded (for logs and the bench)
-        super().__init__(spec, max_batch=max_batch, kv_budget_bytes=kv_budget_bytes)
+        super().__init__(spec, max_batch=max_batch, kv_budget_bytes=kv_budget_bytes, pacing=pacing)
 
     def _load(self) -> None:
         cores = self.threads or os.cpu_count() or 1

@@ -1,0 +1,600 @@
+"""The llama.cpp backend: GGUF weights run by llama.cpp's kernels (on the CPU, or CUDA when the
+installed build has it: every layer is then offloaded) under this platform's own scheduler.
+
+One llama.cpp context per model, with one KV stream per slot (``INFERENCE_MAX_BATCH`` slots, the
+KV budget split evenly between them: per-sequence streams keep each one's attention over its own
+cells, measured faster than a unified cache). Every step is one ``llama_decode`` holding the next
+token of every running request and chunks of the prompts still being read, at most
+``INFERENCE_PREFILL_TOKENS`` prompt tokens a step (chunked prefill: a long prompt never stalls the
+others). A request joins at the next step and leaves at once when it ends, is stopped or runs out
+of time; its slot keeps the cells it filled.
+
+Prefix reuse: a request goes to the idle slot whose cells begin with the longest run of its own
+tokens (the previous turn of its conversation, a shared system prompt), and only the rest is
+read; otherwise to the idle slot used least recently. What a slot holds is thus evicted least
+recently used, and a reused prefix is the very cells a cold run would have computed.
+
+Tokens in and out go through the model's own tokenizer from transformers (read from the GGUF once
+and cached), so chat prompts keep their anti-forgery encoding and text streams exactly as with
+the torch backend; sampling is ``sampling.sample``'s.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import json
+import logging
+import os
+import queue
+import shutil
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as llama
+import numpy as np
+
+from apps.core.errors import ErrorCode
+from apps.core.sources import local_folder, packaged_path
+from apps.inference.protocol import (
+    EngineError,
+    Finished,
+    ModelSpec,
+    Resume,
+    SamplingParams,
+)
+
+from .sampling import sample
+from .text import IncrementalDetokenizer, StopTextTracker, chat_prompt_ids
+from .thread import EngineThread, Pacing, Submission
+
+logger = logging.getLogger(__name__)
+
+PREFIX_MIN_TOKENS = 16  # a shorter common start is not worth choosing a slot for
+_WARN = 3  # ggml's log level for warnings (errors are 4); below it llama.cpp is chatty
+
+
+@llama.llama_log_callback
+def _log(level: int, text: bytes, user_data: Any) -> None:
+    if level in (_WARN, _WARN + 1):
+        logger.warning("llama.cpp: %s", text.decode(errors="replace").rstrip())
+
+
+llama.llama_log_set(_log, None)
+
+
+@dataclass
+class Slot:
+    """One KV stream of the context: the tokens its cells hold, in position order."""
+
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)
+    running: Request | None = None
+    last_used: float = 0.0
+
+
+@dataclass
+class Request:
+    submission: Submission
+    prompt_ids: list[int]
+    context: list[int]  # the prompt, then the tokens of a resumed answer
+    tracker: StopTextTracker
+    detokenizer: IncrementalDetokenizer
+    rng: np.random.Generator
+    seen: set[int]
+    generated: int = 0
+    text: str = ""
+    fed: int = 0  # context tokens already in the slot's cells
+    cached: int = 0  # prompt tokens found in the slot's cells at admission
+    next_token: int = -1  # sampled, not yet in the cells
+    slot: Slot | None = None
+
+    @property
+    def params(self) -> SamplingParams:
+        return self.submission.request.params
+
+    @property
+    def reading(self) -> bool:
+        return self.fed < len(self.context)
+
+
+class _Batch:
+    """A ``llama_batch`` over numpy arrays, filled with slices rather than one token at a time."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.token = np.zeros(capacity, np.int32)
+        self.pos = np.zeros(capacity, np.int32)
+        self.n_seq_id = np.ones(capacity, np.int32)
+        self.seq = np.zeros(capacity, np.int32)
+        self.logits = np.zeros(capacity, np.int8)
+        pointer = ctypes.POINTER(ctypes.c_int32)
+        base = self.seq.ctypes.data
+        self._seq_ids = (pointer * capacity)(
+            *[ctypes.cast(base + 4 * i, pointer) for i in range(capacity)]
+        )
+        self.struct = llama.llama_batch(
+            n_tokens=0,
+            token=self.token.ctypes.data_as(pointer),
+            embd=None,
+            pos=self.pos.ctypes.data_as(pointer),
+            n_seq_id=self.n_seq_id.ctypes.data_as(pointer),
+            seq_id=self._seq_ids,
+            logits=self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+        )
+        self.size = 0
+
+    def add(self, tokens: list[int], start: int, seq_id: int, *, want_logits: bool) -> int:
+        """Append ``tokens`` at positions from ``start``; returns the index of the last one."""
+        n, k = self.size, len(tokens)
+        self.token[n : n + k] = tokens
+        self.pos[n : n + k] = np.arange(start, start + k, dtype=np.int32)
+        self.seq[n : n + k] = seq_id
+        self.logits[n : n + k] = 0
+        self.logits[n + k - 1] = 1 if want_logits else 0
+        self.size = n + k
+        return n + k - 1
+
+
+class LlamaCppEngine(EngineThread):
+    name = "llamacpp"
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        cache_dir: Path,
+        threads: int = 0,
+        max_batch: int = 32,
+        kv_budget_bytes: int = 2 << 30,
+        prefill_tokens: int = 256,
+        pacing: Pacing | None = None,
+    ) -> None:
+        self.spec = spec
+        self.cache_dir = cache_dir
+        self.threads = threads or os.cpu_count() or 1
+        self.max_batch = max_batch
+        self.kv_budget_bytes = kv_budget_bytes
+        self.prefill_tokens = prefill_tokens
+        self.slots: list[Slot] = []
+        self.waiting: deque[Request] = deque()
+        self.weights = ""
+        # For the tests and /metrics: the widest step, and prefix reuse.
+        self.stats = {"widest": 0, "prefix_hits": 0, "prefix_tokens": 0}
+        super().__init__(pacing=pacing)
+
+    # -- loading ---------------------------------------------------------------------------
+    def _load(self) -> None:
+        started = time.monotonic()
+        self.gguf = gguf_file(self.spec)
+        self.tokenizer = gguf_tokenizer(self.spec, self.gguf, self.cache_dir)
+        llama.llama_backend_init()
+        _check_build()
+        model_params = llama.llama_model_default_params()
+        offload = llama.llama_supports_gpu_offload()
+        model_params.n_gpu_layers = 999 if offload else 0
+        model = llama.llama_model_load_from_file(str(self.gguf).encode(), model_params)
+        if not model:
+            raise RuntimeError(f"llama.cpp could not read {self.gguf.name}")
+        self._model = model
+        per_cell = _kv_bytes_per_cell(model)
+        per_slot = self.kv_budget_bytes // per_cell // self.max_batch
+        per_slot = min(self.spec.context_length, per_slot // 256 * 256)
+        if per_slot < 256:
+            raise RuntimeError(
+                f"INFERENCE_KV_CACHE_MB gives {per_slot} positions per slot to "
+                f"{self.max_batch} slots; raise it or lower INFERENCE_MAX_BATCH"
+            )
+        params = llama.llama_context_default_params()
+        params.n_ctx = per_slot * self.max_batch
+        params.n_seq_max = self.max_batch
+        params.n_batch = params.n_ubatch = self.prefill_tokens + self.max_batch
+        params.n_threads = params.n_threads_batch = self.threads
+        params.flash_attn_type = 1  # on: measured 1.5 times as fast for one stream here
+        params.kv_unified = False
+        params.no_perf = True
+        context = llama.llama_init_from_model(model, params)
+        if not context:
+            raise RuntimeError("llama.cpp could not create a context for the model")
+        self._ctx = context
+        self._memory = llama.llama_get_memory(context)
+        self.cells_per_slot = llama.llama_n_ctx_seq(context)
+        vocab = llama.llama_model_get_vocab(model)
+        self.n_vocab = llama.llama_vocab_n_tokens(vocab)
+        self.eog = {t for t in range(self.n_vocab) if llama.llama_vocab_is_eog(vocab, t)}
+        self.slots = [Slot(seq_id=i) for i in range(self.max_batch)]
+        self._batch = _Batch(params.n_batch)
+        self.memory_bytes = int(llama.llama_model_size(model))
+        self.weights = f"llama.cpp, {self.gguf.name}" + (
+            ", offloaded to the GPU" if offload else ""
+        )
+        # The first decode pays for buffer allocation: here, not in a user's request.
+        self._batch.size = 0
+        self._batch.add([self.tokenizer.eos_token_id or 0] * 8, 0, 0, want_logits=True)
+        self._decode()
+        llama.llama_memory_seq_rm(self._memory, 0, -1, -1)
+        logger.info(
+            "loaded %s with llama.cpp (%d slots of %d positions, %d threads) in %.1fs",
+            self.spec.key,
+            self.max_batch,
+            self.cells_per_slot,
+            self.threads,
+            time.monotonic() - started,
+        )
+
+    def _unload(self) -> None:
+        message = "The model was unloaded from this worker; try again."
+        for request in [*self._running(), *self.waiting]:
+            self._error(request.submission, ErrorCode.MODEL_UNLOADED, message)
+        self.waiting.clear()
+        for slot in self.slots:
+            slot.running = None
+        if getattr(self, "_ctx", None):
+            llama.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            llama.llama_model_free(self._model)
+            self._model = None
+        self.memory_bytes = 0
+
+    # -- the loop --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._closing.is_set():
+            try:
+                self._take_submissions(block=not self.waiting and not any(self._running()))
+                self._drop_stopped()
+                self._admit()
+                if any(self._running()):
+                    self._step()
+            except Exception:
+                # The serving thread must outlive any one failure: fail what was running, and
+                # forget what the slots held (a failed decode leaves their cells uncertain).
+                logger.exception("engine %s failed", self.name)
+                for request in list(self._running()):
+                    self._error(
+                        request.submission,
+                        ErrorCode.INTERNAL,
+                        "The model failed while generating; try again.",
+                    )
+                    self._leave(request)
+                for slot in self.slots:
+                    llama.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+                    slot.tokens = []
+
+    def _running(self) -> list[Request]:
+        return [slot.running for slot in self.slots if slot.running is not None]
+
+    def _take_submissions(self, *, block: bool) -> None:
+        try:
+            submission = self._pending.get() if block else self._pending.get_nowait()
+            while True:
+                if submission is not None:  # None: ``close`` woke the loop
+                    self._prepare(submission)
+                submission = self._pending.get_nowait()
+        except queue.Empty:
+            pass
+
+    def _prepare(self, submission: Submission) -> None:
+        request, params = submission.request, submission.request.params
+        try:
+            if request.messages is not None:
+                prompt_ids = chat_prompt_ids(self.tokenizer, request.messages)
+            else:
+                prompt_ids = list(self.tokenizer(request.prompt or "")["input_ids"])
+        except Exception:
+            logger.exception("could not tokenize request %s", request.request_id)
+            self._error(submission, ErrorCode.INVALID_PARAMETER, "The prompt could not be read.")
+            return
+        if not prompt_ids:
+            self._error(submission, ErrorCode.INVALID_PARAMETER, "The prompt is empty.")
+            return
+        needed = len(prompt_ids) + params.max_tokens
+        if needed > self.spec.context_length:
+            self._error(
+                submission,
+                ErrorCode.CONTEXT_LENGTH_EXCEEDED,
+                f"The prompt has {len(prompt_ids)} tokens and max_tokens is {params.max_tokens}; "
+                f"together they exceed the model's context of {self.spec.context_length} tokens. "
+                "Shorten the conversation or lower max_tokens.",
+            )
+            return
+        if needed > self.cells_per_slot:
+            self._error(
+                submission,
+                ErrorCode.CONTEXT_LENGTH_EXCEEDED,
+                f"The prompt has {len(prompt_ids)} tokens and max_tokens is {params.max_tokens}; "
+                f"this worker's KV cache holds {self.cells_per_slot} positions per request. "
+                "Shorten the conversation or lower max_tokens.",
+            )
+            return
+        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little")
+        entry = Request(
+            submission=submission,
+            prompt_ids=prompt_ids,
+            context=list(prompt_ids),
+            tracker=StopTextTracker(params.stop),
+            detokenizer=IncrementalDetokenizer(self.tokenizer),
+            rng=np.random.default_rng(seed),
+            seen=set(prompt_ids),
+        )
+        if request.resume is not None and not self._resume(entry, request.resume):
+            return
+        self.waiting.append(entry)
+
+    def _resume(self, request: Request, resume: Resume) -> bool:
+        """Take over an answer from its stored tokens: they count as generated, their text as
+        streamed up to ``resume.text`` (the rest is what the stop tracker still held back)."""
+        for token in resume.token_ids:
+            request.text += request.detokenizer.push(token)
+        if not request.text.startswith(resume.text):
+            self._error(
+                request.submission,
+                ErrorCode.INTERNAL,
+                "The answer could not be continued from where it stopped; try again.",
+            )
+            return False
+        request.context += resume.token_ids
+        request.generated = len(resume.token_ids)
+        request.seen.update(resume.token_ids)
+        request.tracker.update(request.text)
+        request.tracker.sent = len(resume.text)
+        return True
+
+    def _drop_stopped(self) -> None:
+        now = time.monotonic()
+        for request in list(self.waiting):
+            reason = self._stop_reason(request.submission, now)
+            if reason is not None:
+                self.waiting.remove(request)
+                self._finish(request, reason)
+        for request in self._running():
+            reason = self._stop_reason(request.submission, now)
+            if reason is not None:
+                self._finish(request, reason)
+                self._leave(request)
+
+    def _admit(self) -> None:
+        """Give waiting requests idle slots, in arrival order: the slot whose cells share the
+        longest start with the request, else the least recently used."""
+        while self.waiting:
+            idle = [slot for slot in self.slots if slot.running is None]
+            if not idle:
+                return
+            request = self.waiting.popleft()
+            shared, slot = max(
+                ((_common(slot.tokens, request.context), slot) for slot in idle),
+                key=lambda pair: (pair[0] >= PREFIX_MIN_TOKENS, pair[0], -pair[1].last_used),
+            )
+            if shared < PREFIX_MIN_TOKENS:
+                slot = min(idle, key=lambda s: s.last_used)
+                shared = 0
+            # The last context token is always read again: its logits choose the next token.
+            shared = min(shared, len(request.context) - 1)
+            llama.llama_memory_seq_rm(self._memory, slot.seq_id, shared, -1)
+            del slot.tokens[shared:]
+            if shared:
+                self.stats["prefix_hits"] += 1
+                self.stats["prefix_tokens"] += shared
+            request.fed = shared
+            request.cached = min(shared, len(request.prompt_ids))
+            request.slot = slot
+            slot.running = request
+
+    def _step(self) -> None:
+        """One decode: every running request's next token, then prompt chunks within the step's
+        budget; then each request whose logits came out takes its next token."""
+        batch = self._batch
+        batch.size = 0
+        wants: list[tuple[Request, int]] = []
+        running = self._running()
+        self._interval = self.pacing.interval(len(running))
+        for request in running:
+            if not request.reading:
+                slot = request.slot
+                assert slot is not None
+                index = batch.add(
+                    [request.next_token], len(slot.tokens), slot.seq_id, want_logits=True
+                )
+                slot.tokens.append(request.next_token)
+                wants.append((request, index))
+        budget = self.prefill_tokens
+        for request in running:
+            if not request.reading or budget <= 0:
+                continue
+            slot = request.slot
+            assert slot is not None
+            chunk = request.context[request.fed : request.fed + budget]
+            done = request.fed + len(chunk) == len(request.context)
+            index = batch.add(chunk, len(slot.tokens), slot.seq_id, want_logits=done)
+            slot.tokens += chunk
+            request.fed += len(chunk)
+            budget -= len(chunk)
+            if done:
+                wants.append((request, index))
+        self.stats["widest"] = max(self.stats["widest"], len(wants))
+        self._decode()
+        now = time.monotonic()
+        for request, index in wants:
+            request.slot.last_used = now  # type: ignore[union-attr]
+            if request.tracker.stopped or request.generated >= request.params.max_tokens:
+                # A resumed answer that had already ended: nothing more to generate.
+                self._finish(request, "stop" if request.tracker.stopped else "length")
+                self._leave(request)
+                continue
+            try:
+                logits = np.ctypeslib.as_array(
+                    llama.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,)
+                )
+                token = sample(logits, request.params, request.seen, request.rng)
+                ended = self._accept(request, token)
+            except Exception:
+                logger.exception("sampling failed for %s", request.submission.request.request_id)
+                self._error(
+                    request.submission,
+                    ErrorCode.INTERNAL,
+                    "The model failed while generating; try again.",
+                )
+                ended = True
+            if ended:
+                self._leave(request)
+
+    def _decode(self) -> None:
+        batch = self._batch
+        batch.struct.n_tokens = batch.size
+        status = llama.llama_decode(self._ctx, batch.struct)
+        if status != 0:
+            raise RuntimeError(f"llama_decode failed ({status})")
+
+    def _leave(self, request: Request) -> None:
+        slot = request.slot
+        if slot is not None and slot.running is request:
+            slot.running = None
+            slot.last_used = time.monotonic()
+
+    # -- one request -----------------------------------------------------------------------
+    def _accept(self, request: Request, token: int) -> bool:
+        """Take the sampled ``token``; True when the request has finished."""
+        if token in self.eog:
+            return self._finish(request, "stop")
+        request.generated += 1
+        request.seen.add(token)
+        request.next_token = token
+        piece = request.detokenizer.push(token)
+        new = ""
+        if piece:
+            request.text += piece
+            new = request.tracker.update(request.text)
+        request.submission.add(new, (token,), interval=self._interval)
+        if request.tracker.stopped:
+            return self._finish(request, "stop")
+        if request.generated >= request.params.max_tokens:
+            return self._finish(request, "length")
+        return False
+
+    def _finish(self, request: Request, reason: str) -> bool:
+        tracker = request.tracker
+        if not tracker.stopped:
+            tail = tracker.update(request.text + request.detokenizer.flush(), final=True)
+            request.submission.pending_text += tail
+        read = request.fed > 0
+        request.submission.end(
+            Finished(
+                reason,  # type: ignore[arg-type]
+                len(request.prompt_ids) if read else 0,
+                request.generated,
+                request.cached if read else 0,
+            )
+        )
+        self._forget(request.submission.request.request_id)
+        return True
+
+    def _error(self, submission: Submission, code: ErrorCode, message: str) -> None:
+        submission.end(EngineError(code, message))
+        self._forget(submission.request.request_id)
+
+
+def _common(held: list[int], wanted: list[int]) -> int:
+    """How many tokens ``held`` and ``wanted`` share from their start."""
+    limit = min(len(held), len(wanted))
+    if not limit:
+        return 0
+    a = np.asarray(held[:limit], dtype=np.int64)
+    b = np.asarray(wanted[:limit], dtype=np.int64)
+    differ = np.flatnonzero(a != b)
+    return int(differ[0]) if differ.size else limit
+
+
+# The instruction sets llama.cpp's build reports, by the flag /proc/cpuinfo shows for each.
+_INSTRUCTIONS = {
+    "AVX": "avx",
+    "AVX2": "avx2",
+    "AVX_VNNI": "avx_vnni",
+    "F16C": "f16c",
+    "FMA": "fma",
+    "BMI2": "bmi2",
+    "AVX512": "avx512f",
+    "AVX512_VBMI": "avx512vbmi",
+    "AVX512_VNNI": "avx512_vnni",
+    "AVX512_BF16": "avx512_bf16",
+    "AMX_INT8": "amx_int8",
+}
+
+
+def missing_instructions(system_info: str, cpuinfo: str) -> list[str]:
+    """The instruction sets the llama.cpp build uses (``llama_print_system_info``) that this CPU
+    lacks (the flags in ``/proc/cpuinfo``): a build made on another machine would otherwise die
+    of an illegal instruction in the middle of a request."""
+    line = next((row for row in cpuinfo.splitlines() if row.startswith("flags")), "")
+    flags = set(line.partition(":")[2].split())
+    if not flags:
+        return []  # not x86 Linux: nothing to compare
+    missing = []
+    for part in system_info.replace("CPU :", "|").split("|"):  # "CPU : SSE3 = 1 | AVX = 1 | ..."
+        name, _, value = (piece.strip() for piece in part.partition("="))
+        if value == "1" and name in _INSTRUCTIONS and _INSTRUCTIONS[name] not in flags:
+            missing.append(name)
+    return missing
+
+
+def _check_build() -> None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return
+    missing = missing_instructions(llama.llama_print_system_info().decode(), cpuinfo.read_text())
+    if missing:
+        raise RuntimeError(
+            f"the installed llama.cpp was built for a CPU with {', '.join(missing)}, which this "
+            "one lacks; run `make install` on this machine to build it for this CPU"
+        )
+
+
+def _kv_bytes_per_cell(model: Any) -> int:
+    """What one position of one sequence takes in the KV cache (keys and values in f16)."""
+    layers = llama.llama_model_n_layer(model)
+    heads = llama.llama_model_n_head(model)
+    kv_heads = llama.llama_model_n_head_kv(model)
+    head_dim = llama.llama_model_n_embd(model) // heads
+    return 2 * layers * kv_heads * head_dim * 2
+
+
+def gguf_file(spec: ModelSpec) -> Path:
+    """The GGUF file ``spec`` names; FileNotFoundError saying why when it names none."""
+    if spec.source_kind == "packaged":
+        path = packaged_path(spec.source)
+    elif spec.source_kind == "local":
+        path = local_folder(spec.source)
+    else:
+        path = Path(spec.source)
+    if path.suffix != ".gguf" or not path.is_file():
+        raise FileNotFoundError(
+            f"llama.cpp serves GGUF files, and {spec.source} is not one; set the version's engine "
+            "to auto or transformers"
+        )
+    return path
+
+
+def gguf_tokenizer(spec: ModelSpec, gguf: Path, cache_dir: Path) -> Any:
+    """The transformers tokenizer stored in ``gguf`` (its chat template included, or the
+    version's own), read once and kept under ``cache_dir`` (safe across processes)."""
+    from transformers import AutoTokenizer
+
+    folder = cache_dir / (spec.key.replace("/", "_").replace("@", "--") + "--tokenizer")
+    stamp = {"source": str(gguf), "size": gguf.stat().st_size}
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp_file = folder / "playground-source.json"
+        if not (stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp):
+            tmp = folder.with_name(folder.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+            (tmp / "playground-source.json").write_text(json.dumps(stamp))
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if spec.chat_template:
+        tokenizer.chat_template = spec.chat_template
+    return tokenizer

@@ -1,0 +1,154 @@
+"""The llama.cpp engine with the packaged model: what it shares with the torch engine is tested in
+test_batching.py (both engines run those tests); here, what is its own: slots freed at once, prefix
+reuse that never changes an answer, slots evicted least recently used, the per-slot KV budget,
+an answer resumed from its stored tokens, and a tokenizer that agrees with llama.cpp's."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from apps.inference.engines.llamacpp import LlamaCppEngine, missing_instructions
+from apps.inference.protocol import EngineError, Finished, GenerationRequest, Resume, TokenDelta
+
+from .conftest import SMOLLM
+from .test_batching import ask, collect, outcome, request
+
+pytestmark = pytest.mark.model
+
+DOCUMENT = " ".join(
+    f"Paragraph {i}: the committee met on day {i} and agreed on item {i * 7 % 13}."
+    for i in range(40)
+)
+
+
+def engine(model_cache_dir, **options) -> LlamaCppEngine:
+    options = {"max_batch": 2, "kv_budget_bytes": 64 << 20, **options}
+    served = LlamaCppEngine(SMOLLM, cache_dir=model_cache_dir, **options)
+    served.wait_loaded(timeout=300)
+    return served
+
+
+@pytest.fixture(scope="module")
+def two_slots(model_cache_dir):
+    served = engine(model_cache_dir)
+    yield served
+    served.close()
+
+
+def test_a_cancel_frees_the_slot_for_the_waiting_request(model_cache_dir):
+    served = engine(model_cache_dir, max_batch=1)
+    try:
+        first = request(prompt="1, 2, 3,", temperature=0, max_tokens=2000)
+        second = request(messages=ask("Say hello."), temperature=0, max_tokens=8)
+        first_stream = served.generate(first)
+        assert any(isinstance(e, TokenDelta) for e in first_stream)  # the one slot is taken
+        result: dict[str, object] = {}
+        waiter = threading.Thread(target=lambda: result.update(done=collect(served, second)))
+        waiter.start()
+        served.abort(first.request_id)
+        ended = next(e for e in first_stream if isinstance(e, Finished))
+        assert ended.finish_reason == "cancelled" and ended.completion_tokens < 2000
+        waiter.join(60)
+        text, reason, tokens = outcome(result["done"])  # type: ignore[arg-type]
+        assert text and tokens > 0
+    finally:
+        served.close()
+
+
+def test_a_second_turn_reuses_the_first_turns_cells_and_answers_as_a_cold_run(
+    two_slots, model_cache_dir
+):
+    first_turn = ask(f"Here is a report.\n\n{DOCUMENT}\n\nWhat did the committee do on day 3?")
+    answer, _ = collect(two_slots, request(messages=first_turn, temperature=0, max_tokens=24))
+    second_turn = [
+        *first_turn,
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "And on day 5?"},
+    ]
+    before = dict(two_slots.stats)
+    warm = outcome(collect(two_slots, request(messages=second_turn, temperature=0, max_tokens=24)))
+    hits = two_slots.stats["prefix_hits"] - before["prefix_hits"]
+    reused = two_slots.stats["prefix_tokens"] - before["prefix_tokens"]
+    assert hits == 1 and reused > 400  # the whole first turn was in the slot's cells
+
+    cold_engine = engine(model_cache_dir)
+    try:
+        cold = outcome(
+            collect(cold_engine, request(messages=second_turn, temperature=0, max_tokens=24))
+        )
+        assert cold_engine.stats["prefix_hits"] == 0
+    finally:
+        cold_engine.close()
+    assert warm == cold
+
+
+def test_slots_are_evicted_least_recently_used_and_answers_stay_right(two_slots):
+    questions = [f"{DOCUMENT}\n\nQuestion {i}: what happened on day {i}?" for i in (2, 7, 11)]
+    first = [
+        outcome(collect(two_slots, request(messages=ask(q), temperature=0, max_tokens=12)))
+        for q in questions
+    ]
+    # Two slots, three prefixes: the first was evicted by the third; asking again is right
+    # either way, and the most recent one is found where it was left.
+    again = [
+        outcome(collect(two_slots, request(messages=ask(q), temperature=0, max_tokens=12)))
+        for q in reversed(questions)
+    ]
+    assert list(reversed(again)) == first
+
+
+def test_a_request_over_a_slots_cells_is_refused_with_the_reason(two_slots):
+    cells = two_slots.cells_per_slot
+    long_prompt = "word " * cells
+    _, last = collect(two_slots, request(prompt=long_prompt, temperature=0, max_tokens=16))
+    assert isinstance(last, EngineError) and last.code == "context_length_exceeded"
+    assert f"holds {cells} positions per request" in last.message
+    # The engine serves on.
+    text, reason, _ = outcome(
+        collect(two_slots, request(messages=ask("Hi"), temperature=0, max_tokens=4))
+    )
+    assert text and reason in ("stop", "length")
+
+
+def test_an_answer_resumed_from_its_tokens_ends_as_an_uninterrupted_run(two_slots):
+    question = ask("Count from 1 to 40, separated by commas.")
+    whole = [
+        e for e in two_slots.generate(request(messages=question, temperature=0, max_tokens=60))
+    ]
+    deltas = [e for e in whole if isinstance(e, TokenDelta)]
+    text = "".join(d.text for d in deltas)
+    cut = len(deltas) // 2
+    resume = Resume(
+        token_ids=tuple(t for d in deltas[:cut] for t in d.token_ids),
+        text="".join(d.text for d in deltas[:cut]),
+    )
+    resumed = GenerationRequest(
+        request_id="resumed",
+        params=request(temperature=0, max_tokens=60).params,
+        messages=question,
+        resume=resume,
+    )
+    rest, last = collect(two_slots, resumed)
+    assert isinstance(last, Finished) and last.completion_tokens == whole[-1].completion_tokens
+    assert resume.text + rest == text
+
+
+def test_the_tokenizer_agrees_with_llama_cpps_own(two_slots):
+    import llama_cpp as llama
+
+    vocab = llama.llama_model_get_vocab(two_slots._model)
+    text = "Playground's mascot is Pixel, a purple otter. Ça va? 12345 \u4f60\u597d"
+    raw = text.encode()
+    buffer = (llama.llama_token * 256)()
+    count = llama.llama_tokenize(vocab, raw, len(raw), buffer, 256, False, False)
+    assert list(buffer[:count]) == two_slots.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_a_build_for_another_cpu_is_named_before_it_runs():
+    built = "CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | FMA = 1 | AVX512 = 1 | AVX512_BF16 = 1 | OPENMP = 1 | "
+    zen3 = "processor : 0\nflags : fpu sse3 avx avx2 fma f16c bmi2\n"
+    assert missing_instructions(built, zen3) == ["AVX512", "AVX512_BF16"]
+    zen4 = zen3.replace("bmi2", "bmi2 avx512f avx512_bf16")
+    assert missing_instructions(built, zen4) == []
