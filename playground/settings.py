@@ -221,6 +221,9 @@ CELERY_TASK_ROUTES = {
     "apps.finetuning.tasks.run_finetune_job": {"queue": Queue.TRAINING.value},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Every worker also consumes a queue of its own, so that a conversation's next turn can go to the
+# worker holding its cells (apps.inference.affinity).
+CELERY_WORKER_DIRECT = True
 
 # --- Inference ------------------------------------------------------------------------------
 MODEL_CACHE_DIR = Path(env_str("MODEL_CACHE_DIR", str(VAR_DIR / "models"))).resolve()

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from celery import Celery, signals
+from celery.utils.nodenames import WORKER_DIRECT_EXCHANGE
 from celery.worker import WorkController
 from django.conf import settings
 from django.db import close_old_connections
@@ -209,8 +210,10 @@ def embedded_worker(
 
 
 def consumer_queues(consumer: Any) -> list[str]:
-    """The queues a ready Celery consumer takes tasks from."""
+    """The shared queues a ready Celery consumer takes tasks from (not its own direct queue)."""
     task_consumer = getattr(consumer, "task_consumer", None)
     if task_consumer is not None:
-        return sorted(q.name for q in task_consumer.queues)
-    return sorted(consumer.app.amqp.queues.consume_from or {})
+        queues = task_consumer.queues
+    else:
+        queues = (consumer.app.amqp.queues.consume_from or {}).values()
+    return sorted(q.name for q in queues if q.exchange.name != WORKER_DIRECT_EXCHANGE.name)

@@ -14,6 +14,7 @@ import logging
 from enum import StrEnum
 from typing import Any
 
+from celery.utils.nodenames import worker_direct
 from django.db import transaction
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
@@ -29,13 +30,18 @@ class Queue(StrEnum):
     TRAINING = "training"
 
 
-def enqueue_on_commit(task: Any, row_id: object) -> None:
-    """Send ``task(str(row_id))`` once the current transaction commits. A broker that cannot take
-    it is logged, not raised: the row is saved and waiting, and the requeue sweep sends it again."""
+def enqueue_on_commit(task: Any, row_id: object, *, worker: str = "") -> None:
+    """Send ``task(str(row_id))`` once the current transaction commits: to its workload's shared
+    queue, or with ``worker`` to that worker's own queue (CELERY_WORKER_DIRECT). A broker that
+    cannot take it is logged, not raised: the row is saved and waiting, and the requeue sweep
+    sends it again (to the shared queue)."""
 
     def send() -> None:
         try:
-            task.delay(str(row_id))
+            if worker:
+                task.apply_async((str(row_id),), queue=worker_direct(worker))
+            else:
+                task.delay(str(row_id))
         except BROKER_ERRORS as exc:
             logger.warning(
                 "could not send %s(%s), it will be sent again: %s", task.name, row_id, exc

@@ -56,6 +56,9 @@ class Generation(ModelRequest):
     completion_tokens = models.PositiveIntegerField(default=0)
     # Prompt tokens the engine found in its cache (an earlier turn, a shared system prompt).
     cached_tokens = models.PositiveIntegerField(default=0)
+    # What the requests of one conversation share (``affinity.conversation_key``): the next turn
+    # goes to the worker that served the last one, whose engine still holds its cells.
+    affinity_key = models.CharField(max_length=64, blank=True)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_second = models.FloatField(null=True, blank=True)
 
@@ -63,6 +66,14 @@ class Generation(ModelRequest):
 
     class Meta(ModelRequest.Meta):
         ordering = ["-created_at"]
+        indexes = [
+            *ModelRequest.Meta.indexes,
+            models.Index(
+                fields=["affinity_key", "-created_at"],
+                name="generation_affinity",
+                condition=~models.Q(affinity_key=""),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.id} ({self.status})"

@@ -19,7 +19,7 @@ from apps.core.models import Worker
 from apps.core.queues import Queue, enqueue_on_commit
 from apps.core.work import work_cancel
 
-from . import control
+from . import affinity, control
 from .models import EmbeddingBatch, Generation
 from .protocol import SamplingParams
 from .streaming import publish_done
@@ -66,7 +66,8 @@ def generation_start(
     n: int = 1,
 ) -> list[Generation]:
     """Record ``n`` generations (chat ``messages``, or a raw ``prompt``) and enqueue each on the
-    inference queue once the transaction commits. With a seed, choice ``i`` gets ``seed + i``, so
+    inference queue once the transaction commits (on the queue of the worker that served the
+    conversation's last turn while it is live: ``affinity``). With a seed, choice ``i`` gets ``seed + i``, so
     the choices differ and each repeats.
 
     Precondition: ``version`` is the active version of a model that came through
@@ -75,6 +76,8 @@ def generation_start(
     """
     from .tasks import run_generation
 
+    key = affinity.conversation_key(version, messages=messages, prompt=prompt)
+    worker = affinity.worker_for(key)
     generations = []
     for i in range(n):
         choice = params
@@ -88,8 +91,9 @@ def generation_start(
             messages=messages,
             prompt=prompt,
             params=choice.model_dump(mode="json"),
+            affinity_key=key,
         )
-        enqueue_on_commit(run_generation, generation.pk)
+        enqueue_on_commit(run_generation, generation.pk, worker=worker)
         generations.append(generation)
     return generations
 
