@@ -9,23 +9,42 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 import websockets
-from common import NEW_TOKENS, Sample, messages
+from common import (
+    NEW_TOKENS,
+    QUESTIONS,
+    SHORT_PROMPT,
+    TURN_TOKENS,
+    Sample,
+    document,
+    messages,
+)
 
 
 async def sse_stream(
-    client: httpx.AsyncClient, url: str, index: int, *, headers: dict[str, str], model: str
+    client: httpx.AsyncClient,
+    url: str,
+    index: int,
+    *,
+    headers: dict[str, str],
+    model: str,
+    chat: list[dict[str, str]] | None = None,
+    max_tokens: int = NEW_TOKENS,
+    answer: list[str] | None = None,
 ) -> Sample:
+    """One greedy streamed answer to ``chat`` (else the bench prompt ``index``); its text is
+    appended to ``answer`` when given."""
     body = {
         "model": model,
-        "messages": messages(index),
-        "max_tokens": NEW_TOKENS,
+        "messages": chat or messages(index),
+        "max_tokens": max_tokens,
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
     start = time.monotonic()
     first = last = None
-    tokens = 0
+    tokens = prompt_tokens = 0
+    text = []
     try:
         async with client.stream("POST", url, json=body, headers=headers) as response:
             if response.status_code != 200:
@@ -42,13 +61,62 @@ async def sse_stream(
                 chunk = json.loads(data)
                 if chunk.get("usage"):
                     tokens = chunk["usage"]["completion_tokens"]
+                    prompt_tokens = chunk["usage"]["prompt_tokens"]
                 for choice in chunk.get("choices", []):
-                    if choice.get("delta", {}).get("content"):
+                    if content := choice.get("delta", {}).get("content"):
                         first = first or time.monotonic()
                         last = time.monotonic()
+                        text.append(content)
     except httpx.HTTPError as exc:
         return Sample(start, first, last, time.monotonic(), tokens, repr(exc))
-    return Sample(start, first, last, time.monotonic(), tokens)
+    if answer is not None:
+        answer.append("".join(text))
+    return Sample(start, first, last, time.monotonic(), tokens, prompt_tokens=prompt_tokens)
+
+
+async def conversation(
+    client: httpx.AsyncClient, url: str, *, headers: dict[str, str], model: str, tag: str
+) -> list[Sample]:
+    """The multi-turn run: a short fresh prompt first (the yardstick), then the six questions
+    over the document, each turn sending the history so far, as a chat client does."""
+    samples = [
+        await sse_stream(
+            client,
+            url,
+            0,
+            headers=headers,
+            model=model,
+            chat=[{"role": "user", "content": f"{SHORT_PROMPT} ({tag})"}],
+            max_tokens=TURN_TOKENS,
+        )
+    ]
+    history: list[dict[str, str]] = []
+    for turn, question in enumerate(QUESTIONS):
+        content = f"{document(tag)}\n\n{question}" if turn == 0 else question
+        history.append({"role": "user", "content": content})
+        answer: list[str] = []
+        samples.append(
+            await sse_stream(
+                client,
+                url,
+                0,
+                headers=headers,
+                model=model,
+                chat=list(history),
+                max_tokens=TURN_TOKENS,
+                answer=answer,
+            )
+        )
+        history.append({"role": "assistant", "content": answer[0] if answer else ""})
+    return samples
+
+
+async def cold_prompt(
+    client: httpx.AsyncClient, url: str, *, headers: dict[str, str], model: str, tag: str
+) -> Sample:
+    """The document no cache holds (``tag`` is new), one token out: how fast a prompt is read."""
+    chat = [{"role": "user", "content": f"{document(tag)}\n\nSummarise it."}]
+    return await sse_stream(client, url, 0, headers=headers, model=model, chat=chat, max_tokens=1)
 
 
 async def ws_stream(url: str, index: int, *, cookie: str, origin: str) -> tuple[Sample, str]:

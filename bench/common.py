@@ -18,6 +18,34 @@ def messages(index: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": PROMPTS[index % len(PROMPTS)]}]
 
 
+# The multi-turn run: one conversation of six questions over a document of about 1,000 tokens,
+# short answers, each turn sending the whole history again (as a chat client does).
+TURN_TOKENS = 48
+SHORT_PROMPT = "Name the capital of France."
+QUESTIONS = [
+    "Summarise the report in two sentences.",
+    "Which team met most often?",
+    "What was decided on day 12?",
+    "Which items came up more than once?",
+    "Who should read this report first, and why?",
+    "Write a one-line title for the report.",
+]
+
+
+def document(tag: str) -> str:
+    """About 1,000 tokens of a made-up meeting report; ``tag`` at its start makes it new to any
+    cache (a cold prompt) or the same as before (a conversation going on)."""
+    teams = ["harbour", "library", "bakery", "railway", "garden", "museum"]
+    lines = [f"Report {tag}: the minutes of thirty days of meetings in a small town."]
+    for day in range(1, 31):
+        team = teams[day * 7 % len(teams)]
+        lines.append(
+            f"Day {day}: the {team} team met at {8 + day % 9} o'clock, discussed item "
+            f"{day * 11 % 17} and agreed to review it again on day {day + day % 5 + 1}."
+        )
+    return "\n".join(lines)
+
+
 @dataclass
 class Sample:
     """One streamed answer, timed by its client (seconds on one monotonic clock)."""
@@ -28,6 +56,7 @@ class Sample:
     end: float
     tokens: int
     error: str = ""
+    prompt_tokens: int = 0  # from the usage, where the server reports it
 
     @property
     def ttft(self) -> float | None:

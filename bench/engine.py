@@ -1,6 +1,7 @@
-"""The raw engine and plain transformers ``generate``, in this process (no server, no queue).
+"""One engine in this process (no server, no queue), built as a worker builds it; for the torch
+decoder also plain transformers ``generate`` on the same weights.
 
-Usage: python bench/engine.py OUT.json
+Usage: python bench/engine.py OUT.json llamacpp|transformers
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import cast
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -22,16 +23,12 @@ import django  # noqa: E402
 
 django.setup()
 
-import torch  # noqa: E402
-from common import NEW_TOKENS, PROMPTS, Sample, messages, summarise  # noqa: E402
+from common import NEW_TOKENS, PROMPTS, Sample, document, messages, summarise  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from apps.catalog.packaged import PACKAGED  # noqa: E402
+from apps.inference.engines.base import EngineClient  # noqa: E402
 from apps.inference.engines.registry import get_engine  # noqa: E402
-from apps.inference.engines.transformers_backend import (  # noqa: E402
-    TransformersEngine,
-    load_causal_lm,
-)
 from apps.inference.protocol import (  # noqa: E402
     Finished,
     GenerationRequest,
@@ -49,30 +46,34 @@ SPEC = ModelSpec(
 )
 
 
-def engine_stream(engine: TransformersEngine, index: int) -> Sample:
+def engine_stream(
+    engine: EngineClient, chat: list[dict[str, str]], max_tokens: int = NEW_TOKENS
+) -> tuple[Sample, int]:
+    """One greedy answer; its timings and its prompt's token count."""
     request = GenerationRequest(
         request_id=str(uuid.uuid4()),
-        params=SamplingParams(temperature=0, max_tokens=NEW_TOKENS),
-        messages=messages(index),
+        params=SamplingParams(temperature=0, max_tokens=max_tokens),
+        messages=chat,
     )
     start = time.monotonic()
     first = last = None
-    tokens = 0
+    tokens = prompt_tokens = 0
     for event in engine.generate(request):
         if isinstance(event, TokenDelta) and event.text:
             first = first or time.monotonic()
             last = time.monotonic()
         if isinstance(event, Finished):
-            tokens = event.completion_tokens
-    return Sample(start, first, last, time.monotonic(), tokens)
+            tokens, prompt_tokens = event.completion_tokens, event.prompt_tokens
+    return Sample(start, first, last, time.monotonic(), tokens), prompt_tokens
 
 
-def engine_concurrent(engine: TransformersEngine, streams: int) -> list[Sample]:
+def engine_concurrent(engine: EngineClient, streams: int) -> list[Sample]:
     samples: list[Sample] = []
-    threads = [
-        threading.Thread(target=lambda i=i: samples.append(engine_stream(engine, i)))
-        for i in range(streams)
-    ]
+
+    def one(index: int) -> None:
+        samples.append(engine_stream(engine, messages(index))[0])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -80,9 +81,24 @@ def engine_concurrent(engine: TransformersEngine, streams: int) -> list[Sample]:
     return samples
 
 
-def plain_generate(dtype: torch.dtype) -> list[Sample]:
+def cold_prefill(engine: EngineClient) -> dict[str, Any]:
+    """A long prompt no cache holds, one token out: how fast the engine reads a prompt."""
+    chat = [{"role": "user", "content": document(uuid.uuid4().hex[:8]) + "\n\nSummarise it."}]
+    sample, prompt_tokens = engine_stream(engine, chat, max_tokens=1)
+    seconds = (sample.first or sample.end) - sample.start
+    return {
+        "prompt_tokens": prompt_tokens,
+        "ttft_ms": round(seconds * 1000, 1),
+        "prefill_tok_s": round(prompt_tokens / seconds, 1),
+    }
+
+
+def plain_generate(dtype: Any) -> list[Sample]:
     """transformers' ``generate`` on the same weights, one prompt at a time, timed by a streamer."""
+    import torch
     from transformers import TextIteratorStreamer
+
+    from apps.inference.engines.transformers_backend import load_causal_lm
 
     tokenizer, model = load_causal_lm(SPEC, settings.MODEL_CACHE_DIR, dtype=dtype)
     model.eval()
@@ -92,9 +108,9 @@ def plain_generate(dtype: torch.dtype) -> list[Sample]:
             messages(index), add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)
-        out: dict[str, torch.Tensor] = {}
+        out: dict[str, Any] = {}
 
-        def run(inputs=inputs, streamer=streamer, out=out) -> None:
+        def run(inputs: Any = inputs, streamer: Any = streamer, out: Any = out) -> None:
             with torch.inference_mode():
                 out["ids"] = model.generate(
                     **inputs, max_new_tokens=NEW_TOKENS, do_sample=False, streamer=streamer
@@ -115,19 +131,27 @@ def plain_generate(dtype: torch.dtype) -> list[Sample]:
 
 
 def main() -> None:
-    results: dict[str, object] = {}
-    engine = cast(TransformersEngine, get_engine(SPEC))  # as a worker builds it, from settings
-    engine.wait_loaded(timeout=600)
-    engine_stream(engine, 0)  # warm-up
-    results["engine_weights"] = engine.weights
-    results["engine_1"] = summarise([engine_stream(engine, i) for i in range(len(PROMPTS))])
-    results["engine_16"] = summarise(engine_concurrent(engine, 16))
-    # The engine set torch to one thread (its GEMMs split the cores themselves); generate uses
-    # torch's own threads, as many as the cores.
-    torch.set_num_threads(settings.INFERENCE_THREADS or os.cpu_count() or 1)
-    results["generate_float32"] = summarise(plain_generate(torch.float32))
-    results["generate_bfloat16"] = summarise(plain_generate(torch.bfloat16))
-    Path(sys.argv[1]).write_text(json.dumps(results))
+    out, backend = Path(sys.argv[1]), sys.argv[2]
+    settings.INFERENCE_ENGINE = backend
+    engine = get_engine(SPEC)  # as a worker builds it, from settings
+    engine.wait_loaded(timeout=600)  # type: ignore[attr-defined]
+    engine_stream(engine, messages(0))  # warm-up
+    results: dict[str, Any] = {"weights": engine.weights}  # type: ignore[attr-defined]
+    results["engine_1"] = summarise(
+        [engine_stream(engine, messages(i))[0] for i in range(len(PROMPTS))]
+    )
+    for streams in (16, 32):
+        results[f"engine_{streams}"] = summarise(engine_concurrent(engine, streams))
+    results["cold_prefill"] = cold_prefill(engine)
+    if backend == "transformers":
+        import torch
+
+        # The engine set torch to one thread (its GEMMs split the cores themselves); generate
+        # uses torch's own threads, as many as the cores.
+        torch.set_num_threads(settings.INFERENCE_THREADS or os.cpu_count() or 1)
+        results["generate_float32"] = summarise(plain_generate(torch.float32))
+        results["generate_bfloat16"] = summarise(plain_generate(torch.bfloat16))
+    out.write_text(json.dumps(results))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@ to its end, and sends again. Then the run waits for the answers in flight, and c
 every request the platform accepted has exactly one generation, finished and metered once, and
 every chat answer exactly one message. Errors other than deliberate 429s fail the run.
 
+The whole load runs once per engine (ENGINES, default ``llamacpp,transformers``: the worker's
+INFERENCE_ENGINE), each with accounts of its own, so the engines are compared in one run.
+
 Uses the bench database (``playground_bench``) and Redis database 14, like ``make bench``;
-writes bench/results/load.json and prints a summary. USERS, CLIENTS, SECONDS and TOKENS
+writes bench/results/load.json and prints a summary. USERS, CLIENTS, SECONDS, TOKENS and ENGINES
 (environment) change the shape.
 """
 
@@ -40,6 +43,7 @@ USERS = int(os.environ.get("USERS", "50"))
 CLIENTS = int(os.environ.get("CLIENTS", "20"))
 SECONDS = float(os.environ.get("SECONDS", "60"))
 TOKENS = int(os.environ.get("TOKENS", "64"))
+ENGINES = os.environ.get("ENGINES", "llamacpp,transformers").split(",")
 PROMPTS = [
     "Tell me a short fact about the sea.",
     "Name three colours and a thing of each colour.",
@@ -220,13 +224,16 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def main() -> None:
-    ensure_database()
+def load(backend: str) -> dict[str, Any]:
+    """The whole load against a worker on ``backend``; its summary, with the record's check."""
     people = setup()
-    log(f"{USERS} chat users and {CLIENTS} API clients for {SECONDS:.0f} s, {TOKENS} tokens each")
+    log(
+        f"{backend}: {USERS} chat users and {CLIENTS} API clients for {SECONDS:.0f} s, "
+        f"{TOKENS} tokens each"
+    )
     base = f"http://127.0.0.1:{WEB_PORT}"
-    web = start("load-web", [PYTHON, "manage.py", "serve", "--port", str(WEB_PORT)])
-    worker = start("load-worker", WORKER)
+    web = start(f"load-web-{backend}", [PYTHON, "manage.py", "serve", "--port", str(WEB_PORT)])
+    worker = start(f"load-worker-{backend}", WORKER, {"INFERENCE_ENGINE": backend})
     try:
         wait_http(f"{base}/readyz", 600)
 
@@ -257,6 +264,7 @@ def main() -> None:
         Generation.objects.filter(user_id__in=ids).values_list("completion_tokens", flat=True)
     )
     summary: dict[str, Any] = {
+        "engine": backend,
         "users": USERS,
         "clients": CLIENTS,
         "seconds": SECONDS,
@@ -277,11 +285,31 @@ def main() -> None:
         ttfts = [r["ttft"] for r in done if r["via"] == via and r["ttft"] is not None]
         summary[f"ttft_p50_ms_{via}"] = round(1000 * (percentile(ttfts, 50) or 0))
         summary[f"ttft_p95_ms_{via}"] = round(1000 * (percentile(ttfts, 95) or 0))
-    out = HERE / "results" / "load.json"
-    out.write_text(json.dumps(summary, indent=2) + "\n")
     log(json.dumps({k: v for k, v in summary.items() if k != "errors"}, indent=2))
-    if errors or not record["ok"]:
-        log(f"FAILED: {len(errors)} errors, record ok={record['ok']}; logs in {LOGS}")
+    return summary
+
+
+def main() -> None:
+    ensure_database()
+    runs = {backend: load(backend) for backend in ENGINES}
+    results: dict[str, Any] = {"runs": runs}
+    if {"llamacpp", "transformers"} <= set(runs):
+        results["completed_llamacpp_over_transformers"] = round(
+            runs["llamacpp"]["completed"] / max(1, runs["transformers"]["completed"]), 2
+        )
+        log(
+            f"answers completed, llama.cpp ÷ torch: {results['completed_llamacpp_over_transformers']}"
+        )
+    out = HERE / "results" / "load.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    failed = [b for b, r in runs.items() if r["error_count"] or not r["record"]["ok"]]
+    if failed:
+        for backend in failed:
+            run = runs[backend]
+            log(
+                f"FAILED on {backend}: {run['error_count']} errors, record ok={run['record']['ok']}"
+            )
+        log(f"logs in {LOGS}")
         raise SystemExit(1)
     log(f"passed; written to {out}")
 

@@ -1,14 +1,17 @@
-"""The peer users would pick: llama.cpp's server, on the same GGUF file as the platform's model.
+"""The peer users would pick: llama.cpp's server, on the same GGUF file as the platform's model,
+and llama.cpp's ``llama-batched-bench``, its kernels' own ceiling for many sequences.
 
-The server is built from the llama.cpp sources that the ``llama-cpp-python`` package vendors (its
-Python server has no parallel slots; llama.cpp's own ``llama-server`` does), in a separate folder
-under ``var/bench-peer`` with its own virtual environment, once; later runs reuse the binary.
+Both are built from the llama.cpp sources that the ``llama-cpp-python`` package vendors (its
+Python server has no parallel slots; llama.cpp's own ``llama-server`` does), with the same CPU
+options as the platform's build (``scripts/install_llamacpp.py``), in a separate folder under
+``var/bench-peer`` with its own virtual environment, once; later runs reuse the binaries.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -16,7 +19,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / "var" / "bench-peer"
-VERSION = "0.3.36"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from install_llamacpp import VERSION, cpu_arguments  # noqa: E402
+
+TOOLS = ("llama-server", "llama-batched-bench")
 
 
 def _run(command: list[str], log_file: Path, **kwargs: object) -> None:
@@ -24,12 +31,15 @@ def _run(command: list[str], log_file: Path, **kwargs: object) -> None:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, **kwargs)  # type: ignore[call-overload]
 
 
-def build_llama_server(log_file: Path) -> Path:
-    binary = PEER / "build" / "bin" / "llama-server"
-    if binary.exists():
-        return binary
+def build_tools(log_file: Path) -> Path:
+    """The folder holding llama-server and llama-batched-bench, built once."""
+    binaries = PEER / "build" / "bin"
+    if all((binaries / tool).exists() for tool in TOOLS):
+        return binaries
     print(
-        f"building llama.cpp's server from llama-cpp-python {VERSION} (once; minutes)", flush=True
+        f"building llama.cpp's server and batched-bench from llama-cpp-python {VERSION} "
+        "(once; minutes)",
+        flush=True,
     )
     venv = PEER / "venv"
     if not (venv / "bin" / "python").exists():
@@ -50,7 +60,7 @@ def build_llama_server(log_file: Path) -> Path:
         log_file,
     )
     with tarfile.open(sources / f"llama_cpp_python-{VERSION}.tar.gz") as archive:
-        archive.extractall(sources, filter="data")
+        archive.extractall(sources, filter="data")  # noqa: S202 (PyPI's sdist, filtered)
     vendored = sources / f"llama_cpp_python-{VERSION}" / "vendor" / "llama.cpp"
     build = PEER / "build"
     _run(
@@ -66,15 +76,15 @@ def build_llama_server(log_file: Path) -> Path:
             "-DLLAMA_BUILD_EXAMPLES=OFF",
             "-DLLAMA_USE_PREBUILT_UI=OFF",
             "-DLLAMA_OPENSSL=OFF",
-            "-DGGML_NATIVE=ON",
+            *cpu_arguments(),
         ],
         log_file,
     )
     _run(
-        ["cmake", "--build", str(build), "--target", "llama-server", "-j", str(os.cpu_count())],
+        ["cmake", "--build", str(build), "--target", *TOOLS, "-j", str(os.cpu_count())],
         log_file,
     )
-    return binary
+    return binaries
 
 
 def gguf_path() -> Path:
@@ -86,9 +96,9 @@ def gguf_path() -> Path:
 def serve_llamacpp(port: int, *, slots: int, log_file: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start llama-server with ``slots`` parallel slots (continuous batching) and the same thread
     count as the platform's engine; returns the process and the model name to ask for."""
-    binary = build_llama_server(log_file)
+    binary = build_tools(log_file) / "llama-server"
     gguf = gguf_path()
-    context = 512 * slots  # each slot gets 512 positions: prompt plus 128 new tokens fit
+    context = 2048 * slots  # each slot holds the multi-turn conversation whole
     out = open(log_file, "ab")  # noqa: SIM115 (closed with the process)
     process = subprocess.Popen(
         [
@@ -112,3 +122,28 @@ def serve_llamacpp(port: int, *, slots: int, log_file: Path) -> tuple[subprocess
         start_new_session=True,
     )
     return process, gguf.name
+
+
+def batched_bench(sequences: list[int], *, prompt: int, new_tokens: int, log_file: Path) -> dict:
+    """``llama-batched-bench`` with ``sequences`` parallel sequences of ``prompt`` tokens each
+    generating ``new_tokens``: its generation rate (S_TG, tokens/s over all of them) and
+    prompt rate (S_PP) for each count, as llama.cpp's own kernels reach them with no scheduler."""
+    binary = build_tools(log_file) / "llama-batched-bench"
+    context = max(sequences) * (prompt + new_tokens)
+    command = [
+        str(binary),
+        *("-m", str(gguf_path()), "-c", str(context), "-b", "2048", "-ub", "512"),
+        *("-npp", str(prompt), "-ntg", str(new_tokens)),
+        *("-npl", ",".join(str(n) for n in sequences), "-t", str(os.cpu_count())),
+        *("-fa", "on"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    with open(log_file, "a") as log:
+        log.write(done.stdout + done.stderr)
+    results = {}
+    # |    PP |     TG |    B |   N_KV |   T_PP s | S_PP t/s |   T_TG s | S_TG t/s |      T s |    S t/s |
+    for line in done.stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and re.fullmatch(r"\d+", cells[2]):
+            results[cells[2]] = {"pp_tok_s": float(cells[5]), "tg_tok_s": float(cells[7])}
+    return results

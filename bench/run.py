@@ -1,8 +1,10 @@
-"""``make bench``: the raw engine, a naive server and the platform in its production shape, with the
-same prompts (greedy, 128 new tokens), in one run on this machine.
+"""``make bench``: both engines raw, a naive server and the platform in its production shape on
+each engine, with the same prompts (greedy, 128 new tokens), in one run on this machine; and a
+six-turn conversation over a long document and a cold long prompt, TTFT each.
 
 Writes bench/results/latest.json and bench/results/latest.md. With PEER=llamacpp it also measures
-llama.cpp's server on the same GGUF file (see peer_llamacpp.py).
+llama.cpp's server on the same GGUF file with 16 and 32 slots, and llama-batched-bench at 16 and
+32 sequences (see peer_llamacpp.py).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ os.environ.update(
 )
 
 import httpx  # noqa: E402
-from client import concurrently, sse_stream, ws_stream  # noqa: E402
+from client import cold_prompt, concurrently, conversation, sse_stream, ws_stream  # noqa: E402
 from common import NEW_TOKENS, PROMPTS, Sample, summarise  # noqa: E402
 from report import markdown, targets  # noqa: E402
 
@@ -97,18 +99,64 @@ def wait_http(url: str, timeout: float, headers: dict[str, str] | None = None) -
 # -- the parts -----------------------------------------------------------------------------------
 
 
-def bench_engine() -> dict[str, Any]:
-    out = LOGS / "engine.json"
-    log("raw engine and plain generate (in-process)")
-    with open(LOGS / "engine.log", "wb") as engine_log:
+ENGINES = ("llamacpp", "transformers")
+
+
+def bench_engine(backend: str) -> dict[str, Any]:
+    out = LOGS / f"engine-{backend}.json"
+    log(
+        f"raw engine in-process: {backend}"
+        + (", and plain generate" if backend != "llamacpp" else "")
+    )
+    with open(LOGS / f"engine-{backend}.log", "wb") as engine_log:
         subprocess.run(
-            [PYTHON, str(HERE / "engine.py"), str(out)],
+            [PYTHON, str(HERE / "engine.py"), str(out), backend],
             cwd=ROOT,
             check=True,
             stdout=engine_log,
             stderr=subprocess.STDOUT,
         )
-    return json.loads(out.read_text())
+    results: dict[str, Any] = json.loads(out.read_text())
+    for name in ("engine_1", "engine_16", "engine_32"):
+        log(f"  {name}: {brief(results[name])}")
+    log(f"  cold prompt: {results['cold_prefill']}")
+    return results
+
+
+def dialogue(url: str, headers: dict[str, str], model: str) -> dict[str, Any]:
+    """The multi-turn run and a cold long prompt against one server."""
+
+    async def run() -> tuple[list[Sample], Sample]:
+        async with httpx.AsyncClient(timeout=600) as client:
+            tag = os.urandom(4).hex()
+            turns = await conversation(client, url, headers=headers, model=model, tag=tag)
+            cold = await cold_prompt(
+                client, url, headers=headers, model=model, tag=os.urandom(4).hex()
+            )
+            return turns, cold
+
+    turns, cold = asyncio.run(run())
+    errors = [s.error for s in [*turns, cold] if s.error]
+    if errors:
+        raise SystemExit(f"the multi-turn run failed: {errors[0]}; logs in {LOGS}")
+    cold_seconds = (cold.first or cold.end) - cold.start
+    result = {
+        "fresh_ttft_ms": _ms(turns[0].ttft),
+        "turn_ttft_ms": [_ms(s.ttft) for s in turns[1:]],
+        "turn_prompt_tokens": [s.prompt_tokens for s in turns[1:]],
+        "cold": {
+            "prompt_tokens": cold.prompt_tokens,
+            "ttft_ms": _ms(cold_seconds),
+            "prefill_tok_s": round(cold.prompt_tokens / cold_seconds, 1),
+        },
+    }
+    log(f"  multi-turn TTFT (ms): fresh {result['fresh_ttft_ms']}, turns {result['turn_ttft_ms']}")
+    log(f"  cold long prompt: {result['cold']}")
+    return result
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def sse_levels(url: str, headers: dict[str, str], model: str, levels: list[int]) -> dict[str, Any]:
@@ -206,14 +254,14 @@ def ensure_database() -> None:
             connection.execute(f'CREATE DATABASE "{name}"')
 
 
-def bench_platform() -> dict[str, Any]:
-    log("platform: uvicorn + Celery inference worker + Redis + Postgres")
+def bench_platform(backend: str, *, levels: list[int], ws: bool) -> dict[str, Any]:
+    log(f"platform on {backend}: uvicorn + Celery inference worker + Redis + Postgres")
     ensure_database()
     import redis
 
     redis.Redis.from_url(BENCH_REDIS).flushdb()
-    setup = platform_setup(sum(LEVELS) + 1)
-    worker = start("worker", WORKER)
+    setup = platform_setup(sum(levels) + 1 if ws else 1)
+    worker = start(f"worker-{backend}", WORKER, {"INFERENCE_ENGINE": backend})
     web = start("web", [PYTHON, "manage.py", "serve", "--port", str(WEB_PORT)])
     try:
         base = f"http://127.0.0.1:{WEB_PORT}"
@@ -230,11 +278,14 @@ def bench_platform() -> dict[str, Any]:
                 raise SystemExit(f"the platform did not answer: {warm['errors']}; logs in {LOGS}")
             time.sleep(2)
         log("  API, server-sent events")
-        results: dict[str, Any] = {"sse": sse_levels(url, headers, setup["model"], LEVELS)}
+        results: dict[str, Any] = {"sse": sse_levels(url, headers, setup["model"], levels)}
+        results["dialogue"] = dialogue(url, headers, setup["model"])
+        if not ws:
+            return results
         log("  chat WebSocket")
         conversations = iter(setup["conversations"][1:])
         results["ws"] = {}
-        for streams in LEVELS:
+        for streams in levels:
             mine = [next(conversations) for _ in range(streams)]
 
             async def run(mine: list[str] = mine) -> list[tuple[Sample, str]]:
@@ -263,17 +314,27 @@ def bench_platform() -> dict[str, Any]:
 
 
 def bench_peer() -> dict[str, Any]:
-    from peer_llamacpp import serve_llamacpp
+    from peer_llamacpp import batched_bench, serve_llamacpp
 
-    log("llama.cpp server on the same GGUF file")
-    server, model = serve_llamacpp(PEER_PORT, slots=16, log_file=LOGS / "llamacpp.log")
-    try:
-        url = f"http://127.0.0.1:{PEER_PORT}/v1/chat/completions"
-        wait_http(f"http://127.0.0.1:{PEER_PORT}/health", 600)
-        sse_levels(url, {}, model, [1])  # warm-up
-        return sse_levels(url, {}, model, [1, 16])
-    finally:
-        stop(server)
+    results: dict[str, Any] = {}
+    for slots, levels in ((16, [1, 16]), (32, [32])):
+        log(f"llama.cpp server on the same GGUF file, {slots} slots")
+        server, model = serve_llamacpp(PEER_PORT, slots=slots, log_file=LOGS / "llamacpp.log")
+        try:
+            url = f"http://127.0.0.1:{PEER_PORT}/v1/chat/completions"
+            wait_http(f"http://127.0.0.1:{PEER_PORT}/health", 600)
+            sse_levels(url, {}, model, [1])  # warm-up
+            results[f"server_{slots}"] = sse_levels(url, {}, model, levels)
+            if slots == 16:  # cache_prompt is on by default: each slot keeps its prefix
+                results["dialogue"] = dialogue(url, {}, model)
+        finally:
+            stop(server)
+    log("llama-batched-bench at 16 and 32 sequences")
+    results["batched_bench"] = batched_bench(
+        [16, 32], prompt=32, new_tokens=128, log_file=LOGS / "llamacpp.log"
+    )
+    log(f"  {results['batched_bench']}")
+    return results
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -294,10 +355,16 @@ def machine() -> dict[str, Any]:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    fields = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition(":") for line in lscpu.splitlines())
+    )
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": commit,
-        "cpu": cpu,
+        "cpu": fields.get("Model name", cpu),
+        "cpu_flags": fields.get("Flags", ""),
         "cores": os.cpu_count(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "python": platform.python_version(),
@@ -311,9 +378,12 @@ def machine() -> dict[str, Any]:
 def main() -> None:
     peer = os.environ.get("PEER", "")
     results: dict[str, Any] = {"machine": machine()}
-    results["engine"] = bench_engine()
+    results["engine"] = {backend: bench_engine(backend) for backend in ENGINES}
     results["naive"] = bench_naive()
-    results["platform"] = bench_platform()
+    results["platform"] = {
+        "llamacpp": bench_platform("llamacpp", levels=LEVELS, ws=True),
+        "transformers": bench_platform("transformers", levels=[1, 16, 32], ws=False),
+    }
     if peer == "llamacpp":
         results["peer"] = bench_peer()
     elif peer:
