@@ -61,7 +61,7 @@ async def sse_stream(
                 chunk = json.loads(data)
                 if chunk.get("usage"):
                     tokens = chunk["usage"]["completion_tokens"]
-                    prompt_tokens = chunk["usage"]["prompt_tokens"]
+                    prompt_tokens = chunk["usage"].get("prompt_tokens", 0)
                 for choice in chunk.get("choices", []):
                     if content := choice.get("delta", {}).get("content"):
                         first = first or time.monotonic()

@@ -124,15 +124,18 @@ def serve_llamacpp(port: int, *, slots: int, log_file: Path) -> tuple[subprocess
     return process, gguf.name
 
 
-def batched_bench(sequences: list[int], *, prompt: int, new_tokens: int, log_file: Path) -> dict:
-    """``llama-batched-bench`` with ``sequences`` parallel sequences of ``prompt`` tokens each
-    generating ``new_tokens``: its generation rate (S_TG, tokens/s over all of them) and
-    prompt rate (S_PP) for each count, as llama.cpp's own kernels reach them with no scheduler."""
+def batched_bench(
+    sequences: list[int], *, prompt: int, new_tokens: int, log_file: Path, gguf: Path | None = None
+) -> dict:
+    """``llama-batched-bench`` on ``gguf`` (the packaged file by default) with ``sequences``
+    parallel sequences of ``prompt`` tokens each generating ``new_tokens``: its generation rate
+    (S_TG, tokens/s over all of them) and prompt rate (S_PP) for each count, as llama.cpp's own
+    kernels reach them with no scheduler."""
     binary = build_tools(log_file) / "llama-batched-bench"
     context = max(sequences) * (prompt + new_tokens)
     command = [
         str(binary),
-        *("-m", str(gguf_path()), "-c", str(context), "-b", "2048", "-ub", "512"),
+        *("-m", str(gguf or gguf_path()), "-c", str(context), "-b", "2048", "-ub", "512"),
         *("-npp", str(prompt), "-ntg", str(new_tokens)),
         *("-npl", ",".join(str(n) for n in sequences), "-t", str(os.cpu_count())),
         *("-fa", "on"),

@@ -99,22 +99,29 @@ def wait_http(url: str, timeout: float, headers: dict[str, str] | None = None) -
 # -- the parts -----------------------------------------------------------------------------------
 
 
-ENGINES = ("llamacpp", "transformers")
+# Raw engines: llama.cpp as a worker runs it (INFERENCE_GGUF_TYPE=auto), llama.cpp on the GGUF
+# file's own weights, and the torch decoder: name → (INFERENCE_ENGINE, INFERENCE_GGUF_TYPE).
+ENGINES = {
+    "llamacpp": ("llamacpp", "auto"),
+    "llamacpp-keep": ("llamacpp", "keep"),
+    "transformers": ("transformers", "auto"),
+}
 
 
-def bench_engine(backend: str) -> dict[str, Any]:
-    out = LOGS / f"engine-{backend}.json"
+def bench_engine(name: str) -> dict[str, Any]:
+    backend, weights = ENGINES[name]
+    out = LOGS / f"engine-{name}.json"
     log(
-        f"raw engine in-process: {backend}"
-        + (", and plain generate" if backend != "llamacpp" else "")
+        f"raw engine in-process: {name}" + (", and plain generate" if backend != "llamacpp" else "")
     )
-    with open(LOGS / f"engine-{backend}.log", "wb") as engine_log:
+    with open(LOGS / f"engine-{name}.log", "wb") as engine_log:
         subprocess.run(
             [PYTHON, str(HERE / "engine.py"), str(out), backend],
             cwd=ROOT,
             check=True,
             stdout=engine_log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "INFERENCE_GGUF_TYPE": weights},
         )
     results: dict[str, Any] = json.loads(out.read_text())
     for name in ("engine_1", "engine_16", "engine_32"):
@@ -329,11 +336,18 @@ def bench_peer() -> dict[str, Any]:
                 results["dialogue"] = dialogue(url, {}, model)
         finally:
             stop(server)
-    log("llama-batched-bench at 16 and 32 sequences")
+    log("llama-batched-bench at 16 and 32 sequences, on the file and on the weights we serve")
     results["batched_bench"] = batched_bench(
         [16, 32], prompt=32, new_tokens=128, log_file=LOGS / "llamacpp.log"
     )
-    log(f"  {results['batched_bench']}")
+    log(f"  the file's own weights: {results['batched_bench']}")
+    # The rewritten weights the llama.cpp engine serves (INFERENCE_GGUF_TYPE=auto on a CPU),
+    # written by the raw engine run into the model cache.
+    [served] = sorted((ROOT / "var" / "models" / "gguf").glob("*.q8_0.gguf"))[-1:]
+    results["batched_bench_served"] = batched_bench(
+        [16, 32], prompt=32, new_tokens=128, log_file=LOGS / "llamacpp.log", gguf=served
+    )
+    log(f"  q8_0: {results['batched_bench_served']}")
     return results
 
 
@@ -378,7 +392,7 @@ def machine() -> dict[str, Any]:
 def main() -> None:
     peer = os.environ.get("PEER", "")
     results: dict[str, Any] = {"machine": machine()}
-    results["engine"] = {backend: bench_engine(backend) for backend in ENGINES}
+    results["engine"] = {name: bench_engine(name) for name in ENGINES}
     results["naive"] = bench_naive()
     results["platform"] = {
         "llamacpp": bench_platform("llamacpp", levels=LEVELS, ws=True),

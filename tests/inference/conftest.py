@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 
 from apps.inference.protocol import ModelSpec
 
@@ -24,11 +25,16 @@ def smollm_torch(model_cache_dir):
 
 @pytest.fixture(scope="session")
 def smollm_llamacpp(model_cache_dir):
-    """The real packaged model on llama.cpp, as a worker loads it (8 slots)."""
+    """The real packaged model on llama.cpp, as a worker loads it (8 slots, the weights as
+    INFERENCE_GGUF_TYPE makes them)."""
     from apps.inference.engines.llamacpp import LlamaCppEngine
 
     engine = LlamaCppEngine(
-        SMOLLM, cache_dir=model_cache_dir, max_batch=8, kv_budget_bytes=256 << 20
+        SMOLLM,
+        cache_dir=model_cache_dir,
+        max_batch=8,
+        kv_budget_bytes=256 << 20,
+        weight_type=settings.INFERENCE_GGUF_TYPE,
     )
     engine.wait_loaded(timeout=300)
     return engine

@@ -8,8 +8,14 @@ from __future__ import annotations
 import threading
 
 import pytest
+from django.conf import settings
 
-from apps.inference.engines.llamacpp import LlamaCppEngine, missing_instructions
+from apps.inference.engines.llamacpp import (
+    LlamaCppEngine,
+    gguf_file,
+    missing_instructions,
+    requantized,
+)
 from apps.inference.protocol import EngineError, Finished, GenerationRequest, Resume, TokenDelta
 
 from .conftest import SMOLLM
@@ -24,7 +30,12 @@ DOCUMENT = " ".join(
 
 
 def engine(model_cache_dir, **options) -> LlamaCppEngine:
-    options = {"max_batch": 2, "kv_budget_bytes": 64 << 20, **options}
+    options = {
+        "max_batch": 2,
+        "kv_budget_bytes": 64 << 20,
+        "weight_type": settings.INFERENCE_GGUF_TYPE,
+        **options,
+    }
     served = LlamaCppEngine(SMOLLM, cache_dir=model_cache_dir, **options)
     served.wait_loaded(timeout=300)
     return served
@@ -152,3 +163,13 @@ def test_a_build_for_another_cpu_is_named_before_it_runs():
     assert missing_instructions(built, zen3) == ["AVX512", "AVX512_BF16"]
     zen4 = zen3.replace("bmi2", "bmi2 avx512f avx512_bf16")
     assert missing_instructions(built, zen4) == []
+
+
+def test_the_weights_are_rewritten_once_by_llama_cpps_quantizer(tmp_path):
+    source = gguf_file(SMOLLM)
+    first = requantized(source, "q8_0", tmp_path, threads=2)
+    written = first.stat().st_mtime_ns
+    assert requantized(source, "q8_0", tmp_path, threads=2) == first
+    assert first.stat().st_mtime_ns == written  # kept, not written again
+    assert first.stat().st_size > source.stat().st_size  # 8-bit blocks outweigh the 4-bit ones
+    assert not list(tmp_path.rglob("*.partial"))

@@ -151,9 +151,11 @@ class LlamaCppEngine(EngineThread):
         max_batch: int = 32,
         kv_budget_bytes: int = 2 << 30,
         prefill_tokens: int = 256,
+        weight_type: str = "keep",
         pacing: Pacing | None = None,
     ) -> None:
         self.spec = spec
+        self.weight_type = weight_type
         self.cache_dir = cache_dir
         self.threads = threads or os.cpu_count() or 1
         self.max_batch = max_batch
@@ -173,12 +175,17 @@ class LlamaCppEngine(EngineThread):
         self.tokenizer = gguf_tokenizer(self.spec, self.gguf, self.cache_dir)
         llama.llama_backend_init()
         _check_build()
-        model_params = llama.llama_model_default_params()
         offload = llama.llama_supports_gpu_offload()
+        if self.weight_type == "auto":
+            self.weight_type = "keep" if offload else "q8_0"
+        weights = self.gguf
+        if self.weight_type != "keep":
+            weights = requantized(self.gguf, self.weight_type, self.cache_dir, threads=self.threads)
+        model_params = llama.llama_model_default_params()
         model_params.n_gpu_layers = 999 if offload else 0
-        model = llama.llama_model_load_from_file(str(self.gguf).encode(), model_params)
+        model = llama.llama_model_load_from_file(str(weights).encode(), model_params)
         if not model:
-            raise RuntimeError(f"llama.cpp could not read {self.gguf.name}")
+            raise RuntimeError(f"llama.cpp could not read {weights.name}")
         self._model = model
         per_cell = _kv_bytes_per_cell(model)
         per_slot = self.kv_budget_bytes // per_cell // self.max_batch
@@ -208,8 +215,10 @@ class LlamaCppEngine(EngineThread):
         self.slots = [Slot(seq_id=i) for i in range(self.max_batch)]
         self._batch = _Batch(params.n_batch)
         self.memory_bytes = int(llama.llama_model_size(model))
-        self.weights = f"llama.cpp, {self.gguf.name}" + (
-            ", offloaded to the GPU" if offload else ""
+        self.weights = (
+            f"llama.cpp, {self.gguf.name}"
+            + (f" as {self.weight_type}" if self.weight_type != "keep" else "")
+            + (", offloaded to the GPU" if offload else "")
         )
         # The first decode pays for buffer allocation: here, not in a user's request.
         self._batch.size = 0
@@ -598,3 +607,34 @@ def gguf_tokenizer(spec: ModelSpec, gguf: Path, cache_dir: Path) -> Any:
     if spec.chat_template:
         tokenizer.chat_template = spec.chat_template
     return tokenizer
+
+
+# What INFERENCE_GGUF_TYPE may ask for: llama.cpp's own quantizer rewrites the weights at load.
+WEIGHT_TYPES = {"q8_0": llama.LLAMA_FTYPE_MOSTLY_Q8_0, "f16": llama.LLAMA_FTYPE_MOSTLY_F16}
+
+
+def requantized(gguf: Path, kind: str, cache_dir: Path, *, threads: int) -> Path:
+    """``gguf`` with its weights rewritten as ``kind`` (a WEIGHT_TYPES key) by llama.cpp's own
+    quantizer (``llama_model_quantize``, requantizing from whatever the file holds), written once
+    and kept under ``cache_dir`` (safe across processes). The rewritten weights carry the file's
+    own rounding: a Q4_1 file made Q8_0 answers as the Q4_1 file does, within Q8_0's error."""
+    stamp = f"{gguf.stat().st_size}-{int(gguf.stat().st_mtime)}"
+    target = cache_dir / "gguf" / f"{gguf.stem}.{stamp}.{kind}.gguf"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            return target
+        partial = target.with_name(target.name + ".partial")
+        params = llama.llama_model_quantize_default_params()
+        params.ftype = WEIGHT_TYPES[kind]
+        params.allow_requantize = True
+        params.nthread = threads
+        done = llama.llama_model_quantize(
+            str(gguf).encode(), str(partial).encode(), ctypes.byref(params)
+        )
+        if done != 0:
+            partial.unlink(missing_ok=True)
+            raise RuntimeError(f"llama.cpp could not rewrite {gguf.name} as {kind}")
+        os.replace(partial, target)
+    return target

@@ -316,6 +316,7 @@ def _create(spec: ModelSpec, kind: Kind) -> ModelServer:
             max_batch=settings.INFERENCE_MAX_BATCH,
             kv_budget_bytes=settings.INFERENCE_KV_CACHE_MB << 20,
             prefill_tokens=settings.INFERENCE_PREFILL_TOKENS,
+            weight_type=settings.INFERENCE_GGUF_TYPE,
             pacing=pacing,
         )
     from .transformers_backend import TransformersEngine
