@@ -10,12 +10,8 @@ import threading
 import pytest
 from django.conf import settings
 
-from apps.inference.engines.llamacpp import (
-    LlamaCppEngine,
-    gguf_file,
-    missing_instructions,
-    requantized,
-)
+from apps.inference.engines.gguf import gguf_file, missing_instructions, requantized
+from apps.inference.engines.llamacpp import LlamaCppEngine
 from apps.inference.protocol import EngineError, Finished, GenerationRequest, Resume, TokenDelta
 
 from .conftest import SMOLLM

@@ -1,0 +1,132 @@
+"""The files and the build behind the llama.cpp engine (``llamacpp.py``): the GGUF file a version
+names, the tokenizer inside it, the file's weights rewritten by llama.cpp's own quantizer, and a
+check that the installed llama.cpp was built for this CPU."""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as llama
+
+from apps.core.sources import local_folder, packaged_path
+from apps.inference.protocol import ModelSpec
+
+# The instruction sets llama.cpp's build reports, by the flag /proc/cpuinfo shows for each.
+_INSTRUCTIONS = {
+    "AVX": "avx",
+    "AVX2": "avx2",
+    "AVX_VNNI": "avx_vnni",
+    "F16C": "f16c",
+    "FMA": "fma",
+    "BMI2": "bmi2",
+    "AVX512": "avx512f",
+    "AVX512_VBMI": "avx512vbmi",
+    "AVX512_VNNI": "avx512_vnni",
+    "AVX512_BF16": "avx512_bf16",
+    "AMX_INT8": "amx_int8",
+}
+
+
+def missing_instructions(system_info: str, cpuinfo: str) -> list[str]:
+    """The instruction sets the llama.cpp build uses (``llama_print_system_info``) that this CPU
+    lacks (the flags in ``/proc/cpuinfo``): a build made on another machine would otherwise die
+    of an illegal instruction in the middle of a request."""
+    line = next((row for row in cpuinfo.splitlines() if row.startswith("flags")), "")
+    flags = set(line.partition(":")[2].split())
+    if not flags:
+        return []  # not x86 Linux: nothing to compare
+    missing = []
+    for part in system_info.replace("CPU :", "|").split("|"):  # "CPU : SSE3 = 1 | AVX = 1 | ..."
+        name, _, value = (piece.strip() for piece in part.partition("="))
+        if value == "1" and name in _INSTRUCTIONS and _INSTRUCTIONS[name] not in flags:
+            missing.append(name)
+    return missing
+
+
+def check_build() -> None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return
+    missing = missing_instructions(llama.llama_print_system_info().decode(), cpuinfo.read_text())
+    if missing:
+        raise RuntimeError(
+            f"the installed llama.cpp was built for a CPU with {', '.join(missing)}, which this "
+            "one lacks; run `make install` on this machine to build it for this CPU"
+        )
+
+
+def gguf_file(spec: ModelSpec) -> Path:
+    """The GGUF file ``spec`` names; FileNotFoundError saying why when it names none."""
+    if spec.source_kind == "packaged":
+        path = packaged_path(spec.source)
+    elif spec.source_kind == "local":
+        path = local_folder(spec.source)
+    else:
+        path = Path(spec.source)
+    if path.suffix != ".gguf" or not path.is_file():
+        raise FileNotFoundError(
+            f"llama.cpp serves GGUF files, and {spec.source} is not one; set the version's engine "
+            "to auto or transformers"
+        )
+    return path
+
+
+def gguf_tokenizer(spec: ModelSpec, gguf: Path, cache_dir: Path) -> Any:
+    """The transformers tokenizer stored in ``gguf`` (its chat template included, or the
+    version's own), read once and kept under ``cache_dir`` (safe across processes)."""
+    from transformers import AutoTokenizer
+
+    folder = cache_dir / (spec.key.replace("/", "_").replace("@", "--") + "--tokenizer")
+    stamp = {"source": str(gguf), "size": gguf.stat().st_size}
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp_file = folder / "playground-source.json"
+        if not (stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp):
+            tmp = folder.with_name(folder.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+            (tmp / "playground-source.json").write_text(json.dumps(stamp))
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if spec.chat_template:
+        tokenizer.chat_template = spec.chat_template
+    return tokenizer
+
+
+# What INFERENCE_GGUF_TYPE may ask for: llama.cpp's own quantizer rewrites the weights at load.
+WEIGHT_TYPES = {"q8_0": llama.LLAMA_FTYPE_MOSTLY_Q8_0, "f16": llama.LLAMA_FTYPE_MOSTLY_F16}
+
+
+def requantized(gguf: Path, kind: str, cache_dir: Path, *, threads: int) -> Path:
+    """``gguf`` with its weights rewritten as ``kind`` (a WEIGHT_TYPES key) by llama.cpp's own
+    quantizer (``llama_model_quantize``, requantizing from whatever the file holds), written once
+    and kept under ``cache_dir`` (safe across processes). The rewritten weights carry the file's
+    own rounding: a Q4_1 file made Q8_0 answers as the Q4_1 file does, within Q8_0's error."""
+    stamp = f"{gguf.stat().st_size}-{int(gguf.stat().st_mtime)}"
+    target = cache_dir / "gguf" / f"{gguf.stem}.{stamp}.{kind}.gguf"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            return target
+        partial = target.with_name(target.name + ".partial")
+        params = llama.llama_model_quantize_default_params()
+        params.ftype = WEIGHT_TYPES[kind]
+        params.allow_requantize = True
+        params.nthread = threads
+        done = llama.llama_model_quantize(
+            str(gguf).encode(), str(partial).encode(), ctypes.byref(params)
+        )
+        if done != 0:
+            partial.unlink(missing_ok=True)
+            raise RuntimeError(f"llama.cpp could not rewrite {gguf.name} as {kind}")
+        os.replace(partial, target)
+    return target
