@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+from channels.layers import channel_layers
 from django.conf import settings
 
 from apps.catalog.models import LanguageModel
@@ -78,6 +79,17 @@ def _own_storage(tmp_path_factory) -> None:
     settings.METRICS_TOKEN = values["METRICS_TOKEN"]
     settings.MEDIA_ROOT = Path(values["MEDIA_ROOT"])
     settings.FINETUNE_OUTPUT_DIR = Path(values["FINETUNE_OUTPUT_DIR"])
+
+
+@pytest.fixture(autouse=True)
+def _a_channel_layer_per_test() -> Iterator[None]:
+    """Every test gets channel layer objects of its own. Each async test runs on its own event
+    loop, and a loop that ends while one of its tasks waits inside channels_redis's ``receive``
+    leaves that layer object's lock for the process's channels taken and bound to the dead loop:
+    the next test's sockets on the same object would fail ("bound to a different event loop"). A
+    server process runs one loop for its whole life, so this is the tests' own concern."""
+    yield
+    channel_layers.backends.clear()
 
 
 @pytest.fixture(scope="session")
