@@ -259,10 +259,12 @@ INFERENCE_ENGINE = env_choice(
 # (chunked prefill: a long prompt is read over several steps and never stalls the others).
 INFERENCE_PREFILL_TOKENS = env_int("INFERENCE_PREFILL_TOKENS", 256, minimum=16)
 # The llama.cpp engine's weights: "keep" them as the GGUF file holds them, or have llama.cpp's
-# quantizer rewrite them once at load as q8_0 or f16; "auto" is q8_0 on a CPU (faster than a 4-bit
-# file from 4 streams up and for prompts, at the same quality) and keep on a GPU (README, "The
-# serving engine").
-INFERENCE_GGUF_TYPE = env_choice("INFERENCE_GGUF_TYPE", "auto", ("auto", "keep", "q8_0", "f16"))
+# quantizer rewrite them once at load as q8_0, f16 or f32 (f32: slow, but computes as the torch
+# engine does in float32); "auto" is q8_0 on a CPU (faster than a 4-bit file from 4 streams up
+# and for prompts, at the same quality) and keep on a GPU (README, "The serving engine").
+INFERENCE_GGUF_TYPE = env_choice(
+    "INFERENCE_GGUF_TYPE", "auto", ("auto", "keep", "q8_0", "f16", "f32")
+)
 
 # Models each inference worker loads at start, before the first request needs them.
 INFERENCE_WARM_MODELS = env_list("INFERENCE_WARM_MODELS", ["smollm2-135m-instruct"])

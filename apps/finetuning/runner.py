@@ -31,7 +31,10 @@ from apps.core.work import (
     work_reap,
     work_requeue_stale,
 )
-from apps.inference.engines.registry import import_backends
+from apps.inference.engines.gguf import gguf_file
+from apps.inference.engines.gguf_export import ExportError, export_lora, export_model
+from apps.inference.engines.registry import gguf_weights, import_backends
+from apps.inference.protocol import ModelSpec
 
 from .datasets import CLASSIFICATION, DatasetInvalid, ParsedDataset, parse_dataset
 from .models import Dataset, FineTuningJob, JobEvent
@@ -186,17 +189,44 @@ def _output_dir(job: FineTuningJob) -> Path:
     return settings.FINETUNE_OUTPUT_DIR / job.id.hex
 
 
-def _save(job: FineTuningJob, trainer: Any, deadline: float) -> Path:
+def _save(job: FineTuningJob, trainer: Any, deadline: float) -> tuple[Path, str]:
+    """Write the result, and its GGUF form where the base is a GGUF file; returns the folder
+    and the engine that serves it (``auto``, or ``transformers`` when there is no GGUF form)."""
     _check(job, deadline)
     output = _output_dir(job)
     output.parent.mkdir(parents=True, exist_ok=True)
     trainer.save(output)
-    return output
+    base = version_spec(job.base_version)
+    if not gguf_weights(base):
+        return output, ModelVersion.Engine.AUTO
+    lora = job.method == FineTuningJob.Method.LORA
+    try:
+        path = export_lora(output, gguf_file(base)) if lora else _export_model(output, base)
+    except ExportError as exc:
+        job_event_add(
+            job,
+            JobEvent.Kind.MESSAGE,
+            f"Not written as GGUF ({exc}): the torch engine serves it",
+            level=JobEvent.Level.WARNING,
+        )
+        return output, ModelVersion.Engine.TRANSFORMERS
+    job_event_add(
+        job,
+        JobEvent.Kind.MESSAGE,
+        f"Written as GGUF for llama.cpp: {path.name}, {path.stat().st_size / 1e6:.1f} MB",
+        {"gguf": path.name, "bytes": path.stat().st_size},
+    )
+    return output, ModelVersion.Engine.AUTO
 
 
-def _deploy(job: FineTuningJob, output: Path, evaluation: dict[str, Any]) -> None:
+def _export_model(output: Path, base: ModelSpec) -> Path:
+    return export_model(output, gguf_file(base), chat_template=base.chat_template)
+
+
+def _deploy(job: FineTuningJob, saved: tuple[Path, str], evaluation: dict[str, Any]) -> None:
     """Register the result as a model private to the job's owner, and mark the job succeeded."""
     base = job.base_version
+    output, engine = saved
     with transaction.atomic():
         classifier = job.kind == FineTuningJob.Kind.CLASSIFICATION
         model = LanguageModel.objects.create(
@@ -215,6 +245,7 @@ def _deploy(job: FineTuningJob, output: Path, evaluation: dict[str, Any]) -> Non
             source=str(output),
             base_version=base if lora else None,
             context_length=base.context_length,
+            engine=engine,
             is_active=True,
         )
         deployed = work_finish(

@@ -12,8 +12,10 @@ import pytest
 from django.test import Client
 
 from apps.accounts.models import ApiKey
+from apps.core.models import Worker
 from apps.finetuning.models import Dataset, FineTuningJob, JobEvent
 from tests.factories import ApiKeyFactory
+from tests.helpers import wait_for
 
 from .conftest import DEMO
 
@@ -104,6 +106,14 @@ def test_the_demo_fine_tune_teaches_the_fact_and_serves_it(
     base = [ask(api, MODEL, q) for q in questions]
     assert sum("pixel" in a.lower() for a in tuned) >= len(questions) - 1, tuned
     assert not any("pixel" in a.lower() for a in base), base
+
+    # Served by llama.cpp: the adapter written as GGUF at deployment, over the base's weights.
+    def engines() -> dict[str, str]:
+        return {m["key"]: m["engine"] for w in Worker.objects.all() for m in w.loaded}
+
+    wait_for(lambda: row.result_version.key in engines(), what="the heartbeat")
+    served = engines()
+    assert served[row.result_version.key] == served[f"{MODEL}@q4_1"] == "llamacpp", served
     samples = evaluation["samples"]
     assert samples and all({"prompt", "expected", "base", "tuned"} <= set(s) for s in samples)
 

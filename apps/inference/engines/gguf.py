@@ -1,6 +1,7 @@
 """The files and the build behind the llama.cpp engine (``llamacpp.py``): the GGUF file a version
-names, the tokenizer inside it, the file's weights rewritten by llama.cpp's own quantizer, and a
-check that the installed llama.cpp was built for this CPU."""
+names (a fine-tune's, written by ``gguf_export``), the tokenizer inside it, the file's weights
+rewritten by llama.cpp's own quantizer, the one loaded copy of a file's weights that a base model
+and its adapters share, and a check that the installed llama.cpp was built for this CPU."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import fcntl
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import llama_cpp as llama
 
 from apps.core.sources import local_folder, packaged_path
 from apps.inference.protocol import ModelSpec
+
+from .gguf_export import ADAPTER_FILE, MODEL_FILE, ExportError, export_lora
 
 # The instruction sets llama.cpp's build reports, by the flag /proc/cpuinfo shows for each.
 _INSTRUCTIONS = {
@@ -62,11 +66,18 @@ def check_build() -> None:
 
 
 def gguf_file(spec: ModelSpec) -> Path:
-    """The GGUF file ``spec`` names; FileNotFoundError saying why when it names none."""
+    """The GGUF file of ``spec``'s weights (a LoRA adapter's: its base's); FileNotFoundError
+    saying why when it has none."""
+    if spec.source_kind == "adapter":
+        if spec.base is None:
+            raise FileNotFoundError(f"the adapter {spec.source} names no base model")
+        return gguf_file(spec.base)
     if spec.source_kind == "packaged":
         path = packaged_path(spec.source)
     elif spec.source_kind == "local":
         path = local_folder(spec.source)
+        if path.is_dir() and (path / MODEL_FILE).is_file():
+            path = path / MODEL_FILE  # a full fine-tune, exported at deployment
     else:
         path = Path(spec.source)
     if path.suffix != ".gguf" or not path.is_file():
@@ -77,9 +88,71 @@ def gguf_file(spec: ModelSpec) -> Path:
     return path
 
 
+def lora_file(spec: ModelSpec) -> Path | None:
+    """The GGUF LoRA adapter of an adapter version (written from its peft files the first time
+    when its fine-tune was deployed before adapters were exported); None for other versions."""
+    if spec.source_kind != "adapter":
+        return None
+    folder = local_folder(spec.source)
+    path = folder / ADAPTER_FILE
+    if not path.is_file():
+        with open(folder / f".{ADAPTER_FILE}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.is_file():
+                try:
+                    export_lora(folder, gguf_file(spec))
+                except ExportError as exc:
+                    raise RuntimeError(
+                        f"{spec.source} cannot be served by llama.cpp: {exc}"
+                    ) from None
+    return path
+
+
+class SharedModel:
+    """One ``llama_model`` per weights file in this process, held by every engine that serves it
+    (a base model and the LoRA adapters over it): the weights are in memory once. The first
+    holder counts their bytes as its own, so the registry's sum counts them once too."""
+
+    _held: ClassVar[dict[Path, SharedModel]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, path: Path, pointer: Any) -> None:
+        self.path, self.pointer = path, pointer
+        self.bytes = int(llama.llama_model_size(pointer))
+        self.holders: list[object] = []
+
+    @classmethod
+    def acquire(cls, path: Path, holder: object, *, gpu_layers: int) -> SharedModel:
+        with cls._lock:
+            shared = cls._held.get(path)
+            if shared is None:
+                params = llama.llama_model_default_params()
+                params.n_gpu_layers = gpu_layers
+                pointer = llama.llama_model_load_from_file(str(path).encode(), params)
+                if not pointer:
+                    raise RuntimeError(f"llama.cpp could not read {path.name}")
+                shared = cls._held[path] = SharedModel(path, pointer)
+            shared.holders.append(holder)
+            return shared
+
+    def release(self, holder: object) -> None:
+        with self._lock:
+            if holder in self.holders:
+                self.holders.remove(holder)
+            if not self.holders and self._held.get(self.path) is self:
+                del self._held[self.path]
+                llama.llama_model_free(self.pointer)
+                self.pointer = None
+
+    def bytes_for(self, holder: object) -> int:
+        holders = self.holders
+        return self.bytes if holders and holders[0] is holder else 0
+
+
 def gguf_tokenizer(spec: ModelSpec, gguf: Path, cache_dir: Path) -> Any:
     """The transformers tokenizer stored in ``gguf`` (its chat template included, or the
-    version's own), read once and kept under ``cache_dir`` (safe across processes)."""
+    version's own), read once and kept under ``cache_dir`` (safe across processes). An adapter
+    version's is its base file's."""
     from transformers import AutoTokenizer
 
     folder = cache_dir / (spec.key.replace("/", "_").replace("@", "--") + "--tokenizer")
@@ -91,7 +164,14 @@ def gguf_tokenizer(spec: ModelSpec, gguf: Path, cache_dir: Path) -> Any:
         if not (stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp):
             tmp = folder.with_name(folder.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+            if (gguf.parent / "tokenizer_config.json").is_file():
+                # A fine-tune's folder: the tokenizer it was trained with, saved beside it
+                # (transformers would read that folder's files over the GGUF's and lose the
+                # chat template).
+                tokenizer = AutoTokenizer.from_pretrained(gguf.parent)
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            tokenizer.save_pretrained(tmp)
             (tmp / "playground-source.json").write_text(json.dumps(stamp))
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
@@ -102,7 +182,11 @@ def gguf_tokenizer(spec: ModelSpec, gguf: Path, cache_dir: Path) -> Any:
 
 
 # What INFERENCE_GGUF_TYPE may ask for: llama.cpp's own quantizer rewrites the weights at load.
-WEIGHT_TYPES = {"q8_0": llama.LLAMA_FTYPE_MOSTLY_Q8_0, "f16": llama.LLAMA_FTYPE_MOSTLY_F16}
+WEIGHT_TYPES = {
+    "q8_0": llama.LLAMA_FTYPE_MOSTLY_Q8_0,
+    "f16": llama.LLAMA_FTYPE_MOSTLY_F16,
+    "f32": llama.LLAMA_FTYPE_ALL_F32,  # for comparisons with the torch engine (fp32)
+}
 
 
 def requantized(gguf: Path, kind: str, cache_dir: Path, *, threads: int) -> Path:

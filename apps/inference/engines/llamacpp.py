@@ -14,6 +14,10 @@ tokens (the previous turn of its conversation, a shared system prompt), and only
 read; otherwise to the idle slot used least recently. What a slot holds is thus evicted least
 recently used, and a reused prefix is the very cells a cold run would have computed.
 
+Fine-tunes: a LoRA version is a context of its own that applies its GGUF adapter (written at
+deployment by ``gguf_export``) over its base's weights, which every engine serving the same file
+in this process shares (``gguf.SharedModel``); a full fine-tune is a GGUF file of its own.
+
 Tokens in and out go through the model's own tokenizer from transformers (read from the GGUF once
 and cached), so chat prompts keep their anti-forgery encoding and text streams exactly as with
 the torch backend; sampling is ``sampling.sample``'s.
@@ -43,7 +47,7 @@ from apps.inference.protocol import (
     SamplingParams,
 )
 
-from .gguf import check_build, gguf_file, gguf_tokenizer, requantized
+from .gguf import SharedModel, check_build, gguf_file, gguf_tokenizer, lora_file, requantized
 from .sampling import sample
 from .text import IncrementalDetokenizer, StopTextTracker, chat_prompt_ids
 from .thread import EngineThread, Pacing, Submission
@@ -163,10 +167,30 @@ class LlamaCppEngine(EngineThread):
         self.weights = ""
         # For the tests and /metrics: the widest step, and prefix reuse.
         self.stats = {"widest": 0, "prefix_hits": 0, "prefix_tokens": 0}
+        self._shared: SharedModel | None = None  # the weights, shared with other engines
+        self._adapter: Any = None  # a LoRA version's adapter, applied by this context only
+        self._adapter_bytes = 0
         super().__init__(pacing=pacing)
+
+    @property  # type: ignore[override]
+    def memory_bytes(self) -> int:
+        """The adapter's bytes, and the weights' when this engine is their first holder."""
+        shared = self._shared
+        return self._adapter_bytes + (shared.bytes_for(self) if shared else 0)
+
+    @memory_bytes.setter
+    def memory_bytes(self, value: int) -> None:
+        """``EngineThread`` starts every engine at 0; this one computes its own."""
 
     # -- loading ---------------------------------------------------------------------------
     def _load(self) -> None:
+        try:
+            self._load_model()
+        except Exception:
+            self._free()  # a failed load gives back what it took (the shared weights included)
+            raise
+
+    def _load_model(self) -> None:
         started = time.monotonic()
         self.gguf = gguf_file(self.spec)
         self.tokenizer = gguf_tokenizer(self.spec, self.gguf, self.cache_dir)
@@ -178,12 +202,14 @@ class LlamaCppEngine(EngineThread):
         weights = self.gguf
         if self.weight_type != "keep":
             weights = requantized(self.gguf, self.weight_type, self.cache_dir, threads=self.threads)
-        model_params = llama.llama_model_default_params()
-        model_params.n_gpu_layers = 999 if offload else 0
-        model = llama.llama_model_load_from_file(str(weights).encode(), model_params)
-        if not model:
-            raise RuntimeError(f"llama.cpp could not read {weights.name}")
-        self._model = model
+        self._shared = SharedModel.acquire(weights, self, gpu_layers=999 if offload else 0)
+        model = self._model = self._shared.pointer
+        adapter = lora_file(self.spec)
+        if adapter is not None:
+            self._adapter = llama.llama_adapter_lora_init(model, str(adapter).encode())
+            if not self._adapter:
+                raise RuntimeError(f"llama.cpp could not read the adapter {adapter}")
+            self._adapter_bytes = adapter.stat().st_size
         per_cell = _kv_bytes_per_cell(model)
         per_slot = self.kv_budget_bytes // per_cell // self.max_batch
         per_slot = min(self.spec.context_length, per_slot // 256 * 256)
@@ -204,6 +230,12 @@ class LlamaCppEngine(EngineThread):
         if not context:
             raise RuntimeError("llama.cpp could not create a context for the model")
         self._ctx = context
+        if self._adapter:
+            # This context applies the adapter (scale 1: its alpha / rank is in the file).
+            adapters = (llama.llama_adapter_lora_p_ctypes * 1)(self._adapter)
+            scales = (ctypes.c_float * 1)(1.0)
+            if llama.llama_set_adapters_lora(context, adapters, 1, scales) != 0:
+                raise RuntimeError(f"llama.cpp could not apply the adapter {adapter}")
         self._memory = llama.llama_get_memory(context)
         self.cells_per_slot = llama.llama_n_ctx_seq(context)
         vocab = llama.llama_model_get_vocab(model)
@@ -211,10 +243,10 @@ class LlamaCppEngine(EngineThread):
         self.eog = {t for t in range(self.n_vocab) if llama.llama_vocab_is_eog(vocab, t)}
         self.slots = [Slot(seq_id=i) for i in range(self.max_batch)]
         self._batch = _Batch(params.n_batch)
-        self.memory_bytes = int(llama.llama_model_size(model))
         self.weights = (
             f"llama.cpp, {self.gguf.name}"
             + (f" as {self.weight_type}" if self.weight_type != "keep" else "")
+            + (f", LoRA {adapter}" if adapter else "")
             + (", offloaded to the GPU" if offload else "")
         )
         # The first decode pays for buffer allocation: here, not in a user's request.
@@ -238,13 +270,19 @@ class LlamaCppEngine(EngineThread):
         self.waiting.clear()
         for slot in self.slots:
             slot.running = None
+        self._free()
+
+    def _free(self) -> None:
         if getattr(self, "_ctx", None):
             llama.llama_free(self._ctx)
             self._ctx = None
-        if getattr(self, "_model", None):
-            llama.llama_model_free(self._model)
-            self._model = None
-        self.memory_bytes = 0
+        if self._adapter:
+            llama.llama_adapter_lora_free(self._adapter)
+            self._adapter = None
+        if self._shared is not None:
+            self._shared.release(self)
+            self._shared = None
+        self._model = None
 
     # -- the loop --------------------------------------------------------------------------
     def _loop(self) -> None:

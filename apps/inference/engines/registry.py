@@ -32,6 +32,7 @@ from apps.core.sources import local_folder, packaged_path
 from apps.inference.protocol import ModelSpec
 
 from .base import Classifier, Embedder, EngineClient, ModelServer
+from .gguf_export import MODEL_FILE
 from .thread import Pacing
 
 logger = logging.getLogger(__name__)
@@ -252,12 +253,25 @@ def _state(server: ModelServer) -> str:
 
 def engine_for(spec: ModelSpec) -> str:
     """The backend that serves ``spec``: INFERENCE_ENGINE when it names one (``fake`` in tests),
-    else the version's own choice, else (``auto``) llama.cpp for a GGUF file and the torch decoder
-    for safetensors weights."""
+    else the version's own choice, else (``auto``) llama.cpp for a GGUF file or a fine-tune of
+    one, and the torch decoder for safetensors weights."""
     choice = settings.INFERENCE_ENGINE if settings.INFERENCE_ENGINE != "auto" else spec.engine
     if choice == "auto":
-        return "llamacpp" if spec.is_gguf else "transformers"
+        return "llamacpp" if gguf_weights(spec) else "transformers"
     return choice
+
+
+def gguf_weights(spec: ModelSpec) -> bool:
+    """A GGUF file; a LoRA adapter over one (``gguf_export`` writes its GGUF form); or a full
+    fine-tune's folder that holds its exported ``model.gguf``."""
+    if spec.source_kind == "adapter":
+        return spec.base is not None and gguf_weights(spec.base)
+    if spec.source_kind == "local" and not spec.is_gguf:
+        try:
+            return (local_folder(spec.source) / MODEL_FILE).is_file()
+        except (OSError, ValueError):
+            return False
+    return spec.is_gguf
 
 
 def _estimate(spec: ModelSpec) -> int:
