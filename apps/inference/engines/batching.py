@@ -27,14 +27,13 @@ import torch
 from apps.core.errors import ErrorCode
 from apps.inference.protocol import (
     EngineError,
-    Finished,
     GenerationRequest,
     ModelSpec,
     Resume,
     SamplingParams,
 )
 
-from .text import IncrementalDetokenizer, StopTextTracker, chat_prompt_ids
+from .text import Answer, chat_prompt_ids
 from .thread import EngineThread, Pacing, Submission
 
 logger = logging.getLogger(__name__)
@@ -47,16 +46,12 @@ PREFILL_TOKENS = 256
 class Sequence:
     submission: Submission
     prompt_ids: list[int]
-    tracker: StopTextTracker
-    detokenizer: IncrementalDetokenizer
+    answer: Answer  # the tokens and text so far, stops and max_tokens
     generator: torch.Generator
-    seen: set[int]  # prompt and output ids, for the repetition penalty
     resumed: list[int] = field(default_factory=list)  # tokens a lost worker generated before
     length: int = 0  # positions in its cache row
     last_token: int = -1  # sampled, not yet in the cache
-    generated: int = 0
     prefilled: bool = False
-    text: str = ""
 
     @property
     def params(self) -> SamplingParams:
@@ -167,21 +162,15 @@ class BatchingEngine(EngineThread):
         sequence = Sequence(
             submission=submission,
             prompt_ids=prompt_ids,
-            tracker=StopTextTracker(params.stop),
-            detokenizer=IncrementalDetokenizer(self.tokenizer),
+            answer=Answer(submission, self.tokenizer, prompt_ids),
             generator=generator,
-            seen=set(prompt_ids),
         )
         if request.resume is not None and not self._resume(sequence, request.resume):
             return
         self.waiting.append(sequence)
 
     def _resume(self, sequence: Sequence, resume: Resume) -> bool:
-        """Take over an answer from its stored tokens: they count as generated, their text as
-        streamed up to ``resume.text`` (the rest is what the stop tracker still held back)."""
-        for token in resume.token_ids:
-            sequence.text += sequence.detokenizer.push(token)
-        if not sequence.text.startswith(resume.text):
+        if not sequence.answer.resume(resume):
             logger.error("resumed tokens of %s do not give its text", request_id_of(sequence))
             self._error(
                 sequence.submission,
@@ -190,10 +179,6 @@ class BatchingEngine(EngineThread):
             )
             return False
         sequence.resumed = list(resume.token_ids)
-        sequence.generated = len(resume.token_ids)
-        sequence.seen.update(resume.token_ids)
-        sequence.tracker.update(sequence.text)
-        sequence.tracker.sent = len(resume.text)
         return True
 
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
@@ -275,8 +260,9 @@ class BatchingEngine(EngineThread):
         for i, sequence in enumerate(batch):
             sequence.prefilled = True
             sequence.length = len(sequence.context_ids)
-            if sequence.tracker.stopped or sequence.generated >= sequence.params.max_tokens:
-                ended = self._finish(sequence, "stop" if sequence.tracker.stopped else "length")
+            done = sequence.answer.ended  # a resumed answer that had already ended
+            if done is not None:
+                ended = self._finish(sequence, done)
             else:
                 ended = self._take(sequence, logits[i])
             if ended:
@@ -304,7 +290,7 @@ class BatchingEngine(EngineThread):
         One request's failure (a NaN in its logits, say) ends only that request."""
         try:
             if token is None:
-                token = sample(logits, sequence.params, sequence.seen, sequence.generator)
+                token = sample(logits, sequence.params, sequence.answer.seen, sequence.generator)
             return self._accept(sequence, token)
         except Exception:
             logger.exception("sampling failed for %s", sequence.submission.request.request_id)
@@ -325,30 +311,12 @@ class BatchingEngine(EngineThread):
     # -- one request -----------------------------------------------------------------------
     def _accept(self, sequence: Sequence, token: int) -> bool:
         """Take the sampled ``token`` into ``sequence``; True when the sequence has finished."""
-        if token in self.eos_ids:
-            return self._finish(sequence, "stop")
-        sequence.generated += 1
-        sequence.seen.add(token)
         sequence.last_token = token
-        piece = sequence.detokenizer.push(token)
-        new = ""
-        if piece:
-            sequence.text += piece
-            new = sequence.tracker.update(sequence.text)
-        sequence.submission.add(new, (token,), interval=self._interval)
-        if sequence.tracker.stopped:
-            return self._finish(sequence, "stop")
-        if sequence.generated >= sequence.params.max_tokens:
-            return self._finish(sequence, "length")
-        return False
+        reason = sequence.answer.take(token, self.eos_ids, interval=self._interval)
+        return reason is not None and self._finish(sequence, reason)
 
     def _finish(self, sequence: Sequence, reason: str) -> bool:
-        tracker = sequence.tracker
-        if not tracker.stopped:
-            tail = tracker.update(sequence.text + sequence.detokenizer.flush(), final=True)
-            sequence.submission.pending_text += tail
-        prompt_tokens = len(sequence.prompt_ids) if sequence.prefilled else 0
-        sequence.submission.end(Finished(reason, prompt_tokens, sequence.generated))  # type: ignore[arg-type]
+        sequence.answer.finish(reason, len(sequence.prompt_ids) if sequence.prefilled else 0)
         self._forget(sequence.submission.request.request_id)
         return True
 

@@ -41,7 +41,6 @@ import numpy as np
 from apps.core.errors import ErrorCode
 from apps.inference.protocol import (
     EngineError,
-    Finished,
     ModelSpec,
     Resume,
     SamplingParams,
@@ -49,7 +48,7 @@ from apps.inference.protocol import (
 
 from .gguf import SharedModel, check_build, gguf_file, gguf_tokenizer, lora_file, requantized
 from .sampling import sample
-from .text import IncrementalDetokenizer, StopTextTracker, chat_prompt_ids
+from .text import Answer, chat_prompt_ids
 from .thread import EngineThread, Pacing, Submission
 
 logger = logging.getLogger(__name__)
@@ -82,12 +81,8 @@ class Request:
     submission: Submission
     prompt_ids: list[int]
     context: list[int]  # the prompt, then the tokens of a resumed answer
-    tracker: StopTextTracker
-    detokenizer: IncrementalDetokenizer
+    answer: Answer  # the tokens and text so far, stops and max_tokens
     rng: np.random.Generator
-    seen: set[int]
-    generated: int = 0
-    text: str = ""
     fed: int = 0  # context tokens already in the slot's cells
     cached: int = 0  # prompt tokens found in the slot's cells at admission
     next_token: int = -1  # sampled, not yet in the cells
@@ -359,21 +354,15 @@ class LlamaCppEngine(EngineThread):
             submission=submission,
             prompt_ids=prompt_ids,
             context=list(prompt_ids),
-            tracker=StopTextTracker(params.stop),
-            detokenizer=IncrementalDetokenizer(self.tokenizer),
+            answer=Answer(submission, self.tokenizer, prompt_ids),
             rng=np.random.default_rng(seed),
-            seen=set(prompt_ids),
         )
         if request.resume is not None and not self._resume(entry, request.resume):
             return
         self.waiting.append(entry)
 
     def _resume(self, request: Request, resume: Resume) -> bool:
-        """Take over an answer from its stored tokens: they count as generated, their text as
-        streamed up to ``resume.text`` (the rest is what the stop tracker still held back)."""
-        for token in resume.token_ids:
-            request.text += request.detokenizer.push(token)
-        if not request.text.startswith(resume.text):
+        if not request.answer.resume(resume):
             self._error(
                 request.submission,
                 ErrorCode.INTERNAL,
@@ -381,10 +370,6 @@ class LlamaCppEngine(EngineThread):
             )
             return False
         request.context += resume.token_ids
-        request.generated = len(resume.token_ids)
-        request.seen.update(resume.token_ids)
-        request.tracker.update(request.text)
-        request.tracker.sent = len(resume.text)
         return True
 
     def _drop_stopped(self) -> None:
@@ -463,16 +448,16 @@ class LlamaCppEngine(EngineThread):
         now = time.monotonic()
         for request, index in wants:
             request.slot.last_used = now  # type: ignore[union-attr]
-            if request.tracker.stopped or request.generated >= request.params.max_tokens:
-                # A resumed answer that had already ended: nothing more to generate.
-                self._finish(request, "stop" if request.tracker.stopped else "length")
+            over = request.answer.ended  # a resumed answer that had already ended
+            if over is not None:
+                self._finish(request, over)
                 self._leave(request)
                 continue
             try:
                 logits = np.ctypeslib.as_array(
                     llama.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,)
                 )
-                token = sample(logits, request.params, request.seen, request.rng)
+                token = sample(logits, request.params, request.answer.seen, request.rng)
                 ended = self._accept(request, token)
             except Exception:
                 logger.exception("sampling failed for %s", request.submission.request.request_id)
@@ -501,36 +486,14 @@ class LlamaCppEngine(EngineThread):
     # -- one request -----------------------------------------------------------------------
     def _accept(self, request: Request, token: int) -> bool:
         """Take the sampled ``token``; True when the request has finished."""
-        if token in self.eog:
-            return self._finish(request, "stop")
-        request.generated += 1
-        request.seen.add(token)
         request.next_token = token
-        piece = request.detokenizer.push(token)
-        new = ""
-        if piece:
-            request.text += piece
-            new = request.tracker.update(request.text)
-        request.submission.add(new, (token,), interval=self._interval)
-        if request.tracker.stopped:
-            return self._finish(request, "stop")
-        if request.generated >= request.params.max_tokens:
-            return self._finish(request, "length")
-        return False
+        reason = request.answer.take(token, self.eog, interval=self._interval)
+        return reason is not None and self._finish(request, reason)
 
     def _finish(self, request: Request, reason: str) -> bool:
-        tracker = request.tracker
-        if not tracker.stopped:
-            tail = tracker.update(request.text + request.detokenizer.flush(), final=True)
-            request.submission.pending_text += tail
         read = request.fed > 0
-        request.submission.end(
-            Finished(
-                reason,  # type: ignore[arg-type]
-                len(request.prompt_ids) if read else 0,
-                request.generated,
-                request.cached if read else 0,
-            )
+        request.answer.finish(
+            reason, len(request.prompt_ids) if read else 0, request.cached if read else 0
         )
         self._forget(request.submission.request.request_id)
         return True

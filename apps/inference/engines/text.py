@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from apps.inference.protocol import Finished, Resume
+
+if TYPE_CHECKING:
+    from .thread import Submission
 
 logger = logging.getLogger(__name__)
 
@@ -138,3 +143,64 @@ class IncrementalDetokenizer:
         after = self._decode(self.ids[self.prefix_offset :])
         self.read_offset = self.prefix_offset = len(self.ids)
         return after[len(before) :]
+
+
+class Answer:
+    """One request's answer as an engine generates it, the same bookkeeping on every engine: the
+    ids seen (prompt and output, for the repetition penalty), the text through the incremental
+    detokenizer, the stop sequences, ``max_tokens``, and the tail the stop tracker held back,
+    sent when it ends."""
+
+    def __init__(self, submission: Submission, tokenizer: Any, prompt_ids: list[int]) -> None:
+        self.submission = submission
+        self.max_tokens = submission.request.params.max_tokens
+        self.tracker = StopTextTracker(submission.request.params.stop)
+        self.detokenizer = IncrementalDetokenizer(tokenizer)
+        self.seen = set(prompt_ids)
+        self.generated = 0
+        self.text = ""
+
+    def resume(self, resume: Resume) -> bool:
+        """Take over an answer from its stored tokens: they count as generated, their text as
+        streamed up to ``resume.text`` (the rest is what the stop tracker still held back).
+        False when the tokens do not give that text."""
+        for token in resume.token_ids:
+            self.text += self.detokenizer.push(token)
+        if not self.text.startswith(resume.text):
+            return False
+        self.generated = len(resume.token_ids)
+        self.seen.update(resume.token_ids)
+        self.tracker.update(self.text)
+        self.tracker.sent = len(resume.text)
+        return True
+
+    @property
+    def ended(self) -> str | None:
+        """The finish reason of an answer that needs no more tokens (a resumed one may not)."""
+        if self.tracker.stopped:
+            return "stop"
+        return "length" if self.generated >= self.max_tokens else None
+
+    def take(self, token: int, end_ids: set[int], *, interval: float) -> str | None:
+        """Take the sampled ``token`` and stream what it adds; the finish reason when the answer
+        has ended with it, else None."""
+        if token in end_ids:
+            return "stop"
+        self.generated += 1
+        self.seen.add(token)
+        piece = self.detokenizer.push(token)
+        new = ""
+        if piece:
+            self.text += piece
+            new = self.tracker.update(self.text)
+        self.submission.add(new, (token,), interval=interval)
+        return self.ended
+
+    def finish(self, reason: str, prompt_tokens: int, cached_tokens: int = 0) -> None:
+        """End the stream: the held-back tail, then ``Finished``."""
+        if not self.tracker.stopped:
+            tail = self.tracker.update(self.text + self.detokenizer.flush(), final=True)
+            self.submission.pending_text += tail
+        self.submission.end(
+            Finished(reason, prompt_tokens, self.generated, cached_tokens)  # type: ignore[arg-type]
+        )
