@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "playground.settings")
 ADAPTERS = 5
 RANK = 16
@@ -38,8 +39,8 @@ django.setup()
 
 import numpy as np  # noqa: E402
 from django.conf import settings  # noqa: E402
+from engine import SPEC as BASE  # noqa: E402 (the packaged model, as the bench serves it)
 
-from apps.catalog.packaged import PACKAGED  # noqa: E402
 from apps.inference.engines import registry  # noqa: E402
 from apps.inference.engines.gguf_export import export_lora  # noqa: E402
 from apps.inference.protocol import (  # noqa: E402
@@ -47,14 +48,6 @@ from apps.inference.protocol import (  # noqa: E402
     GenerationRequest,
     ModelSpec,
     SamplingParams,
-)
-
-SMOLLM = PACKAGED[0]
-BASE = ModelSpec(
-    key=f"{SMOLLM['slug']}@{SMOLLM['label']}",
-    source_kind="packaged",
-    source=SMOLLM["source"],
-    context_length=SMOLLM["context_length"],
 )
 
 
