@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from apps.core.errors import ErrorCode, ServiceError, invalid_input
+from apps.inference.models import MAX_END_USER
 
 MAX_CHOICES = 4
 
@@ -41,13 +42,25 @@ class _Sampling(_Strict):
     top_p: float | None = None
     top_k: int | None = None
     repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None  # token ids (as JSON keys are: strings) to biases
+    min_p: float | None = None
     max_tokens: int | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None  # accepted for compatibility; usage is tracked per key and account
+    user: str | None = Field(None, max_length=MAX_END_USER)  # stored with the generation
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_keys_are_token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key in value or {}:
+            if not key.isdecimal():
+                raise ValueError(f'its keys are token ids such as "1234", and "{key}" is not one')
+        return value
 
     def sampling(self) -> dict[str, Any]:
         """The sampling parameters the request sets (``completion_start`` fills in the rest)."""
@@ -56,6 +69,12 @@ class _Sampling(_Strict):
             "top_p": self.top_p,
             "top_k": self.top_k,
             "repetition_penalty": self.repetition_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "presence_penalty": self.presence_penalty,
+            "logit_bias": (
+                {int(k): v for k, v in self.logit_bias.items()} if self.logit_bias else None
+            ),
+            "min_p": self.min_p,
             "max_tokens": self.max_tokens,
             "stop": self.stop,
             "seed": self.seed,

@@ -83,6 +83,7 @@ def completion_start(
         prompt="" if isinstance(body, ChatCompletionRequest) else body.prompt,
         api_key=api_key,
         n=body.n,
+        end_user=body.user or "",
     )
 
 

@@ -32,6 +32,9 @@ class ModelRequest(WorkRecord):
         abstract = True
 
 
+MAX_END_USER = 256
+
+
 class Generation(ModelRequest):
     """One request to a model, from the chat or the API: its input, output, state and figures.
 
@@ -48,6 +51,8 @@ class Generation(ModelRequest):
     messages = models.JSONField(null=True, blank=True)  # chat input, as sent to the chat template
     prompt = models.TextField(blank=True)  # completion input
     params = models.JSONField(default=dict)
+    # The API's ``user``: the caller's own name for whoever it asks on behalf of (for its audits).
+    end_user = models.CharField(max_length=MAX_END_USER, blank=True)
     output = models.TextField(blank=True)
     # The generated token ids behind ``output`` (and any text still held back at a stop sequence).
     output_ids = models.JSONField(default=list, blank=True)

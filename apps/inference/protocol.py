@@ -15,6 +15,7 @@ from apps.core.errors import ErrorCode, invalid_input
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 200
 MAX_NEW_TOKENS = 4096
+MAX_LOGIT_BIAS = 300  # token ids one request may bias
 
 
 class SamplingParams(BaseModel):
@@ -27,6 +28,11 @@ class SamplingParams(BaseModel):
     top_k: int = Field(0, ge=0, le=1000)  # 0 means no top-k cut
     max_tokens: int = Field(512, ge=1, le=MAX_NEW_TOKENS)
     repetition_penalty: float = Field(1.0, ge=0.5, le=2.0)
+    # OpenAI's: subtracted from a token's logit per time it was generated, and once if it was.
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    logit_bias: dict[int, float] = Field(default_factory=dict, max_length=MAX_LOGIT_BIAS)
+    min_p: float = Field(0.0, ge=0.0, le=1.0)  # 0 means no cut
     stop: tuple[str, ...] = Field(default=(), max_length=MAX_STOP_SEQUENCES)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
 
@@ -46,6 +52,27 @@ class SamplingParams(BaseModel):
             if not item or len(item) > MAX_STOP_CHARS:
                 raise ValueError(f"each stop sequence must have 1 to {MAX_STOP_CHARS} characters")
         return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_in_bounds(cls, value: dict[int, float]) -> dict[int, float]:
+        for token, bias in value.items():
+            if token < 0:
+                raise ValueError(f"token id {token} is negative; ids start at 0")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"the bias of token {token} is {bias}; it must be -100 to 100")
+        return value
+
+    @property
+    def is_greedy(self) -> bool:
+        """The top logit as the model gives it, every step: nothing reshapes the logits."""
+        return (
+            self.temperature == 0.0
+            and self.repetition_penalty == 1.0
+            and not self.frequency_penalty
+            and not self.presence_penalty
+            and not self.logit_bias
+        )
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> SamplingParams:

@@ -64,6 +64,7 @@ def generation_start(
     prompt: str = "",
     api_key: ApiKey | None = None,
     n: int = 1,
+    end_user: str = "",
 ) -> list[Generation]:
     """Record ``n`` generations (chat ``messages``, or a raw ``prompt``) and enqueue each on the
     inference queue once the transaction commits (on the queue of the worker that served the
@@ -91,6 +92,7 @@ def generation_start(
             messages=messages,
             prompt=prompt,
             params=choice.model_dump(mode="json"),
+            end_user=end_user,
             affinity_key=key,
         )
         enqueue_on_commit(run_generation, generation.pk, worker=worker)

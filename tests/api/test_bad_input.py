@@ -67,10 +67,45 @@ CASES = [
     ),
     (
         "an unknown field",
-        json.dumps({"model": MODEL, "messages": HELLO, "logit_bias": {}}),
+        json.dumps({"model": MODEL, "messages": HELLO, "functions": []}),
         400,
         "invalid_parameter",
-        "logit_bias",
+        "functions",
+    ),
+    (
+        "a logit_bias key that is no token id",
+        json.dumps({"model": MODEL, "messages": HELLO, "logit_bias": {"hello": 5}}),
+        400,
+        "invalid_parameter",
+        '"hello" is not one',
+    ),
+    (
+        "a logit_bias over 100",
+        json.dumps({"model": MODEL, "messages": HELLO, "logit_bias": {"42": 101}}),
+        400,
+        "invalid_parameter",
+        "the bias of token 42 is 101.0; it must be -100 to 100",
+    ),
+    (
+        "a frequency_penalty over 2",
+        json.dumps({"model": MODEL, "messages": HELLO, "frequency_penalty": 2.5}),
+        400,
+        "invalid_parameter",
+        "frequency_penalty",
+    ),
+    (
+        "a min_p over 1",
+        json.dumps({"model": MODEL, "messages": HELLO, "min_p": 1.5}),
+        400,
+        "invalid_parameter",
+        "min_p",
+    ),
+    (
+        "a user over 256 characters",
+        json.dumps({"model": MODEL, "messages": HELLO, "user": "u" * 257}),
+        400,
+        "invalid_parameter",
+        "user",
     ),
 ]
 

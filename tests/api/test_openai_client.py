@@ -70,6 +70,34 @@ def test_chat_completion(client, owner):
     assert response.usage.total_tokens == row.prompt_tokens + row.completion_tokens
 
 
+def test_logit_bias_penalties_and_user_reach_the_engine_and_the_record(client, owner):
+    plain = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, temperature=0, max_tokens=12
+    )
+    first = Generation.objects.get(user=owner).output_ids[0]
+    banned = client.chat.completions.create(
+        model=MODEL,
+        messages=QUESTION,
+        temperature=0,
+        max_tokens=12,
+        logit_bias={str(first): -100},
+        frequency_penalty=0.5,
+        presence_penalty=0.5,
+        user="end-user-7",
+    )
+    assert banned.choices[0].message.content != plain.choices[0].message.content
+    row = Generation.objects.filter(user=owner).latest("created_at")
+    assert row.output_ids[0] != first and row.end_user == "end-user-7"
+    assert (
+        row.params["logit_bias"] == {str(first): -100.0} and row.params["frequency_penalty"] == 0.5
+    )
+    with pytest.raises(openai.BadRequestError) as refused:  # an id past the vocabulary
+        client.chat.completions.create(
+            model=MODEL, messages=QUESTION, max_tokens=4, logit_bias={"10000000": 5}
+        )
+    assert "vocabulary has 49152 tokens" in refused.value.message
+
+
 def test_streamed_chat_completion_joins_into_the_stored_answer(client, owner):
     # An answer long enough (about a second) to arrive in several flushes even on a busy machine.
     counting = [{"role": "user", "content": "Count from 1 to 30, separated by commas."}]
@@ -131,9 +159,14 @@ def test_completions(client):
             "Invalid value for temperature: Input should be less than or equal to 2",
         ),
         (
-            {"extra_body": {"frequency_penalty": 1}},
+            {"extra_body": {"best_of": 2}},
+            "best_of",
+            "Unknown parameter: best_of",
+        ),
+        (
+            {"frequency_penalty": 2.5},
             "frequency_penalty",
-            "Unknown parameter: frequency_penalty",
+            "Invalid value for frequency_penalty: Input should be less than or equal to 2",
         ),
         ({"messages": []}, "messages", "messages must not be empty"),
         ({"n": 9}, "n", "Invalid value for n: Input should be less than or equal to 4"),

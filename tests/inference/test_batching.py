@@ -70,6 +70,49 @@ def ask(question: str) -> list[dict[str, str]]:
 # -- the real packaged model -------------------------------------------------------------------
 
 
+def token_ids(engine, req: GenerationRequest) -> tuple[list[int], object]:
+    events = [e for e in engine.generate(req) if not isinstance(e, Idle)]
+    return [t for e in events if isinstance(e, TokenDelta) for t in e.token_ids], events[-1]
+
+
+@pytest.mark.model
+def test_logit_bias_and_the_penalties_shape_the_answer_on_either_engine(smollm_engine):
+    question = ask("Write a list of five fruits, one per line.")
+    plain, _ = token_ids(smollm_engine, request(messages=question, temperature=0, max_tokens=40))
+    banned, _ = token_ids(
+        smollm_engine,
+        request(messages=question, temperature=0, max_tokens=40, logit_bias={plain[0]: -100}),
+    )
+    assert banned[0] != plain[0]
+    # Counting repeats its tokens (digits, dots, newlines): the penalties push them down.
+    counting = ask("Count from 1 to 10.")
+
+    def penalised_request() -> GenerationRequest:
+        return request(
+            messages=counting,
+            temperature=0,
+            max_tokens=40,
+            frequency_penalty=2.0,
+            presence_penalty=2.0,
+        )
+
+    plain, _ = token_ids(smollm_engine, request(messages=counting, temperature=0, max_tokens=40))
+    penalised, _ = token_ids(smollm_engine, penalised_request())
+    assert len(set(penalised)) / len(penalised) > len(set(plain)) / len(plain) + 0.2
+    # A penalised greedy request beside others gets its solo answer.
+    alone = outcome(collect(smollm_engine, penalised_request()))
+    beside = together(
+        smollm_engine,
+        [penalised_request(), request(messages=ask("Say hello."), temperature=0, max_tokens=20)],
+    )
+    assert outcome(beside[0]) == alone
+    _, refused = token_ids(
+        smollm_engine, request(messages=question, max_tokens=4, logit_bias={10**7: 1.0})
+    )
+    assert isinstance(refused, EngineError) and refused.code == "invalid_parameter"
+    assert "vocabulary has 49152 tokens (ids 0 to 49151)" in refused.message
+
+
 @pytest.mark.model
 def test_greedy_answers_in_a_batch_are_exactly_the_answers_alone(smollm_engine):
     requests = [
@@ -267,10 +310,10 @@ def test_one_request_failing_to_sample_ends_only_that_request(
     alone = outcome(collect(engine, healthy))
     real_sample = batching.sample
 
-    def broken_for_seed_13(logits, params, seen, generator):
+    def broken_for_seed_13(logits, params, seen, rng, counts):
         if params.seed == 13 and len(seen) > 3:
-            raise RuntimeError("probability tensor contains either inf or nan")
-        return real_sample(logits, params, seen, generator)
+            raise RuntimeError("probabilities contain NaN")
+        return real_sample(logits, params, seen, rng, counts)
 
     monkeypatch.setattr(batching, "sample", broken_for_seed_13)
     doomed = request(prompt="Story 2", temperature=0.7, seed=13, max_tokens=30)

@@ -5,11 +5,11 @@ requests while the batch has room (``max_batch`` rows, and the KV cache within `
 at its worst case), prefill each newcomer alone, then run one decode step for all rows together.
 A request that arrives while others decode joins at the next step; one that finishes, is
 cancelled or runs out of time leaves at once and its row is reused. Each request keeps its own
-sampling parameters, random generator (so a seed repeats its output alone or in company), stop
-sequences and stream.
+sampling parameters (``sampling.sample``, as on the llama.cpp engine), random generator (so a
+seed repeats its output alone or in company), stop sequences and stream.
 
 Backends provide ``_load``, which sets ``tokenizer``, ``decoder`` (see ``decoder.py``),
-``eos_ids`` and ``device``.
+``eos_ids``, ``vocab_size`` (the logits' width) and ``device``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from apps.core.errors import ErrorCode
@@ -33,7 +34,8 @@ from apps.inference.protocol import (
     SamplingParams,
 )
 
-from .text import Answer, chat_prompt_ids
+from .sampling import sample
+from .text import Answer, chat_prompt_ids, logit_bias_error
 from .thread import EngineThread, Pacing, Submission
 
 logger = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ class Sequence:
     submission: Submission
     prompt_ids: list[int]
     answer: Answer  # the tokens and text so far, stops and max_tokens
-    generator: torch.Generator
+    rng: np.random.Generator
     resumed: list[int] = field(default_factory=list)  # tokens a lost worker generated before
     length: int = 0  # positions in its cache row
     last_token: int = -1  # sampled, not yet in the cache
@@ -72,6 +74,7 @@ class BatchingEngine(EngineThread):
     tokenizer: Any
     decoder: Any
     eos_ids: set[int]
+    vocab_size: int
     device: torch.device
 
     def __init__(
@@ -146,6 +149,9 @@ class BatchingEngine(EngineThread):
         if not prompt_ids:
             self._error(submission, ErrorCode.INVALID_PARAMETER, "The prompt is empty.")
             return
+        if (problem := logit_bias_error(params, self.vocab_size)) is not None:
+            self._error(submission, ErrorCode.INVALID_PARAMETER, problem)
+            return
         if len(prompt_ids) + params.max_tokens > self.spec.context_length:
             self._error(
                 submission,
@@ -155,15 +161,12 @@ class BatchingEngine(EngineThread):
                 "Shorten the conversation or lower max_tokens.",
             )
             return
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(
-            params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
-        )
+        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little")
         sequence = Sequence(
             submission=submission,
             prompt_ids=prompt_ids,
             answer=Answer(submission, self.tokenizer, prompt_ids),
-            generator=generator,
+            rng=np.random.default_rng(seed),
         )
         if request.resume is not None and not self._resume(sequence, request.resume):
             return
@@ -279,9 +282,8 @@ class BatchingEngine(EngineThread):
         finished = []
         for row, sequence in enumerate(self.active):
             sequence.length += 1
-            params = sequence.params
-            plain_greedy = params.temperature == 0.0 and params.repetition_penalty == 1.0
-            if self._take(sequence, logits[row], greedy[row] if plain_greedy else None):
+            plain = sequence.params.is_greedy  # argmax on the device, not one row at a time
+            if self._take(sequence, logits[row], greedy[row] if plain else None):
                 finished.append(row)
         self._remove(finished)
 
@@ -290,7 +292,9 @@ class BatchingEngine(EngineThread):
         One request's failure (a NaN in its logits, say) ends only that request."""
         try:
             if token is None:
-                token = sample(logits, sequence.params, sequence.answer.seen, sequence.generator)
+                answer = sequence.answer
+                row = logits.float().cpu().numpy()
+                token = sample(row, sequence.params, answer.seen, sequence.rng, answer.counts)
             return self._accept(sequence, token)
         except Exception:
             logger.exception("sampling failed for %s", sequence.submission.request.request_id)
@@ -327,31 +331,3 @@ class BatchingEngine(EngineThread):
 
 def request_id_of(sequence: Sequence) -> str:
     return sequence.submission.request.request_id
-
-
-def sample(
-    logits: torch.Tensor, params: SamplingParams, seen: set[int], generator: torch.Generator
-) -> int:
-    """Pick the next token: repetition penalty over the ``seen`` ids (prompt and output), then
-    greedy or temperature/top-k/top-p sampling."""
-    if params.repetition_penalty != 1.0:
-        logits = logits.clone()
-        ids = torch.tensor(sorted(seen), device=logits.device)
-        picked = logits[ids]
-        logits[ids] = torch.where(
-            picked > 0, picked / params.repetition_penalty, picked * params.repetition_penalty
-        )
-    if params.temperature == 0.0:
-        return int(torch.argmax(logits))
-    logits = logits / params.temperature
-    if params.top_k:
-        kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        drop = cumulative - torch.softmax(sorted_logits, dim=-1) > params.top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(0, order, sorted_logits)
-    probs = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))

@@ -48,7 +48,7 @@ from apps.inference.protocol import (
 
 from .gguf import SharedModel, check_build, gguf_file, gguf_tokenizer, lora_file, requantized
 from .sampling import sample
-from .text import Answer, chat_prompt_ids
+from .text import Answer, chat_prompt_ids, logit_bias_error
 from .thread import EngineThread, Pacing, Submission
 
 logger = logging.getLogger(__name__)
@@ -330,6 +330,9 @@ class LlamaCppEngine(EngineThread):
         if not prompt_ids:
             self._error(submission, ErrorCode.INVALID_PARAMETER, "The prompt is empty.")
             return
+        if (problem := logit_bias_error(params, self.n_vocab)) is not None:
+            self._error(submission, ErrorCode.INVALID_PARAMETER, problem)
+            return
         needed = len(prompt_ids) + params.max_tokens
         if needed > self.spec.context_length:
             self._error(
@@ -457,7 +460,8 @@ class LlamaCppEngine(EngineThread):
                 logits = np.ctypeslib.as_array(
                     llama.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,)
                 )
-                token = sample(logits, request.params, request.answer.seen, request.rng)
+                answer = request.answer
+                token = sample(logits, request.params, answer.seen, request.rng, answer.counts)
                 ended = self._accept(request, token)
             except Exception:
                 logger.exception("sampling failed for %s", request.submission.request.request_id)

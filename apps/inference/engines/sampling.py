@@ -1,12 +1,16 @@
-"""Picking the next token from a row of logits, per request, in numpy: the parameters' documented
-semantics (``apps/inference/protocol.py``), the same as the torch engine's ``batching.sample``.
+"""Picking the next token from a row of logits, per request, in numpy, for both engines: the
+parameters' documented semantics (``apps/inference/protocol.py``, the README's parameter table).
 
-The repetition penalty applies first, over every id the request has seen (prompt and output):
-positive logits are divided by it, negative ones multiplied. Then temperature 0 is greedy
-(argmax); otherwise the logits are divided by the temperature, cut to the ``top_k`` highest, cut
-to the smallest set whose probability reaches ``top_p``, and one token is drawn from what is left
-with the request's own generator (seeded when the request gives a seed, so its output repeats
-whatever runs beside it).
+In order: ``logit_bias`` is added to the logits of the ids it names (-100 all but bans a token,
++100 all but forces it); the repetition penalty applies over every id the request has seen (prompt
+and output): positive logits are divided by it, negative ones multiplied; ``frequency_penalty``
+times the number of times a token was generated so far, plus ``presence_penalty`` once if it was,
+is subtracted from its logit (OpenAI's definition: only generated tokens count). Then temperature
+0 is greedy (argmax); otherwise the logits are divided by the temperature, cut to the ``top_k``
+highest, cut to the smallest set whose probability reaches ``top_p``, cut to the tokens at least
+``min_p`` times as likely as the likeliest, and one token is drawn from what is left with the
+request's own generator (seeded when the request gives a seed, so its output repeats whatever runs
+beside it).
 
 Written here rather than through llama.cpp's sampler chain: its penalty keeps a window of recent
 tokens rather than every id seen, and its random draws would tie a seed's output to one backend.
@@ -14,29 +18,40 @@ tokens rather than every id seen, and its random draws would tie a seed's output
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from apps.inference.protocol import SamplingParams
 
 
-def is_greedy(params: SamplingParams) -> bool:
-    return params.temperature == 0.0 and params.repetition_penalty == 1.0
-
-
 def sample(
-    logits: np.ndarray, params: SamplingParams, seen: set[int], rng: np.random.Generator
+    logits: np.ndarray,
+    params: SamplingParams,
+    seen: set[int],
+    rng: np.random.Generator,
+    counts: Mapping[int, int] | None = None,
 ) -> int:
-    """The next token for one request. ``logits`` is read, never written (it may be a view of
-    the engine's own buffer)."""
+    """The next token for one request (``counts``: how often each token was generated so far).
+    ``logits`` is read, never written (it may be a view of the engine's own buffer)."""
+    if params.is_greedy:
+        return int(np.argmax(logits))
+    logits = logits.astype(np.float64)  # a copy, in the precision the cuts are made in
+    if params.logit_bias:
+        ids = np.fromiter(params.logit_bias, dtype=np.int64, count=len(params.logit_bias))
+        logits[ids] += np.fromiter(params.logit_bias.values(), dtype=np.float64, count=ids.size)
     if params.repetition_penalty != 1.0 and seen:
-        logits = logits.copy()
         ids = np.fromiter(seen, dtype=np.int64, count=len(seen))
         picked = logits[ids]
         penalty = params.repetition_penalty
         logits[ids] = np.where(picked > 0, picked / penalty, picked * penalty)
+    if (params.frequency_penalty or params.presence_penalty) and counts:
+        ids = np.fromiter(counts, dtype=np.int64, count=len(counts))
+        times = np.fromiter(counts.values(), dtype=np.float64, count=ids.size)
+        logits[ids] -= times * params.frequency_penalty + (times > 0) * params.presence_penalty
     if params.temperature == 0.0:
         return int(np.argmax(logits))
-    scaled = logits.astype(np.float64) / params.temperature
+    scaled = logits / params.temperature
     candidates = np.arange(scaled.size)
     if params.top_k and params.top_k < scaled.size:
         candidates = np.argpartition(scaled, -params.top_k)[-params.top_k :]
@@ -48,5 +63,8 @@ def sample(
         cumulative = np.cumsum(probs[order])
         keep = order[: int(np.searchsorted(cumulative - probs[order], params.top_p, "right"))]
         keep = keep if keep.size else order[:1]
+        candidates, probs = candidates[keep], probs[keep] / probs[keep].sum()
+    if params.min_p:
+        keep = np.flatnonzero(probs >= params.min_p * probs.max())
         candidates, probs = candidates[keep], probs[keep] / probs[keep].sum()
     return int(candidates[rng.choice(probs.size, p=probs)])

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from apps.inference.protocol import Finished, Resume
+from apps.inference.protocol import Finished, Resume, SamplingParams
 
 if TYPE_CHECKING:
     from .thread import Submission
@@ -147,7 +148,8 @@ class IncrementalDetokenizer:
 
 class Answer:
     """One request's answer as an engine generates it, the same bookkeeping on every engine: the
-    ids seen (prompt and output, for the repetition penalty), the text through the incremental
+    ids seen (prompt and output, for the repetition penalty) and how often each was generated
+    (for the frequency and presence penalties), the text through the incremental
     detokenizer, the stop sequences, ``max_tokens``, and the tail the stop tracker held back,
     sent when it ends."""
 
@@ -157,6 +159,7 @@ class Answer:
         self.tracker = StopTextTracker(submission.request.params.stop)
         self.detokenizer = IncrementalDetokenizer(tokenizer)
         self.seen = set(prompt_ids)
+        self.counts: Counter[int] = Counter()  # generated tokens, for the frequency penalties
         self.generated = 0
         self.text = ""
 
@@ -170,6 +173,7 @@ class Answer:
             return False
         self.generated = len(resume.token_ids)
         self.seen.update(resume.token_ids)
+        self.counts.update(resume.token_ids)
         self.tracker.update(self.text)
         self.tracker.sent = len(resume.text)
         return True
@@ -188,6 +192,7 @@ class Answer:
             return "stop"
         self.generated += 1
         self.seen.add(token)
+        self.counts[token] += 1
         piece = self.detokenizer.push(token)
         new = ""
         if piece:
@@ -204,3 +209,14 @@ class Answer:
         self.submission.end(
             Finished(reason, prompt_tokens, self.generated, cached_tokens)  # type: ignore[arg-type]
         )
+
+
+def logit_bias_error(params: SamplingParams, vocab_size: int) -> str | None:
+    """Why ``params.logit_bias`` cannot apply to a vocabulary of ``vocab_size`` tokens, if so."""
+    outside = sorted(token for token in params.logit_bias if token >= vocab_size)
+    if not outside:
+        return None
+    return (
+        f"logit_bias names token {outside[0]}, but this model's vocabulary has {vocab_size} "
+        f"tokens (ids 0 to {vocab_size - 1})."
+    )

@@ -196,6 +196,7 @@ class TransformersEngine(BatchingEngine):
         if self.tokenizer.eos_token_id is not None:
             eos_ids.add(self.tokenizer.eos_token_id)
         self.eos_ids = eos_ids
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         unsupported = llama_unsupported(model)
         if unsupported is None:
             mode = self._weight_mode()
