@@ -28,7 +28,11 @@ def authenticate(request: HttpRequest, *, scope: str | None) -> ApiKey:
             401, "Invalid API key: it is unknown, revoked or expired.", code="invalid_api_key"
         )
     if scope is not None and not api_key.allows(scope):
+        name = ApiKey.Scope(scope).value  # "fine-tuning", never the enum's repr
         raise ApiError(
-            403, f"This API key does not have the {scope!r} scope.", code="insufficient_scope"
+            403,
+            f"This API key does not have the {name} scope; create a key with it on the API "
+            "keys page.",
+            code="insufficient_scope",
         )
     return api_key

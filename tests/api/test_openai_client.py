@@ -251,7 +251,14 @@ def test_a_read_only_key_is_403_for_generation(live_server_url, owner, chat_mode
     with pytest.raises(openai.PermissionDeniedError) as caught:
         client.chat.completions.create(model=MODEL, messages=QUESTION)
     assert caught.value.body["code"] == "insufficient_scope"
+    assert caught.value.body["message"] == (
+        "This API key does not have the inference scope; create a key with it on the API keys page."
+    )
     assert not Generation.objects.exists()
+    inference_only = api_key_issue(user=owner, name="inf", scopes=[ApiKey.Scope.INFERENCE])[1]
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client_for(live_server_url, inference_only).fine_tuning.jobs.list()
+    assert "does not have the fine-tuning scope;" in caught.value.body["message"]
 
 
 def test_a_body_too_large_is_413(live_server_url, api_key):
