@@ -210,11 +210,12 @@ def _save(job: FineTuningJob, trainer: Any, deadline: float) -> tuple[Path, str]
             level=JobEvent.Level.WARNING,
         )
         return output, ModelVersion.Engine.TRANSFORMERS
+    size = path.stat().st_size
     job_event_add(
         job,
         JobEvent.Kind.MESSAGE,
-        f"Written as GGUF for llama.cpp: {path.name}, {path.stat().st_size / 1e6:.1f} MB",
-        {"gguf": path.name, "bytes": path.stat().st_size},
+        f"Written as GGUF for llama.cpp: {path.name}, {size / 1e6:.1f} MB",
+        {"gguf": path.name, "bytes": size},
     )
     return output, ModelVersion.Engine.AUTO
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from apps.accounts.models import ApiKey
 from apps.accounts.services import api_key_issue, api_key_revoke
-from apps.inference.models import EmbeddingBatch, Generation
+from apps.inference.models import EmbeddingBatch, Generation, UsageRecord
 from tests.helpers import wait_for
 
 pytestmark = [
@@ -96,6 +96,10 @@ def test_logit_bias_penalties_and_user_reach_the_engine_and_the_record(client, o
             model=MODEL, messages=QUESTION, max_tokens=4, logit_bias={"10000000": 5}
         )
     assert "vocabulary has 49152 tokens" in refused.value.message
+    # The worker refused it before reading the prompt: nothing generated, nothing metered.
+    failed = Generation.objects.filter(user=owner).latest("created_at")
+    assert (failed.status, failed.output, failed.completion_tokens) == ("failed", "", 0)
+    assert UsageRecord.objects.filter(user=owner).count() == 2  # the two answers above
 
 
 def test_streamed_chat_completion_joins_into_the_stored_answer(client, owner):
@@ -366,8 +370,6 @@ def test_bad_embedding_requests_are_400(client, kwargs, param, code):
 
 
 def test_usage_rows_add_up_to_what_the_api_returned(client, owner):
-    from apps.inference.models import UsageRecord
-
     chat = client.chat.completions.create(
         model=MODEL, messages=QUESTION, max_tokens=8, temperature=0
     )

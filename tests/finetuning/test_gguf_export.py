@@ -116,6 +116,7 @@ def test_an_adapter_gguf_cannot_hold_is_refused_with_the_reason(tmp_path):
     )
     with pytest.raises(ExportError, match="DoRA"):
         export_lora(tmp_path, gguf_file(SMOLLM))
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter_config.json"]  # nothing written
 
 
 def mascot_job(owner, model, method: str):

@@ -15,7 +15,6 @@ Backends provide ``_load``, which sets ``tokenizer``, ``decoder`` (see ``decoder
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import time
 from collections import deque
@@ -28,14 +27,13 @@ import torch
 from apps.core.errors import ErrorCode
 from apps.inference.protocol import (
     EngineError,
-    GenerationRequest,
     ModelSpec,
     Resume,
     SamplingParams,
 )
 
-from .sampling import sample
-from .text import Answer, chat_prompt_ids, logit_bias_error
+from .sampling import request_rng, sample
+from .text import Answer, prompt_ids_for
 from .thread import EngineThread, Pacing, Submission
 
 logger = logging.getLogger(__name__)
@@ -139,34 +137,21 @@ class BatchingEngine(EngineThread):
         self.memory_bytes = 0
 
     def _prepare(self, submission: Submission) -> None:
-        request, params = submission.request, submission.request.params
-        try:
-            prompt_ids = self._prompt_ids(request)
-        except Exception:
-            logger.exception("could not tokenize request %s", request.request_id)
-            self._error(submission, ErrorCode.INVALID_PARAMETER, "The prompt could not be read.")
+        request = submission.request
+        prompt_ids = prompt_ids_for(
+            self.tokenizer,
+            request,
+            vocab_size=self.vocab_size,
+            context_length=self.spec.context_length,
+        )
+        if isinstance(prompt_ids, EngineError):
+            self._error(submission, prompt_ids.code, prompt_ids.message)
             return
-        if not prompt_ids:
-            self._error(submission, ErrorCode.INVALID_PARAMETER, "The prompt is empty.")
-            return
-        if (problem := logit_bias_error(params, self.vocab_size)) is not None:
-            self._error(submission, ErrorCode.INVALID_PARAMETER, problem)
-            return
-        if len(prompt_ids) + params.max_tokens > self.spec.context_length:
-            self._error(
-                submission,
-                ErrorCode.CONTEXT_LENGTH_EXCEEDED,
-                f"The prompt has {len(prompt_ids)} tokens and max_tokens is {params.max_tokens}; "
-                f"together they exceed the model's context of {self.spec.context_length} tokens. "
-                "Shorten the conversation or lower max_tokens.",
-            )
-            return
-        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little")
         sequence = Sequence(
             submission=submission,
             prompt_ids=prompt_ids,
             answer=Answer(submission, self.tokenizer, prompt_ids),
-            rng=np.random.default_rng(seed),
+            rng=request_rng(request.params),
         )
         if request.resume is not None and not self._resume(sequence, request.resume):
             return
@@ -183,11 +168,6 @@ class BatchingEngine(EngineThread):
             return False
         sequence.resumed = list(resume.token_ids)
         return True
-
-    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
-        if request.messages is not None:
-            return chat_prompt_ids(self.tokenizer, request.messages)
-        return list(self.tokenizer(request.prompt or "")["input_ids"])
 
     def _drop_stopped(self) -> None:
         now = time.monotonic()

@@ -47,8 +47,8 @@ from apps.inference.protocol import (
 )
 
 from .gguf import SharedModel, check_build, gguf_file, gguf_tokenizer, lora_file, requantized
-from .sampling import sample
-from .text import Answer, chat_prompt_ids, logit_bias_error
+from .sampling import request_rng, sample
+from .text import Answer, prompt_ids_for
 from .thread import EngineThread, Pacing, Submission
 
 logger = logging.getLogger(__name__)
@@ -318,32 +318,16 @@ class LlamaCppEngine(EngineThread):
 
     def _prepare(self, submission: Submission) -> None:
         request, params = submission.request, submission.request.params
-        try:
-            if request.messages is not None:
-                prompt_ids = chat_prompt_ids(self.tokenizer, request.messages)
-            else:
-                prompt_ids = list(self.tokenizer(request.prompt or "")["input_ids"])
-        except Exception:
-            logger.exception("could not tokenize request %s", request.request_id)
-            self._error(submission, ErrorCode.INVALID_PARAMETER, "The prompt could not be read.")
+        prompt_ids = prompt_ids_for(
+            self.tokenizer,
+            request,
+            vocab_size=self.n_vocab,
+            context_length=self.spec.context_length,
+        )
+        if isinstance(prompt_ids, EngineError):
+            self._error(submission, prompt_ids.code, prompt_ids.message)
             return
-        if not prompt_ids:
-            self._error(submission, ErrorCode.INVALID_PARAMETER, "The prompt is empty.")
-            return
-        if (problem := logit_bias_error(params, self.n_vocab)) is not None:
-            self._error(submission, ErrorCode.INVALID_PARAMETER, problem)
-            return
-        needed = len(prompt_ids) + params.max_tokens
-        if needed > self.spec.context_length:
-            self._error(
-                submission,
-                ErrorCode.CONTEXT_LENGTH_EXCEEDED,
-                f"The prompt has {len(prompt_ids)} tokens and max_tokens is {params.max_tokens}; "
-                f"together they exceed the model's context of {self.spec.context_length} tokens. "
-                "Shorten the conversation or lower max_tokens.",
-            )
-            return
-        if needed > self.cells_per_slot:
+        if len(prompt_ids) + params.max_tokens > self.cells_per_slot:
             self._error(
                 submission,
                 ErrorCode.CONTEXT_LENGTH_EXCEEDED,
@@ -352,13 +336,12 @@ class LlamaCppEngine(EngineThread):
                 "Shorten the conversation or lower max_tokens.",
             )
             return
-        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little")
         entry = Request(
             submission=submission,
             prompt_ids=prompt_ids,
             context=list(prompt_ids),
             answer=Answer(submission, self.tokenizer, prompt_ids),
-            rng=np.random.default_rng(seed),
+            rng=request_rng(params),
         )
         if request.resume is not None and not self._resume(entry, request.resume):
             return

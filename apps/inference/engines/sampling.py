@@ -18,11 +18,18 @@ tokens rather than every id seen, and its random draws would tie a seed's output
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import numpy as np
 
 from apps.inference.protocol import SamplingParams
+
+
+def request_rng(params: SamplingParams) -> np.random.Generator:
+    """A request's own generator: from its seed, or from the OS when it gives none."""
+    seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little")
+    return np.random.default_rng(seed)
 
 
 def sample(

@@ -9,7 +9,8 @@ import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from apps.inference.protocol import Finished, Resume, SamplingParams
+from apps.core.errors import ErrorCode
+from apps.inference.protocol import EngineError, Finished, GenerationRequest, Resume
 
 if TYPE_CHECKING:
     from .thread import Submission
@@ -211,12 +212,36 @@ class Answer:
         )
 
 
-def logit_bias_error(params: SamplingParams, vocab_size: int) -> str | None:
-    """Why ``params.logit_bias`` cannot apply to a vocabulary of ``vocab_size`` tokens, if so."""
+def prompt_ids_for(
+    tokenizer: Any, request: GenerationRequest, *, vocab_size: int, context_length: int
+) -> list[int] | EngineError:
+    """A request's prompt as token ids (chat messages through the template, a completion prompt
+    as it is), or the error that refuses it: unreadable, empty, a ``logit_bias`` id past the
+    vocabulary, or prompt and ``max_tokens`` over the model's context (never truncated). The
+    checks every engine makes before a request may wait for a slot."""
+    params = request.params
+    try:
+        if request.messages is not None:
+            ids = chat_prompt_ids(tokenizer, request.messages)
+        else:
+            ids = list(tokenizer(request.prompt or "")["input_ids"])
+    except Exception:
+        logger.exception("could not tokenize request %s", request.request_id)
+        return EngineError(ErrorCode.INVALID_PARAMETER, "The prompt could not be read.")
+    if not ids:
+        return EngineError(ErrorCode.INVALID_PARAMETER, "The prompt is empty.")
     outside = sorted(token for token in params.logit_bias if token >= vocab_size)
-    if not outside:
-        return None
-    return (
-        f"logit_bias names token {outside[0]}, but this model's vocabulary has {vocab_size} "
-        f"tokens (ids 0 to {vocab_size - 1})."
-    )
+    if outside:
+        return EngineError(
+            ErrorCode.INVALID_PARAMETER,
+            f"logit_bias names token {outside[0]}, but this model's vocabulary has {vocab_size} "
+            f"tokens (ids 0 to {vocab_size - 1}).",
+        )
+    if len(ids) + params.max_tokens > context_length:
+        return EngineError(
+            ErrorCode.CONTEXT_LENGTH_EXCEEDED,
+            f"The prompt has {len(ids)} tokens and max_tokens is {params.max_tokens}; together "
+            f"they exceed the model's context of {context_length} tokens. Shorten the "
+            "conversation or lower max_tokens.",
+        )
+    return ids
