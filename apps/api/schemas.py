@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from apps.core.errors import ErrorCode, ServiceError, invalid_input
 from apps.inference.models import MAX_END_USER
+from apps.inference.protocol import MAX_TOP_LOGPROBS
 
 MAX_CHOICES = 4
+MAX_COMPLETION_LOGPROBS = 5  # the completions API's own bound
 
 
 class _Strict(BaseModel):
@@ -89,16 +98,41 @@ class _Sampling(_Strict):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    @model_validator(mode="after")
+    def _top_logprobs_needs_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                "top_logprobs needs logprobs: true as well.",
+                param="top_logprobs",
+            )
+        return self
 
     def sampling(self) -> dict[str, Any]:
         values = super().sampling()
         if self.max_completion_tokens is not None:
             values["max_tokens"] = self.max_completion_tokens
+        if self.logprobs:
+            values["logprobs"] = self.top_logprobs or 0
         return values
 
 
 class CompletionRequest(_Sampling):
     prompt: str = Field(min_length=1)
+    # The likeliest alternatives to list at each position (0: the chosen token's alone).
+    logprobs: int | None = Field(None, ge=0, le=MAX_COMPLETION_LOGPROBS)
+    echo: bool = False  # the prompt before the completion in the answer's text
+
+    def sampling(self) -> dict[str, Any]:
+        values = super().sampling()
+        if self.logprobs is not None:
+            values["logprobs"] = self.logprobs
+            if self.echo:
+                values["prompt_logprobs"] = True
+        return values
 
 
 def parse(schema: type[_Strict], data: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -63,13 +63,23 @@ def _usage(rows: list[Generation]) -> dict[str, Any]:
 
 
 class Completion:
-    """The ids, names and chunk shapes of one API completion with its ``n`` generations."""
+    """The ids, names and chunk shapes of one API completion with its ``n`` generations.
 
-    def __init__(self, generations: list[Generation], model: str, *, chat: bool) -> None:
+    Log-probabilities, where the request keeps them, come in the endpoint's own shape: chat's
+    ``{"content": [entry, ...]}`` as the worker stores them, or the completions API's parallel
+    lists (``tokens``, ``token_logprobs``, ``top_logprobs`` as token-to-logprob maps,
+    ``text_offset``: where each token's text starts in the choice's text)."""
+
+    def __init__(
+        self, generations: list[Generation], model: str, *, chat: bool, echo: str = ""
+    ) -> None:
         self.ids = [str(g.pk) for g in generations]
         self.index = {gid: i for i, gid in enumerate(self.ids)}
         self.chat = chat
         self.model = model
+        self.echo = echo  # completions: the prompt, put before each choice's text
+        self.keeps_logprobs = generations[0].params.get("logprobs") is not None
+        self.text_offset = dict.fromkeys(self.ids, len(echo))  # completions: the next token's
         self.id = ("chatcmpl-" if chat else "cmpl-") + generations[0].pk.hex
         self.created = int(generations[0].created_at.timestamp())
         self.object = "chat.completion" if chat else "text_completion"
@@ -99,16 +109,60 @@ class Completion:
             ]
         )
 
+    def logprobs(
+        self, generation_id: str, entries: Sequence[dict[str, Any]], *, prompt: bool = False
+    ) -> Any:
+        """``entries`` (the next of the generation's stored ones, or with ``prompt`` its
+        prompt's) in the endpoint's shape."""
+        if not self.keeps_logprobs:
+            return None
+        if prompt:
+            self.text_offset[generation_id] = 0
+        if self.chat:
+            return {"content": list(entries), "refusal": None}
+        offsets = []
+        for entry in entries:
+            offsets.append(self.text_offset[generation_id])
+            self.text_offset[generation_id] += len(entry["token"])
+        if prompt:  # the answer's own tokens start after the prompt's text
+            self.text_offset[generation_id] = len(self.echo)
+        return {
+            "tokens": [entry["token"] for entry in entries],
+            "token_logprobs": [entry["logprob"] for entry in entries],
+            "top_logprobs": [
+                None  # the prompt's first token, which nothing before it predicts
+                if entry["top_logprobs"] is None
+                else {top["token"]: top["logprob"] for top in entry["top_logprobs"]}
+                for entry in entries
+            ],
+            "text_offset": offsets,
+        }
+
     def text_choice(
-        self, generation_id: str, text: str, finish: str | None = None
+        self,
+        generation_id: str,
+        text: str,
+        finish: str | None = None,
+        entries: Sequence[dict[str, Any]] = (),
+        *,
+        prompt: bool = False,
     ) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": self.index[generation_id], "finish_reason": finish}
         if self.chat:
             choice["delta"] = {"content": text} if text else {}
         else:
             choice["text"] = text
-            choice["logprobs"] = None
+        logprobs = self.logprobs(generation_id, entries, prompt=prompt) if entries else None
+        choice["logprobs"] = logprobs
         return choice
+
+    def echo_choices(self, rows: dict[str, Generation]) -> list[dict[str, Any]]:
+        """The stream's first choices when the prompt is echoed: its text (and log-probabilities,
+        where kept, from whichever of ``rows`` has them: every choice shares the prompt)."""
+        entries = next((r.prompt_logprobs for r in rows.values() if r.prompt_logprobs), None)
+        return [
+            self.text_choice(gid, self.echo, entries=entries or (), prompt=True) for gid in self.ids
+        ]
 
     def full(self, texts: dict[str, str], rows: dict[str, Generation]) -> dict[str, Any]:
         choices = []
@@ -116,12 +170,17 @@ class Completion:
             choice: dict[str, Any] = {
                 "index": self.index[gid],
                 "finish_reason": _finish_reason(rows[gid]),
-                "logprobs": None,
+                "logprobs": self.logprobs(gid, rows[gid].logprobs or ()),
             }
             if self.chat:
                 choice["message"] = {"role": "assistant", "content": texts[gid]}
             else:
-                choice["text"] = texts[gid]
+                choice["text"] = self.echo + texts[gid]
+                if self.echo and self.keeps_logprobs:
+                    prompt = self.logprobs(gid, rows[gid].prompt_logprobs or (), prompt=True)
+                    for key, values in prompt.items():
+                        values.extend(choice["logprobs"][key])
+                    choice["logprobs"] = prompt
             choices.append(choice)
         return {
             "id": self.id,
@@ -133,12 +192,23 @@ class Completion:
         }
 
 
+def _rows(ids: list[str]) -> dict[str, Generation]:
+    return {str(row.pk): row for row in Generation.objects.filter(pk__in=ids)}
+
+
 async def serve_completion(
-    generations: list[Generation], *, model: str, chat: bool, stream: bool, include_usage: bool
+    generations: list[Generation],
+    *,
+    model: str,
+    chat: bool,
+    stream: bool,
+    include_usage: bool,
+    echo: str = "",
 ) -> HttpResponseBase:
     """Answer with ``generations`` (the ``n`` choices of one request) once they finish, or as
-    they stream. Whatever is unfinished when the client goes away is cancelled."""
-    completion = Completion(generations, model, chat=chat)
+    they stream (``echo``: the completion prompt, sent before each choice's text). Whatever is
+    unfinished when the client goes away is cancelled."""
+    completion = Completion(generations, model, chat=chat, echo=echo)
     events = follow(Generation, completion.ids)
     finished_rows: dict[str, Generation] = {}
 
@@ -177,11 +247,15 @@ async def serve_completion(
         try:
             if chat:
                 yield completion.first_chunk()
+            elif echo:
+                rows = await sync_to_async(_rows)(completion.ids)
+                yield completion.chunk(completion.echo_choices(rows))
             event: Event | None = first
             said_waiting = False
             while event is not None:
                 if isinstance(event, Delta):
-                    yield completion.chunk([completion.text_choice(event.id, event.text)])
+                    choice = completion.text_choice(event.id, event.text, entries=event.logprobs)
+                    yield completion.chunk([choice])
                 elif isinstance(event, Waiting):
                     if event.waiting and not said_waiting:
                         yield WAITING_COMMENT

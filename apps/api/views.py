@@ -83,6 +83,7 @@ async def _complete(
         chat=isinstance(body, ChatCompletionRequest),
         stream=body.stream,
         include_usage=body.include_usage,
+        echo=body.prompt if isinstance(body, CompletionRequest) and body.echo else "",
     )
 
 

@@ -52,5 +52,6 @@ def invalid_input(exc: ValidationError) -> ServiceError:
     elif error["type"] == "too_short" and error["loc"] and isinstance(error["loc"][-1], str):
         message = f"{param} must not be empty"
     else:
-        message = f"Invalid value for {param}: {error['msg']}"
+        reason = error["msg"].removeprefix("Value error, ")  # pydantic's prefix says nothing
+        message = f"Invalid value for {param}: {reason}"
     return ServiceError(ErrorCode.INVALID_PARAMETER, message, param=param)

@@ -56,6 +56,12 @@ class Generation(ModelRequest):
     output = models.TextField(blank=True)
     # The generated token ids behind ``output`` (and any text still held back at a stop sequence).
     output_ids = models.JSONField(default=list, blank=True)
+    # Per generated token, when the request asked for log-probabilities (``params["logprobs"]``
+    # set): OpenAI's chat entry, {"token", "logprob", "bytes", "top_logprobs": [...]}.
+    logprobs = models.JSONField(null=True, blank=True)
+    # Per prompt token, for a completion that echoes its prompt with log-probabilities
+    # (``params["prompt_logprobs"]``): the same entries; the first token's logprob is None.
+    prompt_logprobs = models.JSONField(null=True, blank=True)
     finish_reason = models.CharField(max_length=20, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(default=0)

@@ -8,7 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from apps.core.errors import ErrorCode, invalid_input
 
@@ -16,6 +23,7 @@ MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 200
 MAX_NEW_TOKENS = 4096
 MAX_LOGIT_BIAS = 300  # token ids one request may bias
+MAX_TOP_LOGPROBS = 20  # alternatives a request may ask for at each position
 
 
 class SamplingParams(BaseModel):
@@ -35,6 +43,11 @@ class SamplingParams(BaseModel):
     min_p: float = Field(0.0, ge=0.0, le=1.0)  # 0 means no cut
     stop: tuple[str, ...] = Field(default=(), max_length=MAX_STOP_SEQUENCES)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    # Each generated token's log-probability and this many likeliest alternatives at its position,
+    # from the model's own distribution (before any parameter above reshapes it); None: not kept.
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    # The same for each prompt token after the first (a completion's ``echo``); needs logprobs.
+    prompt_logprobs: bool = False
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -61,6 +74,13 @@ class SamplingParams(BaseModel):
                 raise ValueError(f"token id {token} is negative; ids start at 0")
             if not -100.0 <= bias <= 100.0:
                 raise ValueError(f"the bias of token {token} is {bias}; it must be -100 to 100")
+        return value
+
+    @field_validator("prompt_logprobs")
+    @classmethod
+    def _prompt_logprobs_need_logprobs(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("logprobs") is None:
+            raise ValueError("it needs logprobs set as well (0 to list no alternatives)")
         return value
 
     @property
@@ -129,6 +149,11 @@ class GenerationRequest:
 class TokenDelta:
     text: str
     token_ids: tuple[int, ...]  # the new tokens this delta covers (their text may be held back)
+    # One entry per token in ``token_ids`` when the request keeps log-probabilities, in OpenAI's
+    # chat shape: {"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}.
+    logprobs: tuple[dict[str, Any], ...] = ()
+    # The prompt's entries (the first token's logprob None), once, with the first delta.
+    prompt_logprobs: tuple[dict[str, Any], ...] | None = None
 
     @property
     def tokens(self) -> int:

@@ -5,7 +5,9 @@ Workers publish to one channel-layer group per work record (``stream_group``:
 ``generation.<id>``, ``embeddingbatch.<id>``):
 - ``stream.delta`` ``{"id", "offset", "text"}``: ``offset`` is where ``text`` starts in the
   output. The worker writes the output to the database before it publishes a delta, so a reader
-  who joins the group and then reads the row misses nothing.
+  who joins the group and then reads the row misses nothing. A generation that keeps
+  log-probabilities adds ``"logprobs": [offset, entries]``: the new entries of its ``logprobs``
+  list and where they start in it.
 - ``stream.done`` ``{"id", "status"}``, once the row holds the final state.
 
 The channel layer only makes streams fast; the database row is the record. ``follow`` reconciles
@@ -25,6 +27,8 @@ from apps.core.channel_layers import Listener, publish_to
 from apps.core.models import Worker, WorkRecord
 from apps.core.queues import Queue
 
+_NO_LOGPROBS: tuple[dict[str, Any], ...] = ()
+
 # How long a follower waits for a message before it looks at the database itself.
 RECHECK_SECONDS = 5.0
 
@@ -33,9 +37,19 @@ def stream_group(model: type[WorkRecord], work_id: object) -> str:
     return f"{model._meta.model_name}.{work_id}"
 
 
-def publish_delta(model: type[WorkRecord], work_id: object, offset: int, text: str) -> None:
+def publish_delta(
+    model: type[WorkRecord],
+    work_id: object,
+    offset: int,
+    text: str,
+    *,
+    logprobs: tuple[int, list[dict[str, Any]]] | None = None,
+) -> None:
     """From the worker, after the row holds the text (best effort: see the module's doc)."""
-    event = {"type": "stream.delta", "id": str(work_id), "offset": offset, "text": text}
+    event: dict[str, Any] = {"type": "stream.delta", "id": str(work_id), "offset": offset}
+    event["text"] = text
+    if logprobs and logprobs[1]:
+        event["logprobs"] = list(logprobs)
     publish_to(stream_group(model, work_id), event)
 
 
@@ -48,11 +62,13 @@ def publish_done(model: type[WorkRecord], work_id: object, status: str) -> None:
 @dataclass(frozen=True)
 class Delta:
     """New text of record ``id``, starting at ``offset`` in its output (the first one a reader
-    gets carries all the text so far, at offset 0)."""
+    gets carries all the text so far, at offset 0), and the log-probability entries of the
+    tokens since the last delta, for a generation that keeps them."""
 
     id: str
     offset: int
     text: str
+    logprobs: tuple[dict[str, Any], ...] = _NO_LOGPROBS
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,7 @@ async def follow(
         return rows, in_flight and not Worker.objects.serving(queue)
 
     sent = dict.fromkeys(ids, 0)
+    sent_logprobs = dict.fromkeys(ids, 0)  # entries of each record's ``logprobs`` yielded
     pending = set(ids)
     waiting = False
     async with Listener([stream_group(model, i) for i in ids]) as listener:
@@ -105,9 +122,12 @@ async def follow(
                     if work_id not in pending or row is None:
                         continue
                     output = getattr(row, "output", "")
-                    if len(output) > sent[work_id]:
-                        yield Delta(work_id, sent[work_id], output[sent[work_id] :])
+                    entries = getattr(row, "logprobs", None) or ()
+                    if len(output) > sent[work_id] or len(entries) > sent_logprobs[work_id]:
+                        new = tuple(entries[sent_logprobs[work_id] :])
+                        yield Delta(work_id, sent[work_id], output[sent[work_id] :], new)
                         sent[work_id] = len(output)
+                        sent_logprobs[work_id] = len(entries)
                     if row.is_finished:
                         pending.discard(work_id)
                         yield Done(work_id, row)
@@ -127,17 +147,21 @@ async def follow(
                 recheck = True  # finished: the row has the final text and figures
                 continue
             start, text = message["offset"], message["text"]
-            if start + len(text) <= sent[work_id]:
+            entries_at, entries = message.get("logprobs") or (sent_logprobs[work_id], [])
+            old_text = start + len(text) <= sent[work_id]
+            if old_text and entries_at + len(entries) <= sent_logprobs[work_id]:
                 continue
-            if start > sent[work_id]:
+            if start > sent[work_id] or entries_at > sent_logprobs[work_id]:
                 recheck = True  # a delta went missing
                 continue
             if waiting:  # a worker writes again
                 waiting = False
                 for other in sorted(pending):
                     yield Waiting(other, False)
-            yield Delta(work_id, sent[work_id], text[sent[work_id] - start :])
-            sent[work_id] = start + len(text)
+            new = tuple(entries[sent_logprobs[work_id] - entries_at :])
+            yield Delta(work_id, sent[work_id], text[sent[work_id] - start :], new)
+            sent[work_id] = max(sent[work_id], start + len(text))
+            sent_logprobs[work_id] = max(sent_logprobs[work_id], entries_at + len(entries))
 
 
 async def finished(model: type[WorkRecord], work_id: object) -> Any:

@@ -154,6 +154,61 @@ def test_completions(client):
     assert "Paris" in streamed
 
 
+def test_chat_logprobs_plain_and_streamed(client, owner):
+    arguments = {"model": MODEL, "messages": QUESTION, "temperature": 0, "max_tokens": 12}
+    plain = client.chat.completions.create(**arguments)
+    assert plain.choices[0].logprobs is None  # not asked for
+    response = client.chat.completions.create(**arguments, logprobs=True, top_logprobs=3)
+    choice = response.choices[0]
+    assert choice.message.content == plain.choices[0].message.content
+    content = choice.logprobs.content
+    assert len(content) == response.usage.completion_tokens
+    assert "".join(entry.token for entry in content).startswith(choice.message.content.strip())
+    for entry in content:
+        assert [t.token for t in entry.top_logprobs][0] == entry.token  # greedy: the top one
+        values = [t.logprob for t in entry.top_logprobs]
+        assert len(values) == 3 and values == sorted(values, reverse=True)
+    streamed = [
+        entry
+        for chunk in client.chat.completions.create(
+            **arguments, logprobs=True, top_logprobs=3, stream=True
+        )
+        if chunk.choices and chunk.choices[0].logprobs
+        for entry in chunk.choices[0].logprobs.content
+    ]
+    assert [(e.token, round(e.logprob, 4)) for e in streamed] == [
+        (e.token, round(e.logprob, 4)) for e in content
+    ]
+    assert Generation.objects.filter(user=owner).count() == 3
+
+
+def test_completion_logprobs_with_the_prompt_echoed(client):
+    prompt = "The capital of France is"
+    arguments = {"model": MODEL, "prompt": prompt, "temperature": 0, "max_tokens": 4}
+    response = client.completions.create(**arguments, logprobs=2, echo=True)
+    choice = response.choices[0]
+    assert choice.text.startswith(prompt)
+    logprobs = choice.logprobs
+    usage = response.usage
+    assert len(logprobs.tokens) == usage.prompt_tokens + usage.completion_tokens
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+    assert all(value <= 0 for value in logprobs.token_logprobs[1:])
+    assert "".join(logprobs.tokens[: usage.prompt_tokens]) == prompt
+    assert logprobs.text_offset[usage.prompt_tokens] == len(prompt)
+    assert all(len(top) <= 2 for top in logprobs.top_logprobs[1:])
+    chunks = list(client.completions.create(**arguments, logprobs=2, echo=True, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == choice.text
+    streamed = [
+        t
+        for c in chunks
+        if c.choices and c.choices[0].logprobs
+        for t in c.choices[0].logprobs.tokens
+    ]
+    assert streamed == logprobs.tokens
+    echoed = client.completions.create(**arguments, echo=True)  # the text alone
+    assert echoed.choices[0].text == choice.text and echoed.choices[0].logprobs is None
+
+
 @pytest.mark.parametrize(
     ("kwargs", "param", "message"),
     [
@@ -173,6 +228,12 @@ def test_completions(client):
             "Invalid value for frequency_penalty: Input should be less than or equal to 2",
         ),
         ({"messages": []}, "messages", "messages must not be empty"),
+        ({"top_logprobs": 3}, "top_logprobs", "top_logprobs needs logprobs: true as well."),
+        (
+            {"logprobs": True, "top_logprobs": 21},
+            "top_logprobs",
+            "Invalid value for top_logprobs: Input should be less than or equal to 20",
+        ),
         ({"n": 9}, "n", "Invalid value for n: Input should be less than or equal to 4"),
         (
             {"max_tokens": 0},

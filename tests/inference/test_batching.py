@@ -3,6 +3,7 @@ exactly what they would get alone."""
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -369,3 +370,67 @@ def test_prompts_prefilled_together_get_the_logits_they_get_alone(tiny_spec, tin
     decoder.release()
     assert torch.allclose(together_, alone, atol=1e-5)
     assert torch.allclose(step, torch.stack(single), atol=1e-5)
+
+
+def with_logprobs(engine, req: GenerationRequest) -> tuple[list[int], list[dict], object]:
+    """The answer's tokens and their log-probability entries, and the last event (and the
+    prompt's entries, on the first delta that has them, as ``events``' attribute)."""
+    events = [e for e in engine.generate(req) if not isinstance(e, Idle)]
+    deltas = [e for e in events if isinstance(e, TokenDelta)]
+    prompts = [e.prompt_logprobs for e in deltas if e.prompt_logprobs is not None]
+    entries = [entry for e in deltas for entry in e.logprobs]
+    tokens = [t for e in deltas for t in e.token_ids]
+    return tokens, entries, (events[-1], prompts)
+
+
+@pytest.mark.model
+def test_logprobs_list_the_model_s_own_likeliest_tokens_on_either_engine(smollm_engine):
+    question = ask("Name three animals that live in the sea.")
+    plain, _ = token_ids(smollm_engine, request(messages=question, temperature=0, max_tokens=24))
+    tokens, entries, (last, _) = with_logprobs(
+        smollm_engine, request(messages=question, temperature=0, max_tokens=24, logprobs=5)
+    )
+    assert isinstance(last, Finished)
+    assert tokens == plain  # keeping them changes nothing
+    assert len(entries) == len(tokens)
+    for entry in entries:
+        top = entry["top_logprobs"]
+        values = [t["logprob"] for t in top]
+        assert len(top) == 5
+        assert values == sorted(values, reverse=True) and values[0] <= 0.0
+        assert sum(math.exp(v) for v in values) <= 1.0 + 1e-6
+        # Greedy: the chosen token is the likeliest, with the same log-probability.
+        assert entry["token"] == top[0]["token"] and entry["logprob"] == pytest.approx(values[0])
+        assert bytes(entry["bytes"]).decode(errors="replace") == entry["token"]
+    # Sampled, the chosen token's entry is its own, wherever it ranks.
+    tokens, entries, _ = with_logprobs(
+        smollm_engine,
+        request(messages=question, temperature=1.5, seed=7, max_tokens=24, logprobs=20),
+    )
+    for entry in entries:
+        listed = {tuple(t["bytes"]): t["logprob"] for t in entry["top_logprobs"]}
+        if tuple(entry["bytes"]) in listed:
+            assert entry["logprob"] == pytest.approx(listed[tuple(entry["bytes"])])
+        else:
+            assert entry["logprob"] <= min(listed.values()) + 1e-9
+    # A prompt scored at every position: one entry per prompt token, the first with none.
+    scored = request(
+        prompt="The capital of France is",
+        temperature=0,
+        max_tokens=4,
+        logprobs=2,
+        prompt_logprobs=True,
+    )
+    prompt_ids = smollm_engine.tokenizer("The capital of France is")["input_ids"]
+    tokens, _, (_, prompts) = with_logprobs(smollm_engine, scored)
+    (prompt_entries,) = prompts
+    assert len(prompt_entries) == len(prompt_ids)
+    assert prompt_entries[0]["logprob"] is None and prompt_entries[0]["token"] == "The"
+    assert all(e["logprob"] <= 0.0 and len(e["top_logprobs"]) == 2 for e in prompt_entries[1:])
+    # " France" after "The capital of" is likelier than the average word.
+    france = [e for e in prompt_entries if e["token"] == " France"]
+    assert france and france[0]["logprob"] > -12
+    alone, _ = token_ids(
+        smollm_engine, request(prompt="The capital of France is", temperature=0, max_tokens=4)
+    )
+    assert tokens == alone

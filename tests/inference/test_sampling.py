@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from apps.core.errors import ServiceError
-from apps.inference.engines.sampling import sample
+from apps.inference.engines.sampling import log_probs, sample
 from apps.inference.protocol import SamplingParams
 
 LOGITS = np.array([1.0, 4.0, 3.0, 2.0, 0.5], dtype=np.float32)
@@ -80,3 +80,24 @@ def test_out_of_bounds_is_refused_by_name(values, param):
     with pytest.raises(ServiceError) as refused:
         SamplingParams.parse(values)
     assert refused.value.param == param
+
+
+def test_log_probs_are_the_raw_softmax_whatever_reshapes_the_sampling():
+    chosen, top = log_probs(LOGITS, 2, 3)
+    exact = LOGITS.astype(np.float64) - np.log(np.exp(LOGITS.astype(np.float64)).sum())
+    assert chosen == pytest.approx(exact[2])
+    assert [token for token, _ in top] == [1, 2, 3]  # likeliest first
+    assert [value for _, value in top] == pytest.approx([exact[1], exact[2], exact[3]])
+    assert log_probs(LOGITS, 4, 0) == (pytest.approx(exact[4]), [])
+    everything = log_probs(LOGITS, 0, 5)[1]
+    assert sum(np.exp(value) for _, value in everything) == pytest.approx(1.0)
+    tied = np.array([2.0, 5.0, 5.0, 1.0], dtype=np.float32)
+    assert [token for token, _ in log_probs(tied, 0, 2)[1]] == [1, 2]  # ties by id
+
+
+def test_logprobs_bounds_and_the_prompt_needing_them():
+    with pytest.raises(ServiceError, match="logprobs"):
+        SamplingParams.parse({"logprobs": 21})
+    with pytest.raises(ServiceError, match="prompt_logprobs: it needs logprobs set"):
+        SamplingParams.parse({"prompt_logprobs": True})
+    assert SamplingParams.parse({"logprobs": 0, "prompt_logprobs": True}).prompt_logprobs

@@ -32,7 +32,7 @@ from apps.inference.protocol import (
     SamplingParams,
 )
 
-from .sampling import request_rng, sample
+from .sampling import request_rng
 from .text import Answer, prompt_ids_for
 from .thread import EngineThread, Pacing, Submission
 
@@ -203,6 +203,8 @@ class BatchingEngine(EngineThread):
             sequence = self.waiting[0]
             if batch and tokens + len(sequence.context_ids) > PREFILL_TOKENS:
                 break
+            if batch and (batch[0].answer.scores_prompt or sequence.answer.scores_prompt):
+                break  # a prompt scored at every position is read alone
             if not self._fits([*batch, sequence]):
                 if self.active or batch:
                     break  # it waits for rows to free up
@@ -224,11 +226,17 @@ class BatchingEngine(EngineThread):
 
     def _prefill(self, batch: list[Sequence]) -> None:
         first = len(self.active)
+        scored = batch[0].answer.scores_prompt  # then it is alone in ``batch``
         try:
             self.decoder.reserve(first + len(batch), self._longest(batch))
             logits = self.decoder.prefill_many(
-                list(range(first, first + len(batch))), [s.context_ids for s in batch]
+                list(range(first, first + len(batch))),
+                [s.context_ids for s in batch],
+                every=scored,
             )
+            if scored:
+                batch[0].answer.score_prompt(batch[0].prompt_ids, logits[:-1].cpu().numpy())
+                logits = logits[-1:]
         except Exception:
             logger.exception("prefill failed for %d requests", len(batch))
             for sequence in batch:
@@ -262,7 +270,8 @@ class BatchingEngine(EngineThread):
         finished = []
         for row, sequence in enumerate(self.active):
             sequence.length += 1
-            plain = sequence.params.is_greedy  # argmax on the device, not one row at a time
+            # Argmax on the device, not one row at a time, where nothing else needs the row.
+            plain = sequence.params.is_greedy and not sequence.answer.needs_logits
             if self._take(sequence, logits[row], greedy[row] if plain else None):
                 finished.append(row)
         self._remove(finished)
@@ -272,9 +281,7 @@ class BatchingEngine(EngineThread):
         One request's failure (a NaN in its logits, say) ends only that request."""
         try:
             if token is None:
-                answer = sequence.answer
-                row = logits.float().cpu().numpy()
-                token = sample(row, sequence.params, answer.seen, sequence.rng, answer.counts)
+                token = sequence.answer.choose(logits.float().cpu().numpy(), sequence.rng)
             return self._accept(sequence, token)
         except Exception:
             logger.exception("sampling failed for %s", sequence.submission.request.request_id)

@@ -266,9 +266,13 @@ class LlamaDecoder:
         logits (float32) that follow it."""
         return self.prefill_many([row], [ids])[0]
 
-    def prefill_many(self, rows: list[int], prompts: list[list[int]]) -> torch.Tensor:
+    def prefill_many(
+        self, rows: list[int], prompts: list[list[int]], *, every: bool = False
+    ) -> torch.Tensor:
         """Prefill several prompts in one pass, each into its own row: the projections run as one
-        product over all their tokens, attention per prompt. Returns ``[len(rows), vocab]``."""
+        product over all their tokens, attention per prompt. Returns ``[len(rows), vocab]``, the
+        logits after each prompt; with ``every``, ``[tokens, vocab]``, after each of its tokens
+        (the prompts one after another)."""
         lengths = [len(ids) for ids in prompts]
         starts = [sum(lengths[:i]) for i in range(len(lengths))]
         self._check_room(max(rows) + 1, max(lengths))
@@ -292,7 +296,11 @@ class LlamaDecoder:
             joined = torch.cat(attended, dim=2) if len(attended) > 1 else attended[0]
             x = x + out(joined.transpose(1, 2).reshape(1, len(flat), -1))
             x = x + self._mlp(x, norm_post, gate_up, down)
-        last = x[0, [start + n - 1 for start, n in zip(starts, lengths, strict=True)]]
+        last = (
+            x[0]
+            if every
+            else x[0, [start + n - 1 for start, n in zip(starts, lengths, strict=True)]]
+        )
         return self.lm_head(self._norm(last, self.norm)).float()
 
     def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
@@ -345,22 +353,27 @@ class EagerDecoder:
     def cache_bytes(self, rows: int, positions: int) -> int:
         return rows * positions * self.kv_bytes_per_token
 
-    def _forward(self, row: int, ids: list[int]) -> torch.Tensor:
+    def _forward(self, row: int, ids: list[int], *, every: bool = False) -> torch.Tensor:
         output = self.model(
             input_ids=torch.tensor([ids], device=self.device),
             cache=self.caches[row],
             use_cache=True,
         )
-        return output.logits[0, -1].float()
+        return (output.logits[0] if every else output.logits[0, -1]).float()
 
-    def prefill(self, row: int, ids: list[int]) -> torch.Tensor:
+    def prefill(self, row: int, ids: list[int], *, every: bool = False) -> torch.Tensor:
         from transformers import DynamicCache
 
         self.caches[row] = DynamicCache(config=self.model.config)
-        return self._forward(row, ids)
+        return self._forward(row, ids, every=every)
 
-    def prefill_many(self, rows: list[int], prompts: list[list[int]]) -> torch.Tensor:
-        return torch.stack([self.prefill(row, ids) for row, ids in zip(rows, prompts, strict=True)])
+    def prefill_many(
+        self, rows: list[int], prompts: list[list[int]], *, every: bool = False
+    ) -> torch.Tensor:
+        pairs = zip(rows, prompts, strict=True)
+        if every:
+            return torch.cat([self.prefill(row, ids, every=True) for row, ids in pairs])
+        return torch.stack([self.prefill(row, ids) for row, ids in pairs])
 
     def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
         return torch.stack([self._forward(row, [token]) for row, token in enumerate(tokens)])

@@ -3,13 +3,15 @@
 It "generates" the words of ``Echo: <last user message>`` (or of the prompt), one word per step,
 honouring max_tokens, stop sequences, aborts, deadlines and resumed answers the way the real
 backend does; a word's token id is its position. A message containing ``[fail]`` makes it fail
-mid-stream, as a broken model would.
+mid-stream, as a broken model would. Where log-probabilities are asked for, each word is
+certain (log-probability 0, itself its only alternative), and so is each prompt word.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from apps.core.errors import ErrorCode
 from apps.inference.protocol import EngineError, Finished, ModelSpec
@@ -73,7 +75,13 @@ class FakeEngine(QueuedEngine):
                     )
                     return
                 done = i + 1
-                submission.add(tracker.update("".join(produced[:done])), (i,), interval=interval)
+                entries = (_certain(produced[i]),) if params.logprobs is not None else ()
+                if params.prompt_logprobs and submission.prompt_logprobs is None and i == 0:
+                    pieces = [w if j == 0 else " " + w for j, w in enumerate(prompt.split(" "))]
+                    opening = {**_certain(pieces[0]), "logprob": None, "top_logprobs": None}
+                    submission.prompt_logprobs = (opening, *map(_certain, pieces[1:]))
+                text = tracker.update("".join(produced[:done]))
+                submission.add(text, (i,), interval=interval, logprobs=entries)
                 if tracker.stopped:
                     reason = "stop"
                     break
@@ -84,3 +92,9 @@ class FakeEngine(QueuedEngine):
         if not tracker.stopped:
             submission.pending_text += tracker.update(tracker.text, final=True)
         submission.end(Finished(reason, prompt_tokens if ran else 0, done))  # type: ignore[arg-type]
+
+
+def _certain(word: str) -> dict[str, Any]:
+    """A log-probability entry for a word the fake model cannot but write."""
+    piece = {"token": word, "logprob": 0.0, "bytes": list(word.encode())}
+    return {**piece, "top_logprobs": [piece]}

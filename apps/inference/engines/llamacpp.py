@@ -47,7 +47,7 @@ from apps.inference.protocol import (
 )
 
 from .gguf import SharedModel, check_build, gguf_file, gguf_tokenizer, lora_file, requantized
-from .sampling import request_rng, sample
+from .sampling import request_rng
 from .text import Answer, prompt_ids_for
 from .thread import EngineThread, Pacing, Submission
 
@@ -123,14 +123,17 @@ class _Batch:
         )
         self.size = 0
 
-    def add(self, tokens: list[int], start: int, seq_id: int, *, want_logits: bool) -> int:
-        """Append ``tokens`` at positions from ``start``; returns the index of the last one."""
+    def add(
+        self, tokens: list[int], start: int, seq_id: int, *, want_logits: bool, every: bool = False
+    ) -> int:
+        """Append ``tokens`` at positions from ``start``; returns the index of the last one.
+        Logits come out for the last (``want_logits``), or for each (``every``)."""
         n, k = self.size, len(tokens)
         self.token[n : n + k] = tokens
         self.pos[n : n + k] = np.arange(start, start + k, dtype=np.int32)
         self.seq[n : n + k] = seq_id
-        self.logits[n : n + k] = 0
-        self.logits[n + k - 1] = 1 if want_logits else 0
+        self.logits[n : n + k] = 1 if every else 0
+        self.logits[n + k - 1] = 1 if want_logits or every else 0
         self.size = n + k
         return n + k - 1
 
@@ -388,6 +391,8 @@ class LlamaCppEngine(EngineThread):
                 shared = 0
             # The last context token is always read again: its logits choose the next token.
             shared = min(shared, len(request.context) - 1)
+            if request.answer.scores_prompt:
+                shared = 0  # every prompt position's logits are wanted
             llama.llama_memory_seq_rm(self._memory, slot.seq_id, shared, -1)
             del slot.tokens[shared:]
             if shared:
@@ -416,6 +421,7 @@ class LlamaCppEngine(EngineThread):
                 slot.tokens.append(request.next_token)
                 wants.append((request, index))
         budget = self.prefill_tokens
+        scored: list[tuple[Request, int, int, int]] = []  # prompt chunks whose logits score them
         for request in running:
             if not request.reading or budget <= 0:
                 continue
@@ -423,7 +429,10 @@ class LlamaCppEngine(EngineThread):
             assert slot is not None
             chunk = request.context[request.fed : request.fed + budget]
             done = request.fed + len(chunk) == len(request.context)
-            index = batch.add(chunk, len(slot.tokens), slot.seq_id, want_logits=done)
+            every = request.answer.scores_prompt
+            index = batch.add(chunk, len(slot.tokens), slot.seq_id, want_logits=done, every=every)
+            if every:
+                scored.append((request, index - len(chunk) + 1, request.fed, len(chunk)))
             slot.tokens += chunk
             request.fed += len(chunk)
             budget -= len(chunk)
@@ -431,6 +440,10 @@ class LlamaCppEngine(EngineThread):
                 wants.append((request, index))
         self.stats["widest"] = max(self.stats["widest"], len(wants))
         self._decode()
+        for request, first, start, count in scored:
+            count = min(count, len(request.prompt_ids) - 1 - start)  # past the prompt: not scored
+            rows = [self._logits(first + j) for j in range(max(count, 0))]
+            request.answer.score_prompt(request.prompt_ids, rows, start)
         now = time.monotonic()
         for request, index in wants:
             request.slot.last_used = now  # type: ignore[union-attr]
@@ -440,11 +453,7 @@ class LlamaCppEngine(EngineThread):
                 self._leave(request)
                 continue
             try:
-                logits = np.ctypeslib.as_array(
-                    llama.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,)
-                )
-                answer = request.answer
-                token = sample(logits, request.params, answer.seen, request.rng, answer.counts)
+                token = request.answer.choose(self._logits(index), request.rng)
                 ended = self._accept(request, token)
             except Exception:
                 logger.exception("sampling failed for %s", request.submission.request.request_id)
@@ -456,6 +465,12 @@ class LlamaCppEngine(EngineThread):
                 ended = True
             if ended:
                 self._leave(request)
+
+    def _logits(self, index: int) -> np.ndarray:
+        """The logits the last decode gave batch entry ``index`` (a view of llama.cpp's buffer,
+        valid until the next decode)."""
+        pointer = llama.llama_get_logits_ith(self._ctx, index)
+        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
 
     def _decode(self) -> None:
         batch = self._batch

@@ -75,3 +75,18 @@ def sample(
         keep = np.flatnonzero(probs >= params.min_p * probs.max())
         candidates, probs = candidates[keep], probs[keep] / probs[keep].sum()
     return int(candidates[rng.choice(probs.size, p=probs)])
+
+
+def log_probs(logits: np.ndarray, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
+    """``token``'s log-probability under the model's own distribution at this position (the
+    softmax of the raw ``logits``, before any sampling parameter reshapes them), and the ``top``
+    likeliest tokens with theirs, likeliest first (ties by id)."""
+    row = logits.astype(np.float64)
+    peak = row.max()
+    normalizer = peak + np.log(np.exp(row - peak).sum())
+    chosen = float(row[token] - normalizer)
+    if not top:
+        return chosen, []
+    best = np.argpartition(-row, top - 1)[:top] if top < row.size else np.arange(row.size)
+    best = best[np.lexsort((best, -row[best]))]
+    return chosen, [(int(i), float(row[i] - normalizer)) for i in best]

@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import logging
 import re
+import weakref
 from collections import Counter
+from functools import cache
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from apps.core.errors import ErrorCode
 from apps.inference.protocol import EngineError, Finished, GenerationRequest, Resume
+
+from .sampling import log_probs, sample
 
 if TYPE_CHECKING:
     from .thread import Submission
@@ -147,16 +153,68 @@ class IncrementalDetokenizer:
         return after[len(before) :]
 
 
+@cache
+def _byte_decoder() -> dict[str, int]:
+    """The characters a byte-level BPE vocabulary (GPT-2's, SmolLM2's) writes each byte as."""
+    from gguf.vocab import bytes_to_unicode
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}
+
+
+class TokenPieces:
+    """Each token's own text and bytes, as log-probability entries show them (OpenAI's
+    ``token`` and ``bytes``): a token may hold part of a character, whose bytes then say what it
+    is while its text shows U+FFFD. Looked up once per token id and kept."""
+
+    _of: weakref.WeakKeyDictionary[Any, TokenPieces] = weakref.WeakKeyDictionary()
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.pieces: dict[int, tuple[str, list[int]]] = {}
+        decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+        self.byte_level = type(decoder).__name__ == "ByteLevel"
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> TokenPieces:
+        """The one table of ``tokenizer``'s pieces (engines share a tokenizer per model)."""
+        pieces = cls._of.get(tokenizer)
+        if pieces is None:
+            pieces = cls._of[tokenizer] = cls(tokenizer)
+        return pieces
+
+    def piece(self, token: int) -> tuple[str, list[int]]:
+        found = self.pieces.get(token)
+        if found is None:
+            text = str(self.tokenizer.decode([token], skip_special_tokens=False))
+            raw = None
+            if self.byte_level:
+                written = self.tokenizer.convert_ids_to_tokens(token)
+                table = _byte_decoder()
+                if all(char in table for char in written):
+                    raw = [table[char] for char in written]
+            found = self.pieces[token] = (text, raw if raw is not None else list(text.encode()))
+        return found
+
+    def entry(self, token: int, logprob: float | None) -> dict[str, Any]:
+        text, raw = self.piece(token)
+        return {"token": text, "logprob": logprob, "bytes": raw}
+
+
 class Answer:
     """One request's answer as an engine generates it, the same bookkeeping on every engine: the
     ids seen (prompt and output, for the repetition penalty) and how often each was generated
-    (for the frequency and presence penalties), the text through the incremental
-    detokenizer, the stop sequences, ``max_tokens``, and the tail the stop tracker held back,
-    sent when it ends."""
+    (for the frequency and presence penalties), the next token's choice from the logits
+    (``choose``: sampling, and its log-probabilities when the request keeps them), the text
+    through the incremental detokenizer, the stop sequences, ``max_tokens``, and the tail the
+    stop tracker held back, sent when it ends."""
 
     def __init__(self, submission: Submission, tokenizer: Any, prompt_ids: list[int]) -> None:
         self.submission = submission
-        self.max_tokens = submission.request.params.max_tokens
+        self.params = submission.request.params
+        self.max_tokens = self.params.max_tokens
+        self.pieces = TokenPieces.of(tokenizer) if self.params.logprobs is not None else None
+        self.chosen: tuple[int, dict[str, Any]] | None = None  # the last choice's entry
+        self.prompt_entries: list[dict[str, Any]] | None = None  # ``score_prompt``'s
         self.tracker = StopTextTracker(submission.request.params.stop)
         self.detokenizer = IncrementalDetokenizer(tokenizer)
         self.seen = set(prompt_ids)
@@ -186,6 +244,48 @@ class Answer:
             return "stop"
         return "length" if self.generated >= self.max_tokens else None
 
+    @property
+    def needs_logits(self) -> bool:
+        """Whether ``choose`` must see the logits even where the request is greedy."""
+        return self.pieces is not None
+
+    def choose(self, logits: np.ndarray, rng: np.random.Generator) -> int:
+        """The next token from this position's raw ``logits`` (``sampling.sample``), and, when
+        the request keeps them, its log-probability entry for ``take``."""
+        token = sample(logits, self.params, self.seen, rng, self.counts)
+        if self.pieces is not None:
+            self.chosen = (token, self._entry(logits, token))
+        return token
+
+    def _entry(self, logits: np.ndarray, token: int) -> dict[str, Any]:
+        """``token``'s log-probability entry at the position whose raw logits are ``logits``."""
+        assert self.pieces is not None
+        chosen, top = log_probs(logits, token, self.params.logprobs or 0)
+        entry = self.pieces.entry(token, chosen)
+        entry["top_logprobs"] = [self.pieces.entry(i, lp) for i, lp in top]
+        return entry
+
+    @property
+    def scores_prompt(self) -> bool:
+        """Whether the engine must give ``score_prompt`` the logits at every prompt position."""
+        return self.params.prompt_logprobs
+
+    def score_prompt(self, prompt_ids: list[int], logits: Any, start: int = 0) -> None:
+        """Score prompt tokens from ``logits[j]``, the raw logits after prompt position
+        ``start + j``: they give token ``start + j + 1``'s entry (rows past the prompt's last
+        but one position are ignored). Called in position order; the first token, which nothing
+        before it predicts, has its text and a log-probability of None. Once every token has its
+        entry, they go out with the answer's next delta."""
+        assert self.pieces is not None
+        if self.prompt_entries is None:
+            first = self.pieces.entry(prompt_ids[0], None)
+            self.prompt_entries = [{**first, "top_logprobs": None}]
+        for j in range(min(len(logits), len(prompt_ids) - 1 - start)):
+            token = prompt_ids[start + j + 1]
+            self.prompt_entries.append(self._entry(logits[j], token))
+        if len(self.prompt_entries) == len(prompt_ids):
+            self.submission.prompt_logprobs = tuple(self.prompt_entries)
+
     def take(self, token: int, end_ids: set[int], *, interval: float) -> str | None:
         """Take the sampled ``token`` and stream what it adds; the finish reason when the answer
         has ended with it, else None."""
@@ -199,7 +299,10 @@ class Answer:
         if piece:
             self.text += piece
             new = self.tracker.update(self.text)
-        self.submission.add(new, (token,), interval=interval)
+        entries: tuple[dict[str, Any], ...] = ()
+        if self.chosen is not None and self.chosen[0] == token:
+            entries = (self.chosen[1],)
+        self.submission.add(new, (token,), interval=interval, logprobs=entries)
         return self.ended
 
     def finish(self, reason: str, prompt_tokens: int, cached_tokens: int = 0) -> None:

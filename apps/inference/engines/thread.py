@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from apps.core.errors import ErrorCode
 from apps.inference.protocol import (
@@ -51,6 +52,8 @@ class Submission:
     submitted: float  # time.monotonic()
     pending_text: str = ""
     pending_ids: list[int] = field(default_factory=list)
+    pending_logprobs: list[dict[str, Any]] = field(default_factory=list)
+    prompt_logprobs: tuple[dict[str, Any], ...] | None = None  # sent with the first delta
     last_sent: float | None = None  # when its last TokenDelta went out (None: none yet)
 
     @property
@@ -58,11 +61,20 @@ class Submission:
         deadline_s = self.request.deadline_s
         return self.submitted + deadline_s if deadline_s else None
 
-    def add(self, text: str, token_ids: Sequence[int], *, interval: float) -> None:
+    def add(
+        self,
+        text: str,
+        token_ids: Sequence[int],
+        *,
+        interval: float,
+        logprobs: Sequence[dict[str, Any]] = (),
+    ) -> None:
         """Queue ``text`` (what the stop tracker released; may be empty) and the tokens it came
-        from: sent at once when it is the first text, else once ``interval`` has passed."""
+        from (with their log-probability entries, when the request keeps them): sent at once
+        when it is the first text, else once ``interval`` has passed."""
         self.pending_text += text
         self.pending_ids.extend(token_ids)
+        self.pending_logprobs.extend(logprobs)
         if not self.pending_text:
             return
         now = time.monotonic()
@@ -71,9 +83,17 @@ class Submission:
 
     def send(self) -> None:
         """Send what is queued now."""
-        if self.pending_text or self.pending_ids:
-            self.emit(TokenDelta(self.pending_text, tuple(self.pending_ids)))
-            self.pending_text, self.pending_ids = "", []
+        if self.pending_text or self.pending_ids or self.prompt_logprobs:
+            self.emit(
+                TokenDelta(
+                    self.pending_text,
+                    tuple(self.pending_ids),
+                    tuple(self.pending_logprobs),
+                    self.prompt_logprobs,
+                )
+            )
+            self.pending_text, self.pending_ids, self.pending_logprobs = "", [], []
+            self.prompt_logprobs = None
             self.last_sent = time.monotonic()
 
     def end(self, event: Finished | EngineError) -> None:
