@@ -12,7 +12,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 INSTALLED := $(VENV)/.installed
 FRONTEND := node_modules/.installed
 
-.PHONY: install chromium run test lint format migrations-check prod worker worker-training bench bench-adapters loadtest
+.PHONY: install chromium run test lint format migrations-check prod worker worker-training bench bench-adapters bench-structured loadtest
 
 install: $(INSTALLED) $(FRONTEND)
 
@@ -82,6 +82,11 @@ bench: install
 # A worker's resident memory serving LoRA adapters on llama.cpp (README, "The serving engine").
 bench-adapters: install
 	$(PY) bench/adapters.py
+
+# What a JSON schema costs per token and what it buys (README, "Structured outputs").
+bench-structured: install
+	$(PIP) install -q -e '.[dev,bench]'
+	$(PY) bench/structured.py
 
 # The bounded load test (README, "Reliability and security"): 50 chat users over WebSockets and 20
 # API clients streaming for 60 s against the production shape; fails on any error but a 429.

@@ -30,9 +30,10 @@ async def sse_stream(
     chat: list[dict[str, str]] | None = None,
     max_tokens: int = NEW_TOKENS,
     answer: list[str] | None = None,
+    extra: dict[str, object] | None = None,
 ) -> Sample:
     """One greedy streamed answer to ``chat`` (else the bench prompt ``index``); its text is
-    appended to ``answer`` when given."""
+    appended to ``answer`` when given; ``extra``: more of the request's body."""
     body = {
         "model": model,
         "messages": chat or messages(index),
@@ -40,6 +41,7 @@ async def sse_stream(
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
+        **(extra or {}),
     }
     start = time.monotonic()
     first = last = None

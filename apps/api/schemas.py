@@ -14,6 +14,7 @@ from pydantic import (
 )
 
 from apps.core.errors import ErrorCode, ServiceError, invalid_input
+from apps.inference.grammars import json_object_grammar, json_schema_grammar
 from apps.inference.models import MAX_END_USER
 from apps.inference.protocol import MAX_TOP_LOGPROBS
 
@@ -45,6 +46,48 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(_Strict):
+    """``response_format.json_schema``: OpenAI's shape. The answer is always held to the schema
+    (``strict`` false is held to it as well: a small model left free rarely writes valid JSON)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")  # None: any JSON object
+    strict: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    """``response_format``: free text, any JSON object, or JSON valid against a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_only_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                'response_format.json_schema ({"name": ..., "schema": {...}}) goes with '
+                '"type": "json_schema", and only with it.',
+                param="response_format.json_schema",
+            )
+        return self
+
+    def grammar(self) -> str | None:
+        """The grammar the answer is decoded under (None: free text); a schema llguidance
+        cannot follow is refused here, before anything is queued."""
+        if self.type == "text":
+            return None
+        if self.json_schema is None:
+            return json_object_grammar()
+        schema = self.json_schema.schema_
+        if schema is None:
+            return json_object_grammar()
+        return json_schema_grammar(schema, param="response_format.json_schema.schema")
+
+
 class _Sampling(_Strict):
     model: str
     temperature: float | None = None
@@ -62,6 +105,7 @@ class _Sampling(_Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=MAX_END_USER)  # stored with the generation
+    response_format: ResponseFormat | None = None
 
     @field_validator("logit_bias")
     @classmethod
@@ -87,6 +131,7 @@ class _Sampling(_Strict):
             "max_tokens": self.max_tokens,
             "stop": self.stop,
             "seed": self.seed,
+            "grammar": self.response_format.grammar() if self.response_format else None,
         }
         return {k: v for k, v in values.items() if v is not None}
 

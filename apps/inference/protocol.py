@@ -24,6 +24,7 @@ MAX_STOP_CHARS = 200
 MAX_NEW_TOKENS = 4096
 MAX_LOGIT_BIAS = 300  # token ids one request may bias
 MAX_TOP_LOGPROBS = 20  # alternatives a request may ask for at each position
+MAX_GRAMMAR_CHARS = 200_000  # a compiled response_format's grammar
 
 
 class SamplingParams(BaseModel):
@@ -48,6 +49,9 @@ class SamplingParams(BaseModel):
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     # The same for each prompt token after the first (a completion's ``echo``); needs logprobs.
     prompt_logprobs: bool = False
+    # What the answer may be, as an llguidance grammar (``apps/inference/grammars.py`` writes it
+    # from a ``response_format``): each step may only pick a token it allows. None: free text.
+    grammar: str | None = Field(None, min_length=1, max_length=MAX_GRAMMAR_CHARS)
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -92,6 +96,7 @@ class SamplingParams(BaseModel):
             and not self.frequency_penalty
             and not self.presence_penalty
             and not self.logit_bias
+            and self.grammar is None
         )
 
     @classmethod

@@ -3,6 +3,7 @@ exactly what they would get alone."""
 
 from __future__ import annotations
 
+import json
 import math
 import queue
 import threading
@@ -13,6 +14,7 @@ import pytest
 
 from apps.inference.engines.text import IncrementalDetokenizer
 from apps.inference.engines.transformers_backend import TransformersEngine
+from apps.inference.grammars import json_schema_grammar
 from apps.inference.protocol import (
     EngineError,
     Finished,
@@ -303,20 +305,20 @@ def test_bfloat16_weights_on_the_cpu_answer(tiny_spec, tiny_model_dir):
 def test_one_request_failing_to_sample_ends_only_that_request(
     tiny_spec, tiny_model_dir, monkeypatch
 ):
-    from apps.inference.engines import batching
+    from apps.inference.engines import text as engine_text
 
     engine = TransformersEngine(tiny_spec, cache_dir=tiny_model_dir, dtype="float32")
     engine.wait_loaded(timeout=60)
     healthy = request(prompt="Story 1", temperature=0, max_tokens=30)
     alone = outcome(collect(engine, healthy))
-    real_sample = batching.sample
+    real_sample = engine_text.sample  # what every engine's Answer.choose samples with
 
     def broken_for_seed_13(logits, params, seen, rng, counts):
         if params.seed == 13 and len(seen) > 3:
             raise RuntimeError("probabilities contain NaN")
         return real_sample(logits, params, seen, rng, counts)
 
-    monkeypatch.setattr(batching, "sample", broken_for_seed_13)
+    monkeypatch.setattr(engine_text, "sample", broken_for_seed_13)
     doomed = request(prompt="Story 2", temperature=0.7, seed=13, max_tokens=30)
     results = together(engine, [request(prompt="Story 1", temperature=0, max_tokens=30), doomed])
     assert outcome(results[0]) == alone
@@ -434,3 +436,54 @@ def test_logprobs_list_the_model_s_own_likeliest_tokens_on_either_engine(smollm_
         smollm_engine, request(prompt="The capital of France is", temperature=0, max_tokens=4)
     )
     assert tokens == alone
+
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 40},
+        "age": {"type": "integer"},
+        "city": {"type": "string", "maxLength": 40},
+    },
+    "required": ["name", "age", "city"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.model
+def test_a_grammar_holds_its_answer_to_the_schema_and_leaves_its_neighbours_on_either_engine(
+    smollm_engine,
+):
+    grammar = json_schema_grammar(PERSON, param="schema")
+    question = ask("Ada Lovelace, 36, lived in London. Describe her as JSON.")
+
+    def constrained(**params) -> GenerationRequest:
+        return request(messages=question, grammar=grammar, **{"max_tokens": 60, **params})
+
+    free = request(messages=question, temperature=0, max_tokens=30)
+    alone = outcome(collect(smollm_engine, free))
+    greedy, sampled, beside = together(
+        smollm_engine,
+        [
+            constrained(temperature=0),
+            constrained(temperature=1.0, seed=3),
+            request(messages=question, temperature=0, max_tokens=30),
+        ],
+    )
+    for result in (greedy, sampled):
+        text, reason, _ = outcome(result)
+        assert reason == "stop"  # the grammar's end is the answer's end
+        value = json.loads(text)
+        assert list(value) == ["name", "age", "city"] and isinstance(value["age"], int)
+    assert outcome(beside) == alone  # the neighbour's logits were never masked
+    assert json.loads(greedy[0]) == json.loads(
+        outcome(collect(smollm_engine, constrained(temperature=0)))[0]
+    )
+    # Cut by max_tokens, the answer is what it is: "length", and not claimed valid.
+    text, reason, tokens = outcome(collect(smollm_engine, constrained(temperature=0, max_tokens=4)))
+    assert reason == "length" and tokens == 4
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+    # A stop sequence still ends it where it appears.
+    text, reason, _ = outcome(collect(smollm_engine, constrained(temperature=0, stop=['"age"'])))
+    assert reason == "stop" and text.startswith('{"name": "') and "age" not in text

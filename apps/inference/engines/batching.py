@@ -33,7 +33,7 @@ from apps.inference.protocol import (
 )
 
 from .sampling import request_rng
-from .text import Answer, prompt_ids_for
+from .text import Answer, answer_for, prompt_ids_for
 from .thread import EngineThread, Pacing, Submission
 
 logger = logging.getLogger(__name__)
@@ -147,10 +147,20 @@ class BatchingEngine(EngineThread):
         if isinstance(prompt_ids, EngineError):
             self._error(submission, prompt_ids.code, prompt_ids.message)
             return
+        answer = answer_for(
+            submission,
+            self.tokenizer,
+            prompt_ids,
+            end_ids=self.eos_ids,
+            vocab_size=self.vocab_size,
+        )
+        if isinstance(answer, EngineError):
+            self._error(submission, answer.code, answer.message)
+            return
         sequence = Sequence(
             submission=submission,
             prompt_ids=prompt_ids,
-            answer=Answer(submission, self.tokenizer, prompt_ids),
+            answer=answer,
             rng=request_rng(request.params),
         )
         if request.resume is not None and not self._resume(sequence, request.resume):

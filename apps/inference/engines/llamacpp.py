@@ -12,7 +12,9 @@ of time; its slot keeps the cells it filled.
 Prefix reuse: a request goes to the idle slot whose cells begin with the longest run of its own
 tokens (the previous turn of its conversation, a shared system prompt), and only the rest is
 read; otherwise to the idle slot used least recently. What a slot holds is thus evicted least
-recently used, and a reused prefix is the very cells a cold run would have computed.
+recently used. A reused prefix holds what a cold run computes for its tokens, within rounding:
+llama.cpp's CPU kernels round a one-token step and a long prompt chunk differently from other
+shapes (measured in the README, "The serving engine"), so a greedy near tie may turn.
 
 Fine-tunes: a LoRA version is a context of its own that applies its GGUF adapter (written at
 deployment by ``gguf_export``) over its base's weights, which every engine serving the same file
@@ -48,7 +50,7 @@ from apps.inference.protocol import (
 
 from .gguf import SharedModel, check_build, gguf_file, gguf_tokenizer, lora_file, requantized
 from .sampling import request_rng
-from .text import Answer, prompt_ids_for
+from .text import Answer, answer_for, prompt_ids_for
 from .thread import EngineThread, Pacing, Submission
 
 logger = logging.getLogger(__name__)
@@ -339,11 +341,17 @@ class LlamaCppEngine(EngineThread):
                 "Shorten the conversation or lower max_tokens.",
             )
             return
+        answer = answer_for(
+            submission, self.tokenizer, prompt_ids, end_ids=self.eog, vocab_size=self.n_vocab
+        )
+        if isinstance(answer, EngineError):
+            self._error(submission, answer.code, answer.message)
+            return
         entry = Request(
             submission=submission,
             prompt_ids=prompt_ids,
             context=list(prompt_ids),
-            answer=Answer(submission, self.tokenizer, prompt_ids),
+            answer=answer,
             rng=request_rng(params),
         )
         if request.resume is not None and not self._resume(entry, request.resume):

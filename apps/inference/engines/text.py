@@ -16,6 +16,7 @@ import numpy as np
 from apps.core.errors import ErrorCode
 from apps.inference.protocol import EngineError, Finished, GenerationRequest, Resume
 
+from .constraint import Constraint, ConstraintError
 from .sampling import log_probs, sample
 
 if TYPE_CHECKING:
@@ -205,11 +206,19 @@ class Answer:
     ids seen (prompt and output, for the repetition penalty) and how often each was generated
     (for the frequency and presence penalties), the next token's choice from the logits
     (``choose``: sampling, and its log-probabilities when the request keeps them), the text
-    through the incremental detokenizer, the stop sequences, ``max_tokens``, and the tail the
-    stop tracker held back, sent when it ends."""
+    through the incremental detokenizer, the stop sequences, ``max_tokens``, the grammar's
+    ``constraint`` when the request has one, and the tail the stop tracker held back, sent when
+    it ends."""
 
-    def __init__(self, submission: Submission, tokenizer: Any, prompt_ids: list[int]) -> None:
+    def __init__(
+        self,
+        submission: Submission,
+        tokenizer: Any,
+        prompt_ids: list[int],
+        constraint: Constraint | None = None,
+    ) -> None:
         self.submission = submission
+        self.constraint = constraint
         self.params = submission.request.params
         self.max_tokens = self.params.max_tokens
         self.pieces = TokenPieces.of(tokenizer) if self.params.logprobs is not None else None
@@ -228,6 +237,11 @@ class Answer:
         False when the tokens do not give that text."""
         for token in resume.token_ids:
             self.text += self.detokenizer.push(token)
+            if self.constraint is not None:
+                try:
+                    self.constraint.advance(token)
+                except ConstraintError:
+                    return False
         if not self.text.startswith(resume.text):
             return False
         self.generated = len(resume.token_ids)
@@ -240,19 +254,21 @@ class Answer:
     @property
     def ended(self) -> str | None:
         """The finish reason of an answer that needs no more tokens (a resumed one may not)."""
-        if self.tracker.stopped:
+        if self.tracker.stopped or (self.constraint is not None and self.constraint.complete):
             return "stop"
         return "length" if self.generated >= self.max_tokens else None
 
     @property
     def needs_logits(self) -> bool:
         """Whether ``choose`` must see the logits even where the request is greedy."""
-        return self.pieces is not None
+        return self.pieces is not None or self.constraint is not None
 
     def choose(self, logits: np.ndarray, rng: np.random.Generator) -> int:
-        """The next token from this position's raw ``logits`` (``sampling.sample``), and, when
-        the request keeps them, its log-probability entry for ``take``."""
-        token = sample(logits, self.params, self.seen, rng, self.counts)
+        """The next token from this position's raw ``logits`` (``sampling.sample``, among the
+        tokens the grammar allows when there is one), and, when the request keeps them, its
+        log-probability entry for ``take`` (from the raw logits: the model's own belief)."""
+        allowed = logits if self.constraint is None else self.constraint.allow(logits)
+        token = sample(allowed, self.params, self.seen, rng, self.counts)
         if self.pieces is not None:
             self.chosen = (token, self._entry(logits, token))
         return token
@@ -291,6 +307,8 @@ class Answer:
         has ended with it, else None."""
         if token in end_ids:
             return "stop"
+        if self.constraint is not None:
+            self.constraint.advance(token)
         self.generated += 1
         self.seen.add(token)
         self.counts[token] += 1
@@ -313,6 +331,30 @@ class Answer:
         self.submission.end(
             Finished(reason, prompt_tokens, self.generated, cached_tokens)  # type: ignore[arg-type]
         )
+
+
+def answer_for(
+    submission: Submission,
+    tokenizer: Any,
+    prompt_ids: list[int],
+    *,
+    end_ids: set[int],
+    vocab_size: int,
+) -> Answer | EngineError:
+    """The request's ``Answer``, with its grammar compiled against the model's vocabulary
+    (``end_ids`` end the text, ``vocab_size`` is the logits' width), or the error that refuses a
+    grammar this model cannot follow."""
+    grammar = submission.request.params.grammar
+    constraint = None
+    if grammar is not None:
+        try:
+            constraint = Constraint(grammar, tokenizer, end_ids=end_ids, vocab_size=vocab_size)
+        except ConstraintError as exc:
+            return EngineError(
+                ErrorCode.INVALID_PARAMETER,
+                f"The response format cannot be used with this model: {exc}",
+            )
+    return Answer(submission, tokenizer, prompt_ids, constraint)
 
 
 def prompt_ids_for(
