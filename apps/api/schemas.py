@@ -17,9 +17,11 @@ from apps.core.errors import ErrorCode, ServiceError, invalid_input
 from apps.inference.grammars import json_object_grammar, json_schema_grammar
 from apps.inference.models import MAX_END_USER
 from apps.inference.protocol import MAX_TOP_LOGPROBS
+from apps.inference.tools import Function, call_block, call_grammar, tool_response, with_tools
 
 MAX_CHOICES = 4
 MAX_COMPLETION_LOGPROBS = 5  # the completions API's own bound
+MAX_TOOLS = 128  # OpenAI's bound on the functions one request may offer
 
 
 class _Strict(BaseModel):
@@ -31,15 +33,64 @@ class TextPart(_Strict):
     text: str
 
 
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class CalledFunction(_Strict):
+    name: str = Field(pattern=FUNCTION_NAME)
+    arguments: str  # the JSON text of the arguments, as the model wrote them
+
+
+class ToolCall(_Strict):
+    id: str = Field(min_length=1, max_length=100)
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[TextPart]
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[TextPart] | None = None  # None: an assistant turn that only called
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # an assistant turn's calls
+    tool_call_id: str | None = None  # a tool message: the call it answers
+
+    @model_validator(mode="after")
+    def _fields_of_its_role(self) -> ChatMessage:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an assistant message carries tool_calls")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (it may be null only beside tool_calls)")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
+
+
+class FunctionDefinition(_Strict):
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # JSON Schema of the arguments; None: any object
+    strict: bool | None = None  # calls are held to the schema where they are required
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: FunctionName
 
 
 class StreamOptions(_Strict):
@@ -145,6 +196,9 @@ class ChatCompletionRequest(_Sampling):
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
 
     @model_validator(mode="after")
     def _top_logprobs_needs_logprobs(self) -> ChatCompletionRequest:
@@ -156,12 +210,104 @@ class ChatCompletionRequest(_Sampling):
             )
         return self
 
+    @model_validator(mode="after")
+    def _tools_fit_together(self) -> ChatCompletionRequest:
+        names = [tool.function.name for tool in self.tools or ()]
+        if len(set(names)) < len(names):
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER, "Each tool needs a name of its own.", param="tools"
+            )
+        choice = self.tool_choice
+        if choice not in (None, "none") and not names:
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                "tool_choice needs tools to choose from.",
+                param="tool_choice",
+            )
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                f'tool_choice names the function "{choice.function.name}", which is not '
+                "among the tools.",
+                param="tool_choice.function.name",
+            )
+        if self.calling != "none" and self.response_format and self.response_format.type != "text":
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                "response_format cannot be combined with tools (a call is JSON already); "
+                'send one of them, or tool_choice "none".',
+                param="response_format",
+            )
+        calls: dict[str, str] = {}
+        for index, message in enumerate(self.messages):
+            for call in message.tool_calls or ():
+                calls[call.id] = call.function.name
+            if message.role == "tool" and message.tool_call_id not in calls:
+                raise ServiceError(
+                    ErrorCode.INVALID_PARAMETER,
+                    f'messages[{index}] answers the tool call "{message.tool_call_id}", but no '
+                    "earlier assistant message made a call with that id.",
+                    param=f"messages.{index}.tool_call_id",
+                )
+        return self
+
+    @property
+    def calling(self) -> str:
+        """How the answer may call the tools: "none", "auto", "required" or a function's name."""
+        if not self.tools or self.tool_choice == "none":
+            return "none"
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return self.tool_choice.function.name
+        return self.tool_choice or "auto"
+
+    def functions(self) -> list[Function]:
+        """The offered functions, as the prompt lists them (none when calls are off)."""
+        if self.calling == "none":
+            return []
+        return [
+            Function(t.function.name, t.function.description or "", t.function.parameters)
+            for t in self.tools or ()
+        ]
+
+    def engine_messages(self) -> list[dict[str, str]]:
+        """The conversation as the model reads it: developer turns as system turns, the offered
+        functions in the system message, calls and their results in ``tools``' format."""
+        functions = self.functions()
+        names: dict[str, str] = {}
+        messages: list[dict[str, str]] = []
+        for message in self.messages:
+            role, text = message.role, message.text()
+            if role == "developer":
+                role = "system"
+            if message.tool_calls:
+                names.update((call.id, call.function.name) for call in message.tool_calls)
+                blocks = [
+                    call_block(c.function.name, c.function.arguments) for c in message.tool_calls
+                ]
+                text = "\n".join(filter(None, [text, *blocks]))
+            if role == "tool":
+                role, text = "user", tool_response(names[message.tool_call_id or ""], text)
+            messages.append({"role": role, "content": text})
+        if functions:
+            if messages[0]["role"] == "system":
+                messages[0]["content"] = with_tools(messages[0]["content"], functions)
+            else:
+                messages.insert(0, {"role": "system", "content": with_tools("", functions)})
+        return messages
+
     def sampling(self) -> dict[str, Any]:
         values = super().sampling()
         if self.max_completion_tokens is not None:
             values["max_tokens"] = self.max_completion_tokens
         if self.logprobs:
             values["logprobs"] = self.top_logprobs or 0
+        calling = self.calling
+        if calling not in ("none", "auto"):
+            functions = self.functions()
+            if calling != "required":
+                functions = [f for f in functions if f.name == calling]
+            parallel = self.parallel_tool_calls and calling == "required"
+            values["grammar"] = call_grammar(functions, parallel=parallel)
         return values
 
 

@@ -69,12 +69,7 @@ def completion_start(
         )
     version = active_version(model)
     params = sampling_params_for(version, body.sampling(), fallback=OPENAI_DEFAULTS)
-    messages = None
-    if isinstance(body, ChatCompletionRequest):
-        messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in body.messages
-        ]
+    messages = body.engine_messages() if isinstance(body, ChatCompletionRequest) else None
     return generation_start(
         user=api_key.user,
         version=version,

@@ -15,6 +15,7 @@ from django.http.response import HttpResponseBase
 from apps.core.errors import ErrorCode
 from apps.inference.models import EmbeddingBatch, Generation
 from apps.inference.streaming import Delta, Done, Event, Waiting, finished, follow
+from apps.inference.tools import may_become_call, parse_calls
 
 from .errors import GENERATION_FAILURE_STATUS, ApiError
 from .services import completion_cancel
@@ -68,16 +69,31 @@ class Completion:
     Log-probabilities, where the request keeps them, come in the endpoint's own shape: chat's
     ``{"content": [entry, ...]}`` as the worker stores them, or the completions API's parallel
     lists (``tokens``, ``token_logprobs``, ``top_logprobs`` as token-to-logprob maps,
-    ``text_offset``: where each token's text starts in the choice's text)."""
+    ``text_offset``: where each token's text starts in the choice's text).
+
+    Where the request offered ``tools`` (their names), an answer that is nothing but calls
+    (``apps.inference.tools``) comes as ``message.tool_calls`` with ``finish_reason:
+    "tool_calls"``; a stream holds back text while it may still become a call, and sends the
+    calls whole when the answer ends (OpenAI's tool-call deltas, each call in one piece)."""
 
     def __init__(
-        self, generations: list[Generation], model: str, *, chat: bool, echo: str = ""
+        self,
+        generations: list[Generation],
+        model: str,
+        *,
+        chat: bool,
+        echo: str = "",
+        tools: set[str] | None = None,
     ) -> None:
         self.ids = [str(g.pk) for g in generations]
         self.index = {gid: i for i, gid in enumerate(self.ids)}
         self.chat = chat
         self.model = model
         self.echo = echo  # completions: the prompt, put before each choice's text
+        self.tools = tools or set()
+        # Streams: per choice, the text and entries held back while they may become a call.
+        self.held: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        self.decided: set[str] = set()  # choices known to be text
         self.keeps_logprobs = generations[0].params.get("logprobs") is not None
         self.text_offset = dict.fromkeys(self.ids, len(echo))  # completions: the next token's
         self.id = ("chatcmpl-" if chat else "cmpl-") + generations[0].pk.hex
@@ -156,6 +172,54 @@ class Completion:
         choice["logprobs"] = logprobs
         return choice
 
+    def calls(self, generation_id: str, text: str) -> list[dict[str, Any]] | None:
+        """The tool calls ``text`` makes, in OpenAI's shape (ids from the generation's), or
+        None when it is text or the request offered no tools."""
+        found = parse_calls(text, self.tools) if self.tools else None
+        if not found:
+            return None
+        return [
+            {
+                "id": f"call_{generation_id.replace('-', '')[:16]}{i}",
+                "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }
+            for i, (name, arguments) in enumerate(found)
+        ]
+
+    def delta_choices(self, event: Delta) -> list[dict[str, Any]]:
+        """A stream's choices for one delta: none while its text may still become a call."""
+        if not self.tools or event.id in self.decided:
+            return [self.text_choice(event.id, event.text, entries=event.logprobs)]
+        text, entries = self.held.get(event.id, ("", []))
+        text, entries = text + event.text, [*entries, *event.logprobs]
+        if may_become_call(text):
+            self.held[event.id] = (text, entries)
+            return []
+        self.held.pop(event.id, None)
+        self.decided.add(event.id)
+        return [self.text_choice(event.id, text, entries=entries)]
+
+    def final_choices(self, generation_id: str, reason: str) -> list[dict[str, Any]]:
+        """A stream's last choices for a generation: what was held back (as calls, when it is
+        one), then the finish reason."""
+        text, entries = self.held.pop(generation_id, ("", []))
+        if not text:
+            return [self.text_choice(generation_id, "", reason)]
+        calls = self.calls(generation_id, text) if reason == "stop" else None
+        if calls is None:
+            return [
+                self.text_choice(generation_id, text, entries=entries),
+                self.text_choice(generation_id, "", reason),
+            ]
+        index = self.index[generation_id]
+        delta = {"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]}
+        logprobs = self.logprobs(generation_id, entries) if entries else None
+        return [
+            {"index": index, "delta": delta, "finish_reason": None, "logprobs": logprobs},
+            {"index": index, "delta": {}, "finish_reason": "tool_calls", "logprobs": None},
+        ]
+
     def echo_choices(self, rows: dict[str, Generation]) -> list[dict[str, Any]]:
         """The stream's first choices when the prompt is echoed: its text (and log-probabilities,
         where kept, from whichever of ``rows`` has them: every choice shares the prompt)."""
@@ -174,6 +238,10 @@ class Completion:
             }
             if self.chat:
                 choice["message"] = {"role": "assistant", "content": texts[gid]}
+                calls = self.calls(gid, texts[gid]) if choice["finish_reason"] == "stop" else None
+                if calls is not None:
+                    choice["message"] = {"role": "assistant", "content": None, "tool_calls": calls}
+                    choice["finish_reason"] = "tool_calls"
             else:
                 choice["text"] = self.echo + texts[gid]
                 if self.echo and self.keeps_logprobs:
@@ -204,11 +272,13 @@ async def serve_completion(
     stream: bool,
     include_usage: bool,
     echo: str = "",
+    tools: set[str] | None = None,
 ) -> HttpResponseBase:
     """Answer with ``generations`` (the ``n`` choices of one request) once they finish, or as
     they stream (``echo``: the completion prompt, sent before each choice's text). Whatever is
-    unfinished when the client goes away is cancelled."""
-    completion = Completion(generations, model, chat=chat, echo=echo)
+    unfinished when the client goes away is cancelled; ``tools``: the names of the functions the
+    answer may call."""
+    completion = Completion(generations, model, chat=chat, echo=echo, tools=tools)
     events = follow(Generation, completion.ids)
     finished_rows: dict[str, Generation] = {}
 
@@ -254,8 +324,9 @@ async def serve_completion(
             said_waiting = False
             while event is not None:
                 if isinstance(event, Delta):
-                    choice = completion.text_choice(event.id, event.text, entries=event.logprobs)
-                    yield completion.chunk([choice])
+                    choices = completion.delta_choices(event)
+                    if choices:
+                        yield completion.chunk(choices)
                 elif isinstance(event, Waiting):
                     if event.waiting and not said_waiting:
                         yield WAITING_COMMENT
@@ -266,7 +337,8 @@ async def serve_completion(
                 else:
                     finished_rows[event.id] = event.row
                     reason = _finish_reason(event.row)
-                    yield completion.chunk([completion.text_choice(event.id, "", reason)])
+                    for choice in completion.final_choices(event.id, reason):
+                        yield completion.chunk([choice])
                 event = await anext(events, None)
             if include_usage:
                 yield completion.chunk([], usage=_usage([finished_rows[g] for g in completion.ids]))

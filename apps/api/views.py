@@ -84,6 +84,9 @@ async def _complete(
         stream=body.stream,
         include_usage=body.include_usage,
         echo=body.prompt if isinstance(body, CompletionRequest) and body.echo else "",
+        tools={f.name for f in body.functions()}
+        if isinstance(body, ChatCompletionRequest)
+        else set(),
     )
 
 

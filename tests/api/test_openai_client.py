@@ -30,6 +30,25 @@ QUESTION = [{"role": "user", "content": "Name the capital of France."}]
 STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to paint."}]
 
 
+def function_tool(name: str, description: str) -> dict:
+    parameters = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 40}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": parameters},
+    }
+
+
+TOOLS = [
+    function_tool("get_weather", "The weather in a city now."),
+    function_tool("get_time", "The time in a city now."),
+]
+
+
 def client_for(url: str, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
 
@@ -270,6 +289,57 @@ def test_structured_outputs_parse_into_the_schema_plain_and_streamed(client, own
         )
 
 
+def test_tool_calls_required_named_streamed_and_answered(client, owner):
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    arguments = {
+        "model": MODEL,
+        "messages": question,
+        "tools": TOOLS,
+        "temperature": 0,
+        "max_tokens": 100,  # a call is about 30 tokens
+    }
+    response = client.chat.completions.create(**arguments, tool_choice="required")
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    calls = choice.message.tool_calls
+    assert calls and {c.function.name for c in calls} <= {"get_weather", "get_time"}
+    assert all(isinstance(json.loads(c.function.arguments)["city"], str) for c in calls)
+    assert len({c.id for c in calls}) == len(calls)
+    named = client.chat.completions.create(
+        **arguments, tool_choice={"type": "function", "function": {"name": "get_time"}}
+    )
+    (call,) = named.choices[0].message.tool_calls
+    assert call.function.name == "get_time" and named.choices[0].finish_reason == "tool_calls"
+    # Left to choose, the model may answer in words; whichever it does, the answer says so.
+    auto = client.chat.completions.create(**arguments).choices[0]
+    if auto.finish_reason == "tool_calls":
+        assert auto.message.content is None
+        assert {c.function.name for c in auto.message.tool_calls} <= {"get_weather", "get_time"}
+    else:
+        assert auto.message.content and auto.message.tool_calls is None
+    # Streamed, the deltas carry the same calls.
+    chunks = list(client.chat.completions.create(**arguments, tool_choice="required", stream=True))
+    streamed = [t for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or ()]
+    assert [(t.function.name, t.function.arguments) for t in streamed] == [
+        (c.function.name, c.function.arguments) for c in calls
+    ]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    # The result goes back in the next turn, after the assistant message that made the call.
+    result = {"role": "tool", "tool_call_id": calls[0].id, "content": '{"sky": "clear", "c": 18}'}
+    answer = client.chat.completions.create(
+        model=MODEL,
+        messages=[*question, choice.message, result],
+        tools=TOOLS,
+        tool_choice="none",
+        temperature=0,
+        max_tokens=30,
+    )
+    assert answer.choices[0].message.content and answer.choices[0].message.tool_calls is None
+    row = Generation.objects.filter(user=owner).latest("created_at")
+    assert '"sky": "clear"' in row.messages[-1]["content"]
+    assert row.messages[-2]["content"].startswith("<tool_call>")
+
+
 def test_an_unsupported_schema_keyword_is_400_naming_it_and_writes_nothing(client):
     schema = {
         "type": "object",
@@ -296,6 +366,23 @@ def test_an_unsupported_schema_keyword_is_400_naming_it_and_writes_nothing(clien
             "response_format.json_schema",
             'response_format.json_schema ({"name": ..., "schema": {...}}) goes with '
             '"type": "json_schema", and only with it.',
+        ),
+        (
+            {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice.function.name",
+            'tool_choice names the function "nope", which is not among the tools.',
+        ),
+        (
+            {"messages": [*QUESTION, {"role": "tool", "tool_call_id": "call_x", "content": "1"}]},
+            "messages.1.tool_call_id",
+            'messages[1] answers the tool call "call_x", but no earlier assistant message made '
+            "a call with that id.",
+        ),
+        (
+            {"tools": TOOLS, "response_format": {"type": "json_object"}},
+            "response_format",
+            "response_format cannot be combined with tools (a call is JSON already); send one "
+            'of them, or tool_choice "none".',
         ),
         (
             {"temperature": 3},
