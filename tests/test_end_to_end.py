@@ -3,6 +3,8 @@ Postgres, Redis as broker and channel layer, and the chat WebSocket through the 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from channels.db import database_sync_to_async
 
@@ -35,4 +37,23 @@ async def test_the_packaged_model_answers_through_a_real_worker(real_worker, own
     assert generation.ttft_ms is not None and generation.tokens_per_second > 0
     assert generation.params["temperature"] == 0.0
     assert "Paris" in events[-1]["html"] and "tok/s" in events[-1]["html"]
+
+    # With a JSON schema in the settings, the answer is JSON valid against it, shown formatted.
+    conversation.json_schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+        "required": ["city", "country"],
+        "additionalProperties": False,
+    }
+    conversation.max_tokens = 64
+    await database_sync_to_async(conversation.save)()
+    await ws.send_json_to({"action": "send", "text": "Where is the Eiffel Tower?"})
+    events = await receive_until(ws, "done", timeout=120)
+    generation = await database_sync_to_async(Generation.objects.get)(pk=events[-1]["generation"])
+    assert generation.finish_reason == "stop"
+    assert list(json.loads(generation.output)) == ["city", "country"]
+    assert (
+        '<pre class="body json"><code class="language-json">{\n  &quot;city&quot;'
+        in (events[-1]["html"])
+    )
     await ws.disconnect()

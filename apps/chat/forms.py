@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
 
 from apps.core.errors import ServiceError
+from apps.inference.grammars import json_schema_grammar
 from apps.inference.protocol import MAX_NEW_TOKENS, SamplingParams
 
 
@@ -43,6 +45,26 @@ class SettingsForm(SamplingForm):
     temperature = forms.FloatField()
     top_p = forms.FloatField()
     max_tokens = forms.IntegerField(max_value=MAX_NEW_TOKENS)
+    json_schema = forms.CharField(max_length=20000, required=False, widget=forms.Textarea)
+
+    def clean_json_schema(self) -> dict[str, Any] | None:
+        """The schema answers must follow (None when the box is empty), checked as the API
+        checks ``response_format``: a keyword the decoder cannot follow is named."""
+        text = self.cleaned_data["json_schema"].strip()
+        if not text:
+            return None
+        try:
+            schema = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(
+                f"The JSON schema is not valid JSON ({exc.msg} at line {exc.lineno}, column "
+                f"{exc.colno})."
+            ) from None
+        try:
+            json_schema_grammar(schema, param="the JSON schema")
+        except ServiceError as exc:
+            raise forms.ValidationError(exc.message[:1].upper() + exc.message[1:]) from None
+        return schema  # type: ignore[no-any-return]
 
 
 class CompareForm(SamplingForm):

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from apps.catalog.models import LanguageModel
+from apps.inference.grammars import json_schema_grammar
 from apps.inference.models import Generation
 from apps.inference.protocol import SamplingParams
 
@@ -25,6 +26,8 @@ class Conversation(models.Model):
     temperature = models.FloatField(default=_DEFAULTS.temperature)
     top_p = models.FloatField(default=_DEFAULTS.top_p)
     max_tokens = models.PositiveIntegerField(default=_DEFAULTS.max_tokens)
+    # Answers are JSON valid against this schema (the settings panel's "JSON schema"); None: text.
+    json_schema = models.JSONField(null=True, blank=True)
     pinned = models.BooleanField(default=False)
     # Deleted conversations are hidden at once and purged after UNDO_SECONDS (undo restores one).
     deleted_at = models.DateTimeField(null=True, blank=True)
@@ -44,9 +47,16 @@ class Conversation(models.Model):
     def display_title(self) -> str:
         return self.title or "New chat"
 
-    def sampling_settings(self) -> dict[str, float | int]:
+    def sampling_settings(self) -> dict[str, float | int | str]:
         """What the conversation sets; the version's other defaults apply beneath it."""
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
+        settings: dict[str, float | int | str] = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+        }
+        if self.json_schema is not None:
+            settings["grammar"] = json_schema_grammar(self.json_schema, param="json_schema")
+        return settings
 
 
 class Message(models.Model):

@@ -81,13 +81,16 @@ def conversation_update_settings(
     temperature: float,
     top_p: float,
     max_tokens: int,
+    json_schema: dict[str, Any] | None = None,
 ) -> Conversation:
-    """Precondition: ``model`` came from ``access_model`` and the numbers passed SettingsForm."""
+    """Precondition: ``model`` came from ``access_model`` and the numbers and the schema passed
+    SettingsForm."""
     conversation.model = model
     conversation.system_prompt = system_prompt
     conversation.temperature = temperature
     conversation.top_p = top_p
     conversation.max_tokens = max_tokens
+    conversation.json_schema = json_schema
     conversation.save()
     return conversation
 

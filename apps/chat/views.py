@@ -72,6 +72,11 @@ def _settings_form(conversation: Conversation) -> SettingsForm:
             "temperature": conversation.temperature,
             "top_p": conversation.top_p,
             "max_tokens": conversation.max_tokens,
+            "json_schema": (
+                json.dumps(conversation.json_schema, indent=2)
+                if conversation.json_schema is not None
+                else ""
+            ),
         }
     )
 
@@ -250,6 +255,7 @@ def conversation_settings(request: AuthedHttpRequest, conversation_id: str) -> H
         conversation=conversation,
         model=model,
         system_prompt=form.cleaned_data["system_prompt"],
+        json_schema=form.cleaned_data["json_schema"],
         **form.cleaned_data["settings"],
     )
     return _settings_partial(request, conversation, saved="Saved.")

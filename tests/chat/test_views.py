@@ -1,4 +1,5 @@
 import html
+import json
 
 import pytest
 from django.urls import reverse
@@ -359,6 +360,19 @@ def test_settings_are_saved(owner_client, conversation):
         ),
         ("max_tokens", "99999", "Ensure this value is less than or equal to 4096."),
         ("model", "gpt-17", "Unknown model &#x27;gpt-17&#x27;; pick one from the list."),
+        (
+            "json_schema",
+            "{not json",
+            "The JSON schema is not valid JSON (Expecting property name enclosed in double "
+            "quotes at line 1, column 2).",
+        ),
+        (
+            "json_schema",
+            '{"type": "array", "uniqueItems": true}',
+            "The JSON Schema keyword &quot;uniqueItems&quot; is not supported in the JSON "
+            "schema; remove it",
+        ),
+        ("json_schema", "[1, 2]", "The JSON schema must be a JSON Schema object."),
     ],
 )
 def test_bad_settings_are_refused_and_nothing_changes(
@@ -377,6 +391,22 @@ def test_bad_settings_are_refused_and_nothing_changes(
         0.7,
         512,
     )
+    assert conversation.json_schema is None
+
+
+def test_a_json_schema_is_saved_shown_again_and_cleared(owner_client, conversation):
+    url = reverse("chat-conversation-settings", args=[conversation.pk])
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    response = owner_client.post(url, settings_data(json_schema=json.dumps(schema)))
+    assert response.status_code == 200
+    conversation.refresh_from_db()
+    assert conversation.json_schema == schema
+    assert "grammar" in conversation.sampling_settings()
+    page = owner_client.get(reverse("chat-conversation", args=[conversation.pk])).content.decode()
+    assert "&quot;required&quot;: [" in page  # the box shows it, indented
+    owner_client.post(url, settings_data(json_schema="  "))
+    conversation.refresh_from_db()
+    assert conversation.json_schema is None and "grammar" not in conversation.sampling_settings()
 
 
 def test_a_staff_only_model_cannot_be_picked_by_a_user(owner_client, conversation, chat_model):
