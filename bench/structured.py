@@ -238,7 +238,7 @@ def main() -> None:
     import redis
 
     redis.Redis.from_url(run.BENCH_REDIS).flushdb()
-    setup = run.platform_setup(0)
+    setup = run.platform_setup(1)  # one conversation: it names the default model
     worker = run.start("worker", run.WORKER)
     web = run.start("web", [run.PYTHON, "manage.py", "serve", "--port", str(run.WEB_PORT)])
     try:
