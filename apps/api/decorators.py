@@ -115,3 +115,14 @@ def json_body(request: HttpRequest) -> Any:
         return json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
+
+
+MAX_LIST = 100  # the most items one page of a list endpoint holds
+
+
+def list_limit(request: HttpRequest, default: int = 20) -> int:
+    """A list endpoint's ``limit`` query parameter; ApiError 400 unless it is 1 to MAX_LIST."""
+    raw = request.GET.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
+        raise ApiError(400, f"limit must be a whole number from 1 to {MAX_LIST}.", param="limit")
+    return int(raw)

@@ -21,13 +21,12 @@ from apps.finetuning.models import Dataset, FineTuningJob, JobEvent
 from apps.finetuning.selectors import access_dataset, access_job, datasets_for, jobs_for
 from apps.finetuning.services import dataset_create, dataset_delete, finetune_job_cancel
 
-from .decorators import api_view, json_body
+from .decorators import api_view, json_body, list_limit
 from .errors import ApiError
 from .schemas import FineTuningJobRequest, parse
 from .services import fine_tuning_job_start, not_found
 
 SCOPE = ApiKey.Scope.FINE_TUNING
-MAX_LIST = 100
 
 
 def file_object(dataset: Dataset) -> dict[str, Any]:
@@ -90,13 +89,6 @@ def event_object(event: JobEvent) -> dict[str, Any]:
         "data": event.data,
         "type": "metrics" if event.kind in (JobEvent.Kind.STEP, JobEvent.Kind.EVAL) else "message",
     }
-
-
-def _limit(request: HttpRequest, default: int = 20) -> int:
-    raw = request.GET.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
-        raise ApiError(400, f"limit must be a whole number from 1 to {MAX_LIST}.", param="limit")
-    return int(raw)
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -171,7 +163,7 @@ async def jobs_create(request: HttpRequest, api_key: ApiKey) -> JsonResponse:
 
 @api_view("GET", scope=SCOPE)
 async def jobs_list(request: HttpRequest, api_key: ApiKey) -> JsonResponse:
-    limit = _limit(request)
+    limit = list_limit(request)
     after = request.GET.get("after")
 
     def page() -> tuple[list[FineTuningJob], bool]:
@@ -204,7 +196,7 @@ async def job_detail(request: HttpRequest, api_key: ApiKey, job_id: str) -> Json
 async def job_events_list(request: HttpRequest, api_key: ApiKey, job_id: str) -> JsonResponse:
     """Newest first, as OpenAI lists them; ``after`` is an event id to page back from."""
     job = await _job(api_key, job_id)
-    limit = _limit(request)
+    limit = list_limit(request)
     after = request.GET.get("after", "")
 
     def page() -> list[JobEvent]:

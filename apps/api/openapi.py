@@ -12,6 +12,7 @@ from .schemas import (
     CompletionRequest,
     EmbeddingRequest,
     FineTuningJobRequest,
+    ResponseRequest,
 )
 
 _ERROR = {
@@ -121,6 +122,33 @@ def _finetuning_paths() -> dict[str, Any]:
     }
 
 
+def _responses_paths() -> dict[str, Any]:
+    one = ("response_id",)
+    return {
+        "/responses": _post(
+            ResponseRequest,
+            "Create a response (the Responses API, text in and out)",
+            "A response object; with stream, SSE events (response.created, "
+            "response.output_text.delta, ..., response.completed); with background, the "
+            "response at once, status queued",
+        ),
+        "/responses/{response_id}": {
+            "get": _get("A stored response", "The response object", *one),
+            "delete": _get("Delete a stored response", "Deleted", *one),
+        },
+        "/responses/{response_id}/cancel": {
+            "post": _get("Cancel a background response", "The response object", *one)
+        },
+        "/responses/{response_id}/input_items": {
+            "get": _get(
+                "A response's input items (order: desc or asc; limit; after)",
+                "A list of input items",
+                *one,
+            )
+        },
+    }
+
+
 def openapi_document(base_url: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": _ERROR}
     for model in (
@@ -129,6 +157,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
         EmbeddingRequest,
         ClassificationRequest,
         FineTuningJobRequest,
+        ResponseRequest,
     ):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
@@ -188,6 +217,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                 "Label texts with one of your classifiers",
                 "A list of {index, label, scores} (scores: the probability of every label)",
             ),
+            **_responses_paths(),
             **_finetuning_paths(),
         },
     }

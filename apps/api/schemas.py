@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -114,6 +115,8 @@ class ResponseFormat(_Strict):
 
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
+    # Where the schema sits in the request, for its errors (the Responses API's differs).
+    _where: str = PrivateAttr("response_format.json_schema.schema")
 
     @model_validator(mode="after")
     def _schema_only_with_its_type(self) -> ResponseFormat:
@@ -136,7 +139,7 @@ class ResponseFormat(_Strict):
         schema = self.json_schema.schema_
         if schema is None:
             return json_object_grammar()
-        return json_schema_grammar(schema, param="response_format.json_schema.schema")
+        return json_schema_grammar(schema, param=self._where)
 
 
 class _Sampling(_Strict):
@@ -425,3 +428,318 @@ class FineTuningJobRequest(_Strict):
         if value is not None and value not in ("lora", "full", "head"):
             raise ValueError('use {"type": "lora"}, {"type": "full"} or {"type": "head"}')
         return None if value is None else str(value)
+
+
+# The Responses API (POST /v1/responses): its own request shape, answered by the same chat
+# completion underneath (``ResponseRequest.chat_request``).
+
+MAX_METADATA = 16  # OpenAI's bounds on metadata: pairs, key and value lengths
+MAX_METADATA_KEY, MAX_METADATA_VALUE = 64, 512
+_NOT_TEXT = ("input_image", "input_file", "input_audio")
+
+
+class ContentPart(_Strict):
+    """A piece of a message's text: ``input_text``, or ``output_text`` in an earlier answer
+    sent back."""
+
+    type: Literal["input_text", "output_text"]
+    text: str
+    annotations: list[Any] | None = None  # an echoed answer's; there are none here
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") in _NOT_TEXT:
+            raise ValueError(
+                f"{data['type']} is not supported: the models here read text only; "
+                "send the content as input_text"
+            )
+        return data
+
+
+class MessageItem(_Strict):
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system", "developer"]
+    content: list[ContentPart]  # a string arrives as one part
+    id: str | None = None
+    status: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parts_of_content(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("content"), str):
+            part = "output_text" if data.get("role") == "assistant" else "input_text"
+            return {**data, "content": [{"type": part, "text": data["content"]}]}
+        return data
+
+    def text(self) -> str:
+        return "".join(part.text for part in self.content)
+
+
+class FunctionCallItem(_Strict):
+    """A call an earlier answer made, sent back before its output."""
+
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1, max_length=100)
+    name: str = Field(pattern=FUNCTION_NAME)
+    arguments: str
+    id: str | None = None
+    status: str | None = None
+
+
+class FunctionCallOutputItem(_Strict):
+    """What the program's function returned for the call ``call_id``."""
+
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1, max_length=100)
+    output: str
+    id: str | None = None
+    status: str | None = None
+
+
+InputItem = Annotated[
+    MessageItem | FunctionCallItem | FunctionCallOutputItem, Field(discriminator="type")
+]
+
+
+class ResponseTool(_Strict):
+    """A function tool, in the Responses API's flat shape."""
+
+    type: Literal["function"]
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ResponseToolChoice(_Strict):
+    type: Literal["function"]
+    name: str
+
+
+class TextFormat(_Strict):
+    """``text.format``: free text, any JSON object, or JSON valid against a schema (flat)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+    @model_validator(mode="after")
+    def _schema_fields_with_their_type(self) -> TextFormat:
+        if self.type == "json_schema" and self.name is None:
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                'text.format of "type": "json_schema" needs a name (and its schema).',
+                param="text.format.name",
+            )
+        if self.type != "json_schema" and (self.name or self.schema_ is not None):
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                'name and schema go with "type": "json_schema", and only with it.',
+                param="text.format",
+            )
+        return self
+
+    def shape(self) -> dict[str, Any]:
+        """As the response object shows it."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class TextOptions(_Strict):
+    format: TextFormat | None = None
+
+
+class ResponseRequest(_Strict):
+    """``POST /v1/responses``, text in and out."""
+
+    model: str
+    input: list[InputItem]  # a string arrives as one user message
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    store: bool = True
+    background: bool = False
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = None
+    top_p: float | None = None
+    stream: bool = False
+    metadata: dict[str, str] | None = Field(None, max_length=MAX_METADATA)
+    text: TextOptions | None = None
+    tools: list[ResponseTool] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | ResponseToolChoice | None = None
+    parallel_tool_calls: bool = True
+    truncation: str | None = None
+    user: str | None = Field(None, max_length=MAX_END_USER)
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _items_of_input(cls, value: Any) -> Any:
+        """A string is one user message; an item without a type is a message."""
+        if not value:
+            raise ValueError("send the text to answer (a string, or a list of items)")
+        if isinstance(value, str):
+            return [{"type": "message", "role": "user", "content": value}]
+        if isinstance(value, list):
+            return [
+                {"type": "message", **item}
+                if isinstance(item, dict) and "type" not in item
+                else item
+                for item in value
+            ]
+        return value
+
+    @field_validator("truncation")
+    @classmethod
+    def _never_truncated(cls, value: str | None) -> str | None:
+        # "auto" would drop the start of a conversation that outgrows the context; an answer to
+        # a silently shortened conversation is not what was asked for.
+        if value not in (None, "disabled"):
+            raise ValueError(
+                'only "disabled" is supported: the start of a conversation is never dropped '
+                "here; shorten the input or start a new chain"
+            )
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_bounds(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key, text in (value or {}).items():
+            if len(key) > MAX_METADATA_KEY:
+                raise ValueError(f"its keys are at most {MAX_METADATA_KEY} characters")
+            if len(text) > MAX_METADATA_VALUE:
+                raise ValueError(f"its values are at most {MAX_METADATA_VALUE} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _background_is_stored(self) -> ResponseRequest:
+        if self.background and not self.store:
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                "A background response is stored (it is fetched later): drop store: false.",
+                param="store",
+            )
+        return self
+
+    def echoed(self) -> dict[str, Any]:
+        """What the response object shows of this request (``StoredResponse.request``)."""
+        choice = self.tool_choice
+        text_format = self.text.format if self.text and self.text.format else None
+        return {
+            "instructions": self.instructions,
+            "max_output_tokens": self.max_output_tokens,
+            "metadata": self.metadata or {},
+            "background": self.background,
+            "store": self.store,
+            "previous_response_id": self.previous_response_id,
+            "parallel_tool_calls": self.parallel_tool_calls,
+            "tools": [tool.model_dump(exclude_none=True) for tool in self.tools or ()],
+            "tool_choice": choice.model_dump()
+            if isinstance(choice, ResponseToolChoice)
+            else choice or "auto",
+            "text": {"format": text_format.shape() if text_format else {"type": "text"}},
+            "user": self.user,
+        }
+
+    def items(self) -> list[MessageItem | FunctionCallItem | FunctionCallOutputItem]:
+        return list(self.input)
+
+    def input_messages(self, known_calls: set[str]) -> list[dict[str, Any]]:
+        """This request's input as chat-completions messages: calls an answer made (consecutive
+        ones in one assistant message) and their outputs as tool messages. ``known_calls``: the
+        call ids the earlier turns made; an output for any other call is refused."""
+        messages: list[dict[str, Any]] = []
+        calls = set(known_calls)
+        for index, item in enumerate(self.items()):
+            if isinstance(item, MessageItem):
+                messages.append({"role": item.role, "content": item.text()})
+            elif isinstance(item, FunctionCallItem):
+                call = {
+                    "id": item.call_id,
+                    "type": "function",
+                    "function": {"name": item.name, "arguments": item.arguments},
+                }
+                calls.add(item.call_id)
+                last = messages[-1] if messages else None
+                if last and last["role"] == "assistant" and last.get("tool_calls"):
+                    last["tool_calls"].append(call)
+                else:
+                    messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            else:
+                if item.call_id not in calls:
+                    raise ServiceError(
+                        ErrorCode.INVALID_PARAMETER,
+                        f'input[{index}] is the output of the call "{item.call_id}", but no '
+                        "earlier answer or function_call item made a call with that id.",
+                        param=f"input.{index}.call_id",
+                    )
+                messages.append(
+                    {"role": "tool", "tool_call_id": item.call_id, "content": item.output}
+                )
+        return messages
+
+    def chat_request(self, messages: list[dict[str, Any]]) -> ChatCompletionRequest:
+        """The chat completion that answers this request over ``messages`` (the conversation
+        with this input, without the instructions, which come first here)."""
+        if self.instructions:
+            messages = [{"role": "system", "content": self.instructions}, *messages]
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
+        for name, value in (
+            ("temperature", self.temperature),
+            ("top_p", self.top_p),
+            ("max_completion_tokens", self.max_output_tokens),
+            ("user", self.user),
+        ):
+            if value is not None:
+                body[name] = value
+        if self.tools:
+            body["tools"] = [
+                {"type": "function", "function": t.model_dump(exclude={"type"}, exclude_none=True)}
+                for t in self.tools
+            ]
+            body["parallel_tool_calls"] = self.parallel_tool_calls
+        if isinstance(self.tool_choice, ResponseToolChoice):
+            body["tool_choice"] = {"type": "function", "function": {"name": self.tool_choice.name}}
+        elif self.tool_choice is not None:
+            body["tool_choice"] = self.tool_choice
+        text_format = self.text.format if self.text else None
+        if text_format is not None and text_format.type != "text":
+            body["response_format"] = {"type": text_format.type}
+            if text_format.type == "json_schema":
+                body["response_format"]["json_schema"] = {
+                    "name": text_format.name,
+                    "schema": text_format.schema_,
+                    "strict": text_format.strict,
+                    "description": text_format.description,
+                }
+        try:
+            chat = ChatCompletionRequest.model_validate(body)
+        except ServiceError as error:  # a check the chat request makes, in this API's names
+            raise ServiceError(
+                error.code, _responses_names(error.message), param=_responses_names(error.param)
+            ) from None
+        except ValidationError as exc:
+            first = invalid_input(exc)
+            raise ServiceError(first.code, _responses_names(first.message), param="input") from None
+        if chat.response_format is not None:
+            chat.response_format._where = "text.format.schema"
+        return chat
+
+
+_CHAT_NAMES = {
+    "response_format": "text.format",
+    "tool_choice.function.name": "tool_choice.name",
+    "max_completion_tokens": "max_output_tokens",
+    "messages": "input",
+}
+
+
+def _responses_names(text: str | None) -> Any:
+    """A chat request's parameter names in ``text`` as the Responses API calls them."""
+    if text is None:
+        return None
+    for chat, responses in _CHAT_NAMES.items():
+        text = text.replace(chat, responses)
+    return text

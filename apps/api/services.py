@@ -3,6 +3,8 @@ the chat, with OpenAI's defaults and names. Nothing is written for a bad request
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
 from django.http import Http404
 
@@ -22,15 +24,19 @@ from apps.inference.services import (
     generation_start,
     sampling_params_for,
 )
+from apps.inference.tools import answer_calls
 
 from .errors import ApiError
+from .models import StoredResponse
 from .schemas import (
     ChatCompletionRequest,
     ClassificationRequest,
     CompletionRequest,
     EmbeddingRequest,
     FineTuningJobRequest,
+    ResponseRequest,
 )
+from .selectors import access_response
 
 # What the API takes where a request and the version's defaults leave a parameter out.
 OPENAI_DEFAULTS = {"temperature": 1.0}
@@ -181,3 +187,91 @@ def fine_tuning_job_start(*, api_key: ApiKey, body: FineTuningJobRequest) -> Fin
             suffix=body.suffix or "",
         )
         return access_job(user, job.pk)
+
+
+def answer_messages(generation: Generation, tools: set[str]) -> list[dict[str, Any]]:
+    """A finished generation's answer as the chat message the next turn reads: its calls (with
+    the ids the client was given) where it made calls to ``tools``, else its text."""
+    calls = answer_calls(generation.pk, generation.output, tools)
+    if calls is not None and generation.finish_reason not in ("length", "timeout"):
+        return [{"role": "assistant", "content": None, "tool_calls": calls}]
+    return [{"role": "assistant", "content": generation.output}]
+
+
+def response_tool_names(stored: StoredResponse) -> set[str]:
+    """The functions a stored response's request offered (its answer may have called them)."""
+    return {tool["name"] for tool in stored.request.get("tools") or ()}
+
+
+def response_create(*, api_key: ApiKey, body: ResponseRequest) -> StoredResponse:
+    """``POST /v1/responses``: the conversation so far (the ``previous_response_id`` chain), this
+    input and the instructions become one chat generation, queued like a chat completion's (and
+    metered as one). The response is stored unless ``store`` is false; either way the object
+    returned carries what the answer needs (unsaved when not stored). Precondition: the key
+    allows inference."""
+    history: list[dict[str, Any]] = []
+    previous = None
+    if body.previous_response_id is not None:
+        try:
+            previous = access_response(api_key.user, body.previous_response_id)
+        except Http404:
+            raise not_found("response", body.previous_response_id, "previous_response_id") from None
+        if not previous.generation.is_finished:
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                f"The response {body.previous_response_id!r} is still in progress; continue the "
+                "conversation once it has finished.",
+                param="previous_response_id",
+            )
+        history = [
+            *previous.context,
+            *answer_messages(previous.generation, response_tool_names(previous)),
+        ]
+    known_calls = {call["id"] for message in history for call in message.get("tool_calls") or ()}
+    context = [*history, *body.input_messages(known_calls)]
+    chat = body.chat_request(context)
+    with transaction.atomic():
+        (generation,) = completion_start(api_key=api_key, body=chat)
+        stored = StoredResponse(
+            id=generation.pk,
+            user=api_key.user,
+            api_key=api_key,
+            generation=generation,
+            previous=previous,
+            model=body.model,
+            context=context,
+            input_items=[item.model_dump(exclude_none=True) for item in body.items()],
+            request=body.echoed(),
+        )
+        if body.store:
+            stored.save()
+    return stored
+
+
+def response_delete(*, api_key: ApiKey, value: str) -> None:
+    """``DELETE /v1/responses/{id}``: the stored response goes (one still running is stopped
+    first); its generation stays on record for usage, as a deleted chat's do."""
+    try:
+        stored = access_response(api_key.user, value)
+    except Http404:
+        raise not_found("response", value) from None
+    with transaction.atomic():
+        generation_cancel(generation=stored.generation)
+        stored.delete()
+
+
+def response_cancel(*, api_key: ApiKey, value: str) -> StoredResponse:
+    """``POST /v1/responses/{id}/cancel``: stop a background response, keeping its text so far.
+    One that has finished is left as it is; only background responses can be cancelled."""
+    try:
+        stored = access_response(api_key.user, value)
+    except Http404:
+        raise not_found("response", value) from None
+    if not stored.request.get("background"):
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            "Only a response created with background: true can be cancelled; a streamed or "
+            "waited-for response stops when its client disconnects.",
+        )
+    generation_cancel(generation=stored.generation)
+    return access_response(api_key.user, value)

@@ -15,7 +15,7 @@ from django.http.response import HttpResponseBase
 from apps.core.errors import ErrorCode
 from apps.inference.models import EmbeddingBatch, Generation
 from apps.inference.streaming import Delta, Done, Event, Waiting, finished, follow
-from apps.inference.tools import may_become_call, parse_calls
+from apps.inference.tools import answer_calls, may_become_call
 
 from .errors import GENERATION_FAILURE_STATUS, ApiError
 from .services import completion_cancel
@@ -173,19 +173,9 @@ class Completion:
         return choice
 
     def calls(self, generation_id: str, text: str) -> list[dict[str, Any]] | None:
-        """The tool calls ``text`` makes, in OpenAI's shape (ids from the generation's), or
-        None when it is text or the request offered no tools."""
-        found = parse_calls(text, self.tools) if self.tools else None
-        if not found:
-            return None
-        return [
-            {
-                "id": f"call_{generation_id.replace('-', '')[:16]}{i}",
-                "type": "function",
-                "function": {"name": name, "arguments": arguments},
-            }
-            for i, (name, arguments) in enumerate(found)
-        ]
+        """The tool calls ``text`` makes, in OpenAI's shape, or None when it is text or the
+        request offered no tools."""
+        return answer_calls(generation_id, text, self.tools)
 
     def delta_choices(self, event: Delta) -> list[dict[str, Any]]:
         """A stream's choices for one delta: none while its text may still become a call."""
@@ -264,6 +254,16 @@ def _rows(ids: list[str]) -> dict[str, Generation]:
     return {str(row.pk): row for row in Generation.objects.filter(pk__in=ids)}
 
 
+async def opening(events: AsyncIterator[Event]) -> Delta | Done:
+    """The first text or end of a stream. An answer waits for it before it starts, so that a
+    request the worker rejects (a prompt over the context, say) gets its error status even when
+    it asked for a stream."""
+    first = await anext(events)
+    while isinstance(first, Waiting):
+        first = await anext(events)
+    return first
+
+
 async def serve_completion(
     generations: list[Generation],
     *,
@@ -288,11 +288,7 @@ async def serve_completion(
             await sync_to_async(completion_cancel)(generations=generations)
 
     try:
-        # Wait for the first text or end before answering, so that a request the worker rejects
-        # (a prompt over the context, say) gets its error status even when it asked for a stream.
-        first = await anext(events)
-        while isinstance(first, Waiting):
-            first = await anext(events)
+        first = await opening(events)
         if isinstance(first, Done) and first.row.status == Generation.Status.FAILED:
             await cancel_unfinished()
             raise failure(first.row)

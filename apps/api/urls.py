@@ -12,6 +12,22 @@ urlpatterns = [
     ),
     path("chat/completions", views.chat_completions, name="api-chat-completions"),
     path("completions", views.completions, name="api-completions"),
+    path("responses", views.responses_create, name="api-responses"),
+    path(
+        "responses/<str:response_id>",
+        _by_method(GET=views.response_detail, DELETE=views.response_delete_view),
+        name="api-response",
+    ),
+    path(
+        "responses/<str:response_id>/cancel",
+        views.response_cancel_view,
+        name="api-response-cancel",
+    ),
+    path(
+        "responses/<str:response_id>/input_items",
+        views.response_input_items,
+        name="api-response-input-items",
+    ),
     path("embeddings", views.embeddings, name="api-embeddings"),
     path("classifications", views.classifications, name="api-classifications"),
     path(

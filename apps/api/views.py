@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 from asgiref.sync import sync_to_async
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
@@ -17,21 +17,30 @@ from apps.accounts.models import ApiKey
 from apps.catalog.models import LanguageModel
 from apps.catalog.selectors import DEFAULT_CHAT_MODEL, usable_models
 
-from .decorators import api_view, json_body
+from .decorators import api_view, json_body, list_limit
+from .errors import ApiError
+from .models import StoredResponse
 from .openapi import openapi_document
+from .responses import input_items_page, response_object, serve_response
 from .schemas import (
     ChatCompletionRequest,
     ClassificationRequest,
     CompletionRequest,
     EmbeddingRequest,
+    ResponseRequest,
     parse,
 )
+from .selectors import access_response
 from .services import (
     classifications_start,
     completion_start,
     embeddings_start,
     fine_tuned_model_retire,
     model_for,
+    not_found,
+    response_cancel,
+    response_create,
+    response_delete,
 )
 from .serving import encoded, serve_completion
 
@@ -141,3 +150,53 @@ def api_docs(request: HttpRequest) -> HttpResponse:
         "api/docs.html",
         {"base_url": request.build_absolute_uri("/v1"), "model": DEFAULT_CHAT_MODEL},
     )
+
+
+# -- the Responses API ------------------------------------------------------------------------
+@api_view("POST", scope=ApiKey.Scope.INFERENCE)
+async def responses_create(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
+    body = parse(ResponseRequest, json_body(request))
+    stored = await sync_to_async(response_create)(api_key=api_key, body=body)
+    return await serve_response(stored, stream=body.stream)
+
+
+def _stored(api_key: ApiKey, value: str) -> StoredResponse:
+    try:
+        return access_response(api_key.user, value)
+    except Http404:
+        raise not_found("response", value) from None
+
+
+@api_view("GET", scope=ApiKey.Scope.INFERENCE)
+async def response_detail(request: HttpRequest, api_key: ApiKey, response_id: str) -> HttpResponse:
+    stored = await sync_to_async(_stored)(api_key, response_id)
+    return JsonResponse(response_object(stored, stored.generation))
+
+
+@api_view("DELETE", scope=ApiKey.Scope.INFERENCE)
+async def response_delete_view(
+    request: HttpRequest, api_key: ApiKey, response_id: str
+) -> HttpResponse:
+    await sync_to_async(response_delete)(api_key=api_key, value=response_id)
+    return JsonResponse({"id": response_id, "object": "response", "deleted": True})
+
+
+@api_view("POST", scope=ApiKey.Scope.INFERENCE)
+async def response_cancel_view(
+    request: HttpRequest, api_key: ApiKey, response_id: str
+) -> HttpResponse:
+    stored = await sync_to_async(response_cancel)(api_key=api_key, value=response_id)
+    return JsonResponse(response_object(stored, stored.generation))
+
+
+@api_view("GET", scope=ApiKey.Scope.INFERENCE)
+async def response_input_items(
+    request: HttpRequest, api_key: ApiKey, response_id: str
+) -> HttpResponse:
+    order = request.GET.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise ApiError(400, 'order must be "asc" or "desc".', param="order")
+    limit = list_limit(request)
+    stored = await sync_to_async(_stored)(api_key, response_id)
+    page = input_items_page(stored, order=order, limit=limit, after=request.GET.get("after"))
+    return JsonResponse(page)

@@ -162,3 +162,26 @@ def may_become_call(text: str) -> bool:
     holds such text back until it knows)."""
     start = text.lstrip()
     return OPEN.startswith(start) or start.startswith(OPEN)
+
+
+def call_id(generation_id: object, index: int) -> str:
+    """The id of the ``index``-th call the answer of generation ``generation_id`` makes: the
+    same wherever the answer is shown or sent back (chat completions, the Responses API)."""
+    return f"call_{str(generation_id).replace('-', '')[:16]}{index}"
+
+
+def answer_calls(generation_id: object, text: str, names: set[str]) -> list[dict[str, Any]] | None:
+    """The calls the answer ``text`` of generation ``generation_id`` makes, in the chat
+    completions' shape (``{"id", "type": "function", "function": {"name", "arguments"}}``),
+    or None when it is text or no functions (``names``) were offered."""
+    found = parse_calls(text, names) if names else None
+    if not found:
+        return None
+    return [
+        {
+            "id": call_id(generation_id, i),
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }
+        for i, (name, arguments) in enumerate(found)
+    ]

@@ -14,6 +14,10 @@ def test_openapi_describes_the_endpoints(client):
         "/completions",
         "/embeddings",
         "/classifications",
+        "/responses",
+        "/responses/{response_id}",
+        "/responses/{response_id}/cancel",
+        "/responses/{response_id}/input_items",
         "/files",
         "/files/{file_id}",
         "/fine_tuning/jobs",
@@ -26,6 +30,8 @@ def test_openapi_describes_the_endpoints(client):
     assert {"model", "messages", "stream", "top_k"} <= set(chat["properties"])
     assert chat["additionalProperties"] is False
     assert "429" in document["paths"]["/chat/completions"]["post"]["responses"]
+    responses = document["components"]["schemas"]["ResponseRequest"]
+    assert {"input", "previous_response_id", "store", "text"} <= set(responses["properties"])
 
 
 def test_the_api_page_shows_examples_with_this_sites_url(client):

@@ -340,6 +340,121 @@ def test_tool_calls_required_named_streamed_and_answered(client, owner):
     assert row.messages[-2]["content"].startswith("<tool_call>")
 
 
+def test_responses_plain_streamed_chained_retrieved_and_deleted(
+    client, live_server_url, owner, stranger
+):
+    first = client.responses.create(
+        model=MODEL,
+        input="Name the capital of France.",
+        instructions="Answer in one short sentence.",
+        temperature=0,
+        max_output_tokens=24,
+    )
+    assert first.status in ("completed", "incomplete") and "Paris" in first.output_text
+    row = Generation.objects.get(user=owner)
+    assert first.output_text == row.output
+    assert (first.usage.input_tokens, first.usage.output_tokens) == (
+        row.prompt_tokens,
+        row.completion_tokens,
+    )
+    # Streamed: the deltas join into the text the final event carries.
+    events = list(
+        client.responses.create(
+            model=MODEL,
+            input="Name the capital of Italy.",
+            temperature=0,
+            max_output_tokens=24,
+            stream=True,
+        )
+    )
+    assert [events[0].type, events[1].type] == ["response.created", "response.in_progress"]
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas and deltas == events[-1].response.output_text
+    with client.responses.stream(
+        model=MODEL, input="Name the capital of Italy.", temperature=0, max_output_tokens=24
+    ) as stream:
+        assert stream.get_final_response().output_text == deltas
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    # A chain: the second turn reads the first (its input tokens count it, and the engine
+    # reuses the first turn's cells) without the client sending it again.
+    second = client.responses.create(
+        model=MODEL,
+        input="And of Germany?",
+        previous_response_id=first.id,
+        temperature=0,
+        max_output_tokens=24,
+    )
+    assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
+    assert second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens - 1
+    latest = Generation.objects.filter(user=owner).latest("created_at")
+    assert [m["role"] for m in latest.messages] == ["user", "assistant", "user"]
+    assert client.responses.retrieve(second.id).output_text == second.output_text
+    items = client.responses.input_items.list(second.id)
+    assert [i.content[0].text for i in items.data] == ["And of Germany?"]
+    # Structured output through text.format: the SDK's parse.
+    parsed = client.responses.parse(
+        model=MODEL, input="Tell me about Paris.", text_format=City, max_output_tokens=80
+    )
+    assert isinstance(parsed.output_parsed, City)
+    # Another account sees none of it.
+    other = client_for(
+        live_server_url, api_key_issue(user=stranger, name="s", scopes=["inference"])[1]
+    )
+    with pytest.raises(openai.NotFoundError):
+        other.responses.retrieve(first.id)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.create(model=MODEL, input="Hi", previous_response_id=first.id)
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+
+
+def test_responses_function_calls_round_trip(client):
+    tools = [{"type": "function", **tool["function"]} for tool in TOOLS]
+    called = client.responses.create(
+        model=MODEL,
+        input="What is the weather in Paris?",
+        tools=tools,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_output_tokens=100,
+    )
+    (call,) = called.output
+    assert call.type == "function_call" and call.name in ("get_weather", "get_time")
+    assert isinstance(json.loads(call.arguments)["city"], str)
+    # The SDK's stream helper assembles the same call from the events.
+    with client.responses.stream(
+        model=MODEL,
+        input="What is the weather in Paris?",
+        tools=tools,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_output_tokens=100,
+    ) as stream:
+        streamed = list(stream)
+        final = stream.get_final_response()
+    done = [e.item for e in streamed if e.type == "response.output_item.done"]
+    assert [(i.name, i.arguments) for i in done] == [(call.name, call.arguments)]
+    assert [(i.name, i.arguments) for i in final.output] == [(call.name, call.arguments)]
+    answer = client.responses.create(
+        model=MODEL,
+        previous_response_id=called.id,
+        input=[
+            {"type": "function_call_output", "call_id": call.call_id, "output": '{"sky": "clear"}'}
+        ],
+        tools=tools,
+        tool_choice="none",
+        temperature=0,
+        max_output_tokens=30,
+    )
+    assert answer.output[0].type == "message" and answer.output_text
+
+
 def test_an_unsupported_schema_keyword_is_400_naming_it_and_writes_nothing(client):
     schema = {
         "type": "object",
@@ -442,6 +557,12 @@ def test_a_prompt_over_the_context_is_400_context_length_exceeded(client, stream
     assert caught.value.body["code"] == "context_length_exceeded"
     assert caught.value.body["param"] == "messages"
     assert "exceed the model's context of 8192 tokens" in caught.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(
+            model=MODEL, max_output_tokens=16, stream=stream, input="word " * 9000
+        )
+    assert caught.value.body["code"] == "context_length_exceeded"
+    assert caught.value.body["param"] == "input"
 
 
 def test_unknown_model_is_404(client):
