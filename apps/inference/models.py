@@ -16,6 +16,14 @@ class GenerationQuerySet(models.QuerySet["Generation"]):
         return self.filter(status__in=Generation.in_flight_states())
 
 
+class Priority(models.TextChoices):
+    """Whose turn comes first: an interactive request (the chat, the API) always overtakes a
+    Batch API request, which uses the capacity interactive users leave idle."""
+
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
 class ModelRequest(WorkRecord):
     """Work an account asked of a model version, from the chat or over the API with a key."""
 
@@ -27,6 +35,9 @@ class ModelRequest(WorkRecord):
         "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    priority = models.CharField(
+        max_length=12, choices=Priority.choices, default=Priority.INTERACTIVE
+    )
 
     class Meta(WorkRecord.Meta):
         abstract = True
@@ -132,6 +143,7 @@ class UsageRecord(models.Model):
     class Source(models.TextChoices):
         CHAT = "chat"
         API = "api"
+        BATCH = "batch"  # a request of a Batch API batch
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage"

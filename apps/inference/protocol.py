@@ -148,6 +148,9 @@ class GenerationRequest:
     prompt: str | None = None  # completion: used as it is
     deadline_s: float | None = None  # wall-clock budget from submission
     resume: Resume | None = None  # continue an answer from its stored tokens
+    # A Batch API request: any interactive request waits ahead of it and, on the llama.cpp
+    # engine, runs while it pauses.
+    batch: bool = False
 
 
 @dataclass(frozen=True)

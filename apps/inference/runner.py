@@ -29,7 +29,7 @@ from apps.core.work import (
 
 from . import telemetry
 from .engines import registry
-from .models import EmbeddingBatch, Generation
+from .models import EmbeddingBatch, Generation, Priority
 from .protocol import (
     EngineError,
     Finished,
@@ -107,6 +107,7 @@ class _GenerationStream:
             prompt=generation.prompt if generation.messages is None else None,
             deadline_s=settings.INFERENCE_MAX_SECONDS,
             resume=resume,
+            batch=generation.priority == Priority.BATCH,
         )
 
     def run(self) -> None:

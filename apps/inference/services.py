@@ -20,7 +20,7 @@ from apps.core.queues import Queue, enqueue_on_commit
 from apps.core.work import work_cancel
 
 from . import affinity, control
-from .models import EmbeddingBatch, Generation
+from .models import EmbeddingBatch, Generation, Priority
 from .protocol import SamplingParams
 from .streaming import publish_done
 
@@ -65,6 +65,7 @@ def generation_start(
     api_key: ApiKey | None = None,
     n: int = 1,
     end_user: str = "",
+    priority: str = Priority.INTERACTIVE,
 ) -> list[Generation]:
     """Record ``n`` generations (chat ``messages``, or a raw ``prompt``) and enqueue each on the
     inference queue once the transaction commits (on the queue of the worker that served the
@@ -94,6 +95,7 @@ def generation_start(
             params=choice.model_dump(mode="json"),
             end_user=end_user,
             affinity_key=key,
+            priority=priority,
         )
         enqueue_on_commit(run_generation, generation.pk, worker=worker)
         generations.append(generation)
@@ -123,6 +125,7 @@ def embedding_start(
     inputs: list[str],
     api_key: ApiKey | None = None,
     kind: str = EmbeddingBatch.Kind.EMBEDDINGS,
+    priority: str = Priority.INTERACTIVE,
 ) -> EmbeddingBatch:
     """Record an embeddings (or classification) request and enqueue it once the transaction
     commits. Precondition: ``version`` came through ``access_model`` for ``user``, has the task
@@ -130,7 +133,12 @@ def embedding_start(
     from .tasks import run_embedding
 
     batch = EmbeddingBatch.objects.create(
-        user=user, model_version=version, inputs=inputs, api_key=api_key, kind=kind
+        user=user,
+        model_version=version,
+        inputs=inputs,
+        api_key=api_key,
+        kind=kind,
+        priority=priority,
     )
     enqueue_on_commit(run_embedding, batch.pk)
     return batch

@@ -16,7 +16,7 @@ from django.db.models.functions import TruncDate
 from apps.accounts.limits import LimitExceeded, Window
 from apps.accounts.models import User
 
-from .models import EmbeddingBatch, Generation, UsageRecord
+from .models import EmbeddingBatch, Generation, Priority, UsageRecord
 
 
 def usage_record(
@@ -33,12 +33,18 @@ def usage_record(
             "user_id": work.user_id,
             "api_key_id": work.api_key_id,
             "model_id": work.model_version.model_id,
-            "source": UsageRecord.Source.API if work.api_key_id else UsageRecord.Source.CHAT,
+            "source": _source(work),
             "kind": work.kind,
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
         },
     )
+
+
+def _source(work: Generation | EmbeddingBatch) -> str:
+    if work.priority == Priority.BATCH:
+        return UsageRecord.Source.BATCH
+    return UsageRecord.Source.API if work.api_key_id else UsageRecord.Source.CHAT
 
 
 def token_window(user: User) -> Window | None:

@@ -6,6 +6,8 @@ an answer resumed from its stored tokens, and a tokenizer that agrees with llama
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 
 import pytest
 from django.conf import settings
@@ -205,3 +207,55 @@ def test_the_weights_are_rewritten_once_by_llama_cpps_quantizer(tmp_path):
     assert first.stat().st_mtime_ns == written  # kept, not written again
     assert first.stat().st_size > source.stat().st_size  # 8-bit blocks outweigh the 4-bit ones
     assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_batch_requests_pause_while_an_interactive_one_runs_and_lose_nothing(model_cache_dir):
+    """An interactive request overtakes Batch API requests: they pause (their cells kept) while
+    it runs, and afterwards go on to the very answers they give undisturbed."""
+    served = engine(model_cache_dir, max_batch=3)
+    try:
+
+        def batch_request(text: str) -> GenerationRequest:
+            return GenerationRequest(
+                request_id=str(uuid.uuid4()),
+                params=request(temperature=0, max_tokens=120).params,
+                messages=ask(text),
+                batch=True,
+            )
+
+        questions = ["Write a story about a fox.", "Write a story about a ship."]
+        alone = {q: collect(served, batch_request(q))[0] for q in questions}
+        arrivals: dict[str, list[tuple[float, TokenDelta]]] = {q: [] for q in questions}
+
+        def follow(question: str) -> None:
+            for event in served.generate(batch_request(question)):
+                if isinstance(event, TokenDelta):
+                    arrivals[question].append((time.monotonic(), event))
+
+        threads = [threading.Thread(target=follow, args=(q,)) for q in questions]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while not all(sum(e.tokens for _, e in arrivals[q]) >= 5 for q in questions):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        first = last = None
+        interactive = request(messages=ask("Count from 1 to 40."), temperature=0, max_tokens=48)
+        for event in served.generate(interactive):
+            if isinstance(event, TokenDelta):
+                first = first or time.monotonic()
+            elif isinstance(event, Finished):
+                last = time.monotonic()
+                assert event.completion_tokens == 48
+        for thread in threads:
+            thread.join(120)
+        assert first is not None and last is not None
+        for question in questions:
+            # Paused: nothing of theirs came while it ran (a grace for a delta under way).
+            during = [e for at, e in arrivals[question] if first + 0.25 < at < last]
+            assert sum(e.tokens for e in during) == 0, (question, last - first)
+            # Resumed afterwards, to the answer they give alone.
+            assert arrivals[question][-1][0] > last
+            assert "".join(e.text for _, e in arrivals[question]) == alone[question]
+    finally:
+        served.close()

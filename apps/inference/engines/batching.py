@@ -33,7 +33,7 @@ from apps.inference.protocol import (
 )
 
 from .sampling import request_rng
-from .text import Answer, answer_for, prompt_ids_for
+from .text import Answer, answer_for, prompt_ids_for, wait_in_turn
 from .thread import EngineThread, Pacing, Submission
 
 logger = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class BatchingEngine(EngineThread):
         )
         if request.resume is not None and not self._resume(sequence, request.resume):
             return
-        self.waiting.append(sequence)
+        wait_in_turn(self.waiting, sequence)
 
     def _resume(self, sequence: Sequence, resume: Resume) -> bool:
         if not sequence.answer.resume(resume):

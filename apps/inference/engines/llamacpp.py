@@ -50,7 +50,7 @@ from apps.inference.protocol import (
 
 from .gguf import SharedModel, check_build, gguf_file, gguf_tokenizer, lora_file, requantized
 from .sampling import request_rng
-from .text import Answer, answer_for, prompt_ids_for
+from .text import Answer, answer_for, prompt_ids_for, wait_in_turn
 from .thread import EngineThread, Pacing, Submission
 
 logger = logging.getLogger(__name__)
@@ -356,7 +356,7 @@ class LlamaCppEngine(EngineThread):
         )
         if request.resume is not None and not self._resume(entry, request.resume):
             return
-        self.waiting.append(entry)
+        wait_in_turn(self.waiting, entry)
 
     def _resume(self, request: Request, resume: Resume) -> bool:
         if not request.answer.resume(resume):
@@ -418,6 +418,9 @@ class LlamaCppEngine(EngineThread):
         batch.size = 0
         wants: list[tuple[Request, int]] = []
         running = self._running()
+        if any(not r.submission.request.batch for r in running):
+            # Batch API requests pause (their cells kept) while an interactive one runs.
+            running = [r for r in running if not r.submission.request.batch]
         self._interval = self.pacing.interval(len(running))
         for request in running:
             if not request.reading:

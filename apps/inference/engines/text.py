@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -390,3 +390,14 @@ def prompt_ids_for(
             "conversation or lower max_tokens.",
         )
     return ids
+
+
+def wait_in_turn(waiting: deque[Any], entry: Any) -> None:
+    """Put ``entry`` (anything with a ``submission``) in ``waiting``: an interactive request
+    ahead of every Batch API request, each kind in arrival order."""
+    if not entry.submission.request.batch:
+        for index, queued in enumerate(waiting):
+            if queued.submission.request.batch:
+                waiting.insert(index, entry)
+                return
+    waiting.append(entry)
