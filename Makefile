@@ -12,7 +12,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 INSTALLED := $(VENV)/.installed
 FRONTEND := node_modules/.installed
 
-.PHONY: install chromium run test lint format migrations-check prod worker worker-training bench bench-adapters bench-structured loadtest
+.PHONY: install chromium run test lint format migrations-check prod worker worker-training bench bench-adapters bench-structured bench-batch loadtest
 
 install: $(INSTALLED) $(FRONTEND)
 
@@ -87,6 +87,10 @@ bench-adapters: install
 bench-structured: install
 	$(PIP) install -q -e '.[dev,bench]'
 	$(PY) bench/structured.py
+
+# What a running batch costs interactive users (README, "The Batch API").
+bench-batch: install
+	$(PY) bench/batch.py
 
 # The bounded load test (README, "Reliability and security"): 50 chat users over WebSockets and 20
 # API clients streaming for 60 s against the production shape; fails on any error but a 429.

@@ -10,6 +10,7 @@ llama.cpp's server on the same GGUF file with 16 and 32 slots, and llama-batched
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +243,35 @@ def platform_setup(ws_streams: int) -> dict[str, Any]:
         "conversations": conversations,
         "model": conversation.model.slug,
     }
+
+
+@contextlib.contextmanager
+def serving_platform() -> Iterator[tuple[str, dict[str, str], dict[str, Any]]]:
+    """The platform in its production shape (the ASGI server, an inference worker, the bench
+    database and Redis) with the model loaded and answering: (its URL, the bench key's headers,
+    ``platform_setup``'s account); stopped at the end."""
+    ensure_database()
+    import redis
+
+    redis.Redis.from_url(BENCH_REDIS).flushdb()
+    setup = platform_setup(1)  # one conversation: it names the default model
+    worker = start("worker", WORKER)
+    web = start("web", [PYTHON, "manage.py", "serve", "--port", str(WEB_PORT)])
+    try:
+        base = f"http://127.0.0.1:{WEB_PORT}"
+        headers = {"Authorization": f"Bearer {setup['key']}"}
+        wait_http(f"{base}/v1/models", 120, headers)
+        log("waiting for the worker to load the model")
+        deadline = time.monotonic() + 600
+        url = f"{base}/v1/chat/completions"
+        while not (warm := sse_levels(url, headers, setup["model"], [1])["1"])["tokens"]:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the platform did not answer: {warm['errors']}")
+            time.sleep(2)
+        yield base, headers, setup
+    finally:
+        stop(web)
+        stop(worker)
 
 
 def generation_tokens(ids: list[str]) -> dict[str, int]:

@@ -234,31 +234,12 @@ def _mean(values: Any) -> float | None:
 
 def main() -> None:
     results: dict[str, Any] = {"machine": run.machine(), "new_tokens": NEW_TOKENS}
-    run.ensure_database()
-    import redis
-
-    redis.Redis.from_url(run.BENCH_REDIS).flushdb()
-    setup = run.platform_setup(1)  # one conversation: it names the default model
-    worker = run.start("worker", run.WORKER)
-    web = run.start("web", [run.PYTHON, "manage.py", "serve", "--port", str(run.WEB_PORT)])
-    try:
-        base = f"http://127.0.0.1:{run.WEB_PORT}"
-        headers = {"Authorization": f"Bearer {setup['key']}"}
-        run.wait_http(f"{base}/v1/models", 120, headers)
+    with run.serving_platform() as (base, headers, setup):
         url = f"{base}/v1/chat/completions"
-        run.log("waiting for the worker to load the model")
-        deadline = time.monotonic() + 600
-        while not (warm := run.sse_levels(url, headers, setup["model"], [1])["1"])["tokens"]:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the platform did not answer: {warm['errors']}")
-            time.sleep(2)
         run.log("cost of a schema: free text against JSON, alternating")
         results["cost"] = cost(url, headers, setup["model"])
         run.log("extraction: 50 prompts, a four-field schema")
         results["extraction"] = extraction(base, setup["key"], setup["model"])
-    finally:
-        run.stop(web)
-        run.stop(worker)
     OUT.write_text(json.dumps(results, indent=1))
     run.log(f"wrote {OUT}; process logs in {run.LOGS}")
 

@@ -5,7 +5,7 @@ a ``celery worker`` process or the embedded default's, starts and stops through
 import os
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "playground.settings")
 
@@ -27,3 +27,10 @@ def _on_worker_shutdown(sender: object = None, **kwargs: object) -> None:
     from .worker import worker_stopped
 
     worker_stopped(hostname=str(getattr(sender, "hostname", "celery")))
+
+
+@worker_shutting_down.connect
+def _on_worker_shutting_down(sender: object = None, **kwargs: object) -> None:
+    from apps.core import runtime
+
+    runtime.stopping.set()

@@ -222,6 +222,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # which inference workers have at hand; training waits for a training worker.
 CELERY_TASK_ROUTES = {
     "apps.inference.tasks.*": {"queue": Queue.INFERENCE.value},
+    "apps.api.tasks.run_batch": {"queue": Queue.INFERENCE.value},
     "apps.finetuning.tasks.analyze_dataset": {"queue": Queue.INFERENCE.value},
     "apps.finetuning.tasks.run_finetune_job": {"queue": Queue.TRAINING.value},
 }
@@ -288,6 +289,13 @@ WORKER_LOST_SECONDS = env_float("WORKER_LOST_SECONDS", 20.0)
 # Work still waiting for a worker this long after its message went to the broker has its message
 # sent again by a worker's heartbeat: the broker lost it (a Redis restart; apps.core.work).
 REQUEUE_SECONDS = env_float("REQUEUE_SECONDS", 60.0)
+# The Batch API: requests of one batch in flight at once (each an engine sequence; the engine's
+# other INFERENCE_MAX_BATCH sequences stay free for interactive requests, which overtake them),
+# how often its runner looks at them, and the most requests one batch holds.
+BATCH_CONCURRENCY = env_int("BATCH_CONCURRENCY", 8, minimum=1)
+BATCH_POLL_SECONDS = env_float("BATCH_POLL_SECONDS", 0.5)
+BATCH_MAX_REQUESTS = env_int("BATCH_MAX_REQUESTS", 50000, minimum=1)
+BATCH_MAX_UPLOAD_BYTES = env_int("BATCH_MAX_UPLOAD_BYTES", 200 << 20, minimum=1)
 # A generation whose worker is lost goes back to the queue and another worker continues it, up to
 # this many claims in all; then it fails with worker_lost (work that keeps killing its workers).
 WORK_MAX_ATTEMPTS = env_int("WORK_MAX_ATTEMPTS", 3, minimum=1)

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from apps.api import site_views as api_site_views
 from apps.api import views as api_views
 from apps.chat import views as chat_views
 
@@ -15,6 +16,12 @@ urlpatterns = [
     path("finetuning/", include("apps.finetuning.urls")),
     path("v1/", include("apps.api.urls")),
     path("docs/api/", api_views.api_docs, name="api-docs"),
+    path("batches/", api_site_views.batches_page, name="api-batches-page"),
+    path(
+        "batches/files/<str:file_id>/",
+        api_site_views.batch_file_download,
+        name="api-batch-file",
+    ),
     path("healthz", ops.healthz, name="ops-healthz"),
     path("readyz", ops.readyz, name="ops-readyz"),
     path("metrics", ops.metrics, name="ops-metrics"),

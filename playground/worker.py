@@ -42,6 +42,7 @@ _stops: dict[str, threading.Event] = {}
 def worker_started(*, hostname: str, queues: list[str]) -> None:
     """Start the heartbeat of the worker ``hostname`` (consuming ``queues``) and run the apps'
     start-up hooks for those queues. Idempotent per hostname."""
+    runtime.stopping.clear()
     if hostname in _stops:
         return
     stop = _stops[hostname] = threading.Event()
@@ -205,6 +206,7 @@ def embedded_worker(
     try:
         yield worker
     finally:
+        runtime.stopping.set()
         worker.stop(in_sighandler=False)
         thread.join(timeout)
 

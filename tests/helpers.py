@@ -74,13 +74,15 @@ class Process:
         self._log_file.close()
 
 
-def wait_for(check: Callable[[], object], *, timeout: float = 30, what: str = "") -> object:
+def wait_for(
+    check: Callable[[], object], *, timeout: float = 30, what: str = "", interval: float = 0.1
+) -> object:
     """Poll ``check`` until it returns something true, and return that; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while not (result := check()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or check}")
-        time.sleep(0.1)
+        time.sleep(interval)
     return result
 
 

@@ -4,9 +4,9 @@ with their headers, errors in OpenAI's shape, and reading a JSON body."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
@@ -23,11 +23,17 @@ from .auth import authenticate
 from .errors import ApiError
 
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
+T = TypeVar("T")
 
 
-def api_view(method: str, *, scope: str | None) -> Callable[[View], View]:
+def api_view(
+    method: str, *, scope: str | None, quota: bool | None = None
+) -> Callable[[View], View]:
     """Method guard, key authentication and OpenAI-shaped errors for one /v1 endpoint. The view
-    gets the request and the key (``view(request, api_key, **kwargs)``)."""
+    gets the request and the key (``view(request, api_key, **kwargs)``). ``quota``: whether the
+    account's daily token quota must have room (by default, for the inference scope: an endpoint
+    that only reads or stops work, such as fetching a batch, says False)."""
+    checks_quota = scope == ApiKey.Scope.INFERENCE if quota is None else quota
 
     def decorate(view: View) -> View:
         @csrf_exempt
@@ -41,7 +47,7 @@ def api_view(method: str, *, scope: str | None) -> Callable[[View], View]:
                         code="method_not_allowed",
                         headers={"Allow": method},
                     )
-                api_key, windows = await sync_to_async(_admit)(request, scope)
+                api_key, windows = await sync_to_async(_admit)(request, scope, checks_quota)
             except ApiError as error:
                 return error.response()
             try:
@@ -78,14 +84,16 @@ def by_method(**views: View) -> View:
     return dispatch  # type: ignore[return-value]
 
 
-def _admit(request: HttpRequest, scope: str | None) -> tuple[ApiKey, dict[str, Window | None]]:
-    """Authenticate, then count the request against the key's rate limit and, for generation,
+def _admit(
+    request: HttpRequest, scope: str | None, quota: bool
+) -> tuple[ApiKey, dict[str, Window | None]]:
+    """Authenticate, then count the request against the key's rate limit and, with ``quota``,
     check the account's token quota. Raises ApiError 401/403/429."""
     api_key = authenticate(request, scope=scope)
     windows: dict[str, Window | None] = {}
     try:
         windows["requests"] = request_window(api_key)
-        if scope == ApiKey.Scope.INFERENCE:
+        if quota:
             windows["tokens"] = token_window(api_key.user)
     except LimitExceeded as exceeded:
         code = ErrorCode.RATE_LIMITED if "requests" not in windows else ErrorCode.QUOTA_EXCEEDED
@@ -126,3 +134,30 @@ def list_limit(request: HttpRequest, default: int = 20) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
         raise ApiError(400, f"limit must be a whole number from 1 to {MAX_LIST}.", param="limit")
     return int(raw)
+
+
+def list_page(
+    items: Sequence[T],
+    *,
+    id_of: Callable[[T], str],
+    shape: Callable[[T], dict[str, Any]],
+    after: str | None,
+    limit: int,
+    what: str,
+) -> dict[str, Any]:
+    """One page of a list endpoint in OpenAI's cursor shape: ``limit`` of ``items`` after the
+    one whose id is ``after`` (ApiError 400 when there is none by that id), with ``has_more``
+    and the first and last ids, as the SDK's pagination reads them."""
+    if after:
+        ids = [id_of(item) for item in items]
+        if after not in ids:
+            raise ApiError(400, f"There is no {what} {after!r} to list after.", param="after")
+        items = items[ids.index(after) + 1 :]
+    data = [shape(item) for item in items[:limit]]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(items) > limit,
+    }

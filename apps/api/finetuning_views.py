@@ -1,7 +1,8 @@
 """Files and fine-tuning jobs in OpenAI's shape: ``/v1/files`` and ``/v1/fine_tuning/jobs``.
 
-Every endpoint needs a key with the ``fine-tuning`` scope; an id of another account's file or
-job answers 404, as a missing one does.
+A fine-tuning dataset and every jobs endpoint need a key with the ``fine-tuning`` scope, a
+Batch API file (purpose ``batch``, and a batch's output) one with the ``inference`` scope; an id
+of another account's file or job answers 404, as a missing one does.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 
 from apps.accounts.models import ApiKey
 from apps.core.errors import ServiceError
@@ -21,9 +22,13 @@ from apps.finetuning.models import Dataset, FineTuningJob, JobEvent
 from apps.finetuning.selectors import access_dataset, access_job, datasets_for, jobs_for
 from apps.finetuning.services import dataset_create, dataset_delete, finetune_job_cancel
 
-from .decorators import api_view, json_body, list_limit
+from .batches import BatchFileInvalid, api_file_delete, batch_file_create
+from .batches import file_object as batch_file_object
+from .decorators import MAX_LIST, api_view, json_body, list_limit, list_page
 from .errors import ApiError
+from .models import ApiFile
 from .schemas import FineTuningJobRequest, parse
+from .selectors import access_api_file, api_files_for
 from .services import fine_tuning_job_start, not_found
 
 SCOPE = ApiKey.Scope.FINE_TUNING
@@ -92,18 +97,67 @@ def event_object(event: JobEvent) -> dict[str, Any]:
 
 
 # -- files ---------------------------------------------------------------------------------------
-@api_view("POST", scope=SCOPE)
+def _needs(api_key: ApiKey, scope: str) -> None:
+    if not api_key.allows(scope):
+        raise ApiError(
+            403,
+            f"This API key does not have the {ApiKey.Scope(scope).value} scope; create a key "
+            "with it on the API keys page.",
+            code="insufficient_scope",
+        )
+
+
+def _either_file(api_key: ApiKey, file_id: str) -> ApiFile | Dataset:
+    """The account's batch file or dataset ``file_id``, each needing its key scope; 404 when the
+    account has neither by that id."""
+    user = api_key.user
+    try:
+        api_file = access_api_file(user, file_id)
+    except Http404:
+        pass
+    else:
+        _needs(api_key, ApiKey.Scope.INFERENCE)
+        return api_file
+    try:
+        dataset = access_dataset(user, file_id)
+    except Http404:
+        raise not_found("file", file_id) from None
+    _needs(api_key, SCOPE)
+    return dataset
+
+
+def _any_file_object(found: ApiFile | Dataset) -> dict[str, Any]:
+    return batch_file_object(found) if isinstance(found, ApiFile) else file_object(found)
+
+
+@api_view("POST", scope=None)
 async def files_create(request: HttpRequest, api_key: ApiKey) -> JsonResponse:
-    def create() -> Dataset:
+    """A fine-tuning dataset (purpose ``fine-tune``, the fine-tuning scope) or a Batch API input
+    file (purpose ``batch``, the inference scope); every line checked before it is kept."""
+
+    def create() -> Dataset | ApiFile:
         purpose = request.POST.get("purpose")
-        if purpose != "fine-tune":
-            raise ApiError(400, "purpose must be 'fine-tune'.", param="purpose")
+        if purpose not in ("fine-tune", "batch"):
+            raise ApiError(400, "purpose must be 'fine-tune' or 'batch'.", param="purpose")
+        _needs(api_key, SCOPE if purpose == "fine-tune" else ApiKey.Scope.INFERENCE)
         upload = request.FILES.get("file")
         if not isinstance(upload, UploadedFile):
-            raise ApiError(400, "Send the dataset as the multipart field 'file'.", param="file")
-        refusal = too_large(upload, settings.FINETUNE_MAX_UPLOAD_BYTES)
+            raise ApiError(400, "Send the file as the multipart field 'file'.", param="file")
+        limit = (
+            settings.FINETUNE_MAX_UPLOAD_BYTES
+            if purpose == "fine-tune"
+            else settings.BATCH_MAX_UPLOAD_BYTES
+        )
+        refusal = too_large(upload, limit)
         if refusal:
             raise ApiError(413, refusal, code="file_too_large", param="file")
+        if purpose == "batch":
+            try:
+                return batch_file_create(
+                    owner=api_key.user, filename=upload.name or "", data=upload.read()
+                )
+            except BatchFileInvalid as invalid:
+                raise invalid.api_error("file") from None
         try:
             return dataset_create(
                 owner=api_key.user, filename=upload.name or "", data=upload.read()
@@ -117,34 +171,71 @@ async def files_create(request: HttpRequest, api_key: ApiKey) -> JsonResponse:
                 details=[{"line": e.line, "message": e.message} for e in invalid.errors],
             ) from None
 
-    return JsonResponse(file_object(await sync_to_async(create)()), status=200)
+    return JsonResponse(_any_file_object(await sync_to_async(create)()), status=200)
 
 
-@api_view("GET", scope=SCOPE)
+@api_view("GET", scope=None)
 async def files_list(request: HttpRequest, api_key: ApiKey) -> JsonResponse:
-    datasets = await sync_to_async(datasets_for)(api_key.user)
-    return JsonResponse({"object": "list", "data": [file_object(d) for d in datasets]})
+    """The account's files its key may use (datasets with the fine-tuning scope, Batch API
+    files with the inference scope), newest first; ``purpose`` narrows them."""
+    purpose = request.GET.get("purpose")
+    limit = list_limit(request, default=MAX_LIST)
+    after = request.GET.get("after")
+
+    def listed() -> dict[str, Any]:
+        found: list[Any] = []
+        if api_key.allows(SCOPE) and purpose in (None, "fine-tune"):
+            found += datasets_for(api_key.user)
+        if api_key.allows(ApiKey.Scope.INFERENCE) and purpose != "fine-tune":
+            found += [f for f in api_files_for(api_key.user) if purpose in (None, f.purpose)]
+        found.sort(key=lambda f: f.created_at, reverse=True)
+        return list_page(
+            found,
+            id_of=lambda f: f.openai_id,
+            shape=_any_file_object,
+            after=after,
+            limit=limit,
+            what="file",
+        )
+
+    return JsonResponse(await sync_to_async(listed)())
 
 
-@api_view("GET", scope=SCOPE)
+@api_view("GET", scope=None)
 async def file_detail(request: HttpRequest, api_key: ApiKey, file_id: str) -> JsonResponse:
-    try:
-        dataset = await sync_to_async(access_dataset)(api_key.user, file_id)
-    except Http404:
-        raise not_found("file", file_id) from None
-    return JsonResponse(file_object(dataset))
+    found = await sync_to_async(_either_file)(api_key, file_id)
+    return JsonResponse(_any_file_object(found))
 
 
-@api_view("DELETE", scope=SCOPE)
+@api_view("GET", scope=None)
+async def file_content(request: HttpRequest, api_key: ApiKey, file_id: str) -> HttpResponse:
+    """A Batch API file's text (an input, or a batch's output or error file)."""
+
+    def content() -> ApiFile:
+        found = _either_file(api_key, file_id)
+        if not isinstance(found, ApiFile):
+            raise ApiError(
+                400,
+                "The content of a fine-tuning dataset is not served back; only Batch API files "
+                "(inputs, outputs and errors) are.",
+                param="file_id",
+            )
+        return found
+
+    found = await sync_to_async(content)()
+    return HttpResponse(found.content, content_type="application/jsonl; charset=utf-8")
+
+
+@api_view("DELETE", scope=None)
 async def file_delete(request: HttpRequest, api_key: ApiKey, file_id: str) -> JsonResponse:
     def delete() -> str:
+        found = _either_file(api_key, file_id)
+        openai_id = found.openai_id
+        if isinstance(found, ApiFile):
+            api_file_delete(api_file=found)
+            return openai_id
         try:
-            dataset = access_dataset(api_key.user, file_id)
-        except Http404:
-            raise not_found("file", file_id) from None
-        openai_id = dataset.openai_id
-        try:
-            dataset_delete(dataset=dataset)
+            dataset_delete(dataset=found)
         except ServiceError as error:
             raise ApiError(409, error.message, code="file_in_use", param="file_id") from None
         return openai_id

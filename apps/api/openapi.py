@@ -80,7 +80,8 @@ def _get(summary: str, ok: str, *params: str) -> dict[str, Any]:
 
 def _finetuning_paths() -> dict[str, Any]:
     upload = {
-        "summary": "Upload a JSONL dataset (purpose 'fine-tune'); every row is checked first",
+        "summary": "Upload a JSONL file: a dataset (purpose 'fine-tune') or a Batch API input "
+        "(purpose 'batch'); every line is checked first",
         "requestBody": {
             "required": True,
             "content": {
@@ -90,7 +91,7 @@ def _finetuning_paths() -> dict[str, Any]:
                         "required": ["file", "purpose"],
                         "properties": {
                             "file": {"type": "string", "format": "binary"},
-                            "purpose": {"type": "string", "enum": ["fine-tune"]},
+                            "purpose": {"type": "string", "enum": ["fine-tune", "batch"]},
                         },
                     }
                 }
@@ -144,6 +145,60 @@ def _responses_paths() -> dict[str, Any]:
                 "A response's input items (order: desc or asc; limit; after)",
                 "A list of input items",
                 *one,
+            )
+        },
+    }
+
+
+def _batch_paths() -> dict[str, Any]:
+    create = {
+        "summary": "Run a batch file's requests at batch priority (interactive requests overtake "
+        "them); every line checked first, a bad one refused by line number",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["input_file_id", "endpoint", "completion_window"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "input_file_id": {"type": "string"},
+                            "endpoint": {
+                                "type": "string",
+                                "enum": [
+                                    "/v1/chat/completions",
+                                    "/v1/completions",
+                                    "/v1/embeddings",
+                                ],
+                            },
+                            "completion_window": {"type": "string", "enum": ["24h"]},
+                            "metadata": {
+                                "type": "object",
+                                "additionalProperties": {"type": "string"},
+                            },
+                        },
+                    }
+                }
+            },
+        },
+        "responses": _responses("A batch object (status validating)"),
+    }
+    one = ("batch_id",)
+    return {
+        "/batches": {
+            "get": _get("Your batches, newest first", "A list of batches"),
+            "post": create,
+        },
+        "/batches/{batch_id}": {"get": _get("One batch", "A batch object", *one)},
+        "/batches/{batch_id}/cancel": {
+            "post": _get("Cancel a batch; what finished stays in its output", "The batch", *one)
+        },
+        "/files/{file_id}/content": {
+            "get": _get(
+                "A Batch API file's text (an input, or a batch's output or error file)",
+                "JSONL",
+                "file_id",
             )
         },
     }
@@ -218,6 +273,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                 "A list of {index, label, scores} (scores: the probability of every label)",
             ),
             **_responses_paths(),
+            **_batch_paths(),
             **_finetuning_paths(),
         },
     }

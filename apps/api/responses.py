@@ -17,7 +17,7 @@ from apps.inference.models import Generation
 from apps.inference.streaming import Delta, Done, Event, Waiting, follow
 from apps.inference.tools import answer_calls, may_become_call
 
-from .errors import ApiError
+from .decorators import list_page
 from .models import StoredResponse
 from .selectors import response_id
 from .services import completion_cancel, response_tool_names
@@ -347,18 +347,11 @@ def input_items_page(
     items = [_input_item(stored, i, item) for i, item in enumerate(stored.input_items)]
     if order == "desc":
         items.reverse()
-    if after is not None:
-        ids = [item["id"] for item in items]
-        if after not in ids:
-            raise ApiError(
-                400, f"This response has no input item {after!r} to list after.", param="after"
-            )
-        items = items[ids.index(after) + 1 :]
-    page = items[:limit]
-    return {
-        "object": "list",
-        "data": page,
-        "first_id": page[0]["id"] if page else None,
-        "last_id": page[-1]["id"] if page else None,
-        "has_more": len(items) > limit,
-    }
+    return list_page(
+        items,
+        id_of=lambda item: item["id"],
+        shape=lambda item: item,
+        after=after,
+        limit=limit,
+        what="input item",
+    )

@@ -8,15 +8,16 @@ from typing import Any
 from django.db import transaction
 from django.http import Http404
 
-from apps.accounts.models import ApiKey
-from apps.catalog.models import LanguageModel
+from apps.accounts.models import ApiKey, User
+from apps.catalog.models import LanguageModel, ModelVersion
 from apps.catalog.selectors import access_model, active_version
 from apps.core.errors import ErrorCode, ServiceError
 from apps.finetuning.models import FineTuningJob
 from apps.finetuning.schemas import Hyperparameters
 from apps.finetuning.selectors import access_dataset, access_job
 from apps.finetuning.services import fine_tuned_model_delete, finetune_job_create
-from apps.inference.models import EmbeddingBatch, Generation
+from apps.inference.models import EmbeddingBatch, Generation, Priority
+from apps.inference.protocol import SamplingParams
 from apps.inference.services import (
     classification_start,
     embedding_start,
@@ -43,10 +44,10 @@ OPENAI_DEFAULTS = {"temperature": 1.0}
 EMBEDDING_DIMENSIONS = {"all-minilm-l6-v2": 384}
 
 
-def model_for(api_key: ApiKey, slug: str) -> LanguageModel:
-    """The model ``slug`` for the key's account; ServiceError (404) when it has none by that id."""
+def model_for(user: User, slug: str) -> LanguageModel:
+    """The model ``slug`` for ``user``; ServiceError (404) when it has none by that id."""
     try:
-        return access_model(api_key.user, slug)
+        return access_model(user, slug)
     except Http404:
         raise ServiceError(
             ErrorCode.MODEL_NOT_FOUND,
@@ -55,12 +56,12 @@ def model_for(api_key: ApiKey, slug: str) -> LanguageModel:
         ) from None
 
 
-def completion_start(
-    *, api_key: ApiKey, body: ChatCompletionRequest | CompletionRequest
-) -> list[Generation]:
-    """Validate and enqueue ``body.n`` generations for the key's account. Precondition: the key
-    allows inference."""
-    model = model_for(api_key, body.model)
+def completion_check(
+    *, user: User, body: ChatCompletionRequest | CompletionRequest
+) -> tuple[ModelVersion, SamplingParams]:
+    """The version that answers ``body`` for ``user``, and the parameters it runs with; a
+    ServiceError for anything wrong. Writes nothing."""
+    model = model_for(user, body.model)
     chat = isinstance(body, ChatCompletionRequest)
     expected = (
         (LanguageModel.Task.CHAT,)
@@ -74,10 +75,22 @@ def completion_start(
             param="model",
         )
     version = active_version(model)
-    params = sampling_params_for(version, body.sampling(), fallback=OPENAI_DEFAULTS)
+    return version, sampling_params_for(version, body.sampling(), fallback=OPENAI_DEFAULTS)
+
+
+def completion_start(
+    *,
+    user: User,
+    api_key: ApiKey | None,
+    body: ChatCompletionRequest | CompletionRequest,
+    priority: str = Priority.INTERACTIVE,
+) -> list[Generation]:
+    """Validate and enqueue ``body.n`` generations for ``user`` (through ``api_key``: an
+    inference key, or None for a batch whose key has gone)."""
+    version, params = completion_check(user=user, body=body)
     messages = body.engine_messages() if isinstance(body, ChatCompletionRequest) else None
     return generation_start(
-        user=api_key.user,
+        user=user,
         version=version,
         params=params,
         messages=messages,
@@ -85,6 +98,7 @@ def completion_start(
         api_key=api_key,
         n=body.n,
         end_user=body.user or "",
+        priority=priority,
     )
 
 
@@ -96,15 +110,16 @@ def completion_cancel(*, generations: list[Generation]) -> None:
 
 def classifications_start(*, api_key: ApiKey, body: ClassificationRequest) -> EmbeddingBatch:
     """Validate and enqueue a classification request."""
-    model = model_for(api_key, body.model)
+    model = model_for(api_key.user, body.model)
     return classification_start(
         user=api_key.user, model=model, inputs=body.inputs(), api_key=api_key
     )
 
 
-def embeddings_start(*, api_key: ApiKey, body: EmbeddingRequest) -> EmbeddingBatch:
-    """Validate and enqueue an embeddings request."""
-    model = model_for(api_key, body.model)
+def embeddings_check(*, user: User, body: EmbeddingRequest) -> tuple[ModelVersion, list[str]]:
+    """The version that answers ``body`` for ``user``, and its texts; a ServiceError for
+    anything wrong. Writes nothing."""
+    model = model_for(user, body.model)
     if model.task != LanguageModel.Task.EMBEDDINGS:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
@@ -120,8 +135,20 @@ def embeddings_start(*, api_key: ApiKey, body: EmbeddingRequest) -> EmbeddingBat
             "dimensions cannot be changed.",
             param="dimensions",
         )
+    return active_version(model), inputs
+
+
+def embeddings_start(
+    *,
+    user: User,
+    api_key: ApiKey | None,
+    body: EmbeddingRequest,
+    priority: str = Priority.INTERACTIVE,
+) -> EmbeddingBatch:
+    """Validate and enqueue an embeddings request."""
+    version, inputs = embeddings_check(user=user, body=body)
     return embedding_start(
-        user=api_key.user, version=active_version(model), inputs=inputs, api_key=api_key
+        user=user, version=version, inputs=inputs, api_key=api_key, priority=priority
     )
 
 
@@ -231,7 +258,7 @@ def response_create(*, api_key: ApiKey, body: ResponseRequest) -> StoredResponse
     context = [*history, *body.input_messages(known_calls)]
     chat = body.chat_request(context)
     with transaction.atomic():
-        (generation,) = completion_start(api_key=api_key, body=chat)
+        (generation,) = completion_start(user=api_key.user, api_key=api_key, body=chat)
         stored = StoredResponse(
             id=generation.pk,
             user=api_key.user,

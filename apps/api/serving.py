@@ -4,10 +4,12 @@ server-sent events, read through ``apps.inference.streaming`` (the one stream re
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import numpy as np
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -18,6 +20,7 @@ from apps.inference.streaming import Delta, Done, Event, Waiting, finished, foll
 from apps.inference.tools import answer_calls, may_become_call
 
 from .errors import GENERATION_FAILURE_STATUS, ApiError
+from .schemas import EmbeddingRequest
 from .services import completion_cancel
 
 # An SSE comment (clients skip it) while an answer waits for a worker to take it up again.
@@ -46,6 +49,22 @@ async def encoded(batch: EmbeddingBatch) -> EmbeddingBatch:
     if batch.status == EmbeddingBatch.Status.FAILED:
         raise failure(batch, param="input")
     return batch
+
+
+def embeddings_body(batch: EmbeddingBatch, body: EmbeddingRequest) -> dict[str, Any]:
+    """A finished embeddings request's answer, in the encoding ``body`` asked for."""
+    data = []
+    for index, vector in enumerate(batch.vectors or []):
+        value: Any = vector
+        if body.encoding_format == "float":
+            value = np.frombuffer(base64.b64decode(vector), dtype=np.float32).tolist()
+        data.append({"object": "embedding", "index": index, "embedding": value})
+    return {
+        "object": "list",
+        "data": data,
+        "model": body.model,
+        "usage": {"prompt_tokens": batch.prompt_tokens, "total_tokens": batch.prompt_tokens},
+    }
 
 
 def _finish_reason(row: Generation) -> str:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import finetuning_views, views
+from . import batch_views, finetuning_views, views
 from .decorators import by_method as _by_method
 
 urlpatterns = [
@@ -40,6 +40,14 @@ urlpatterns = [
         _by_method(GET=finetuning_views.file_detail, DELETE=finetuning_views.file_delete),
         name="api-file",
     ),
+    path("files/<str:file_id>/content", finetuning_views.file_content, name="api-file-content"),
+    path(
+        "batches",
+        _by_method(GET=batch_views.batches_list, POST=batch_views.batches_create),
+        name="api-batches",
+    ),
+    path("batches/<str:batch_id>", batch_views.batch_detail, name="api-batch"),
+    path("batches/<str:batch_id>/cancel", batch_views.batch_cancel_view, name="api-batch-cancel"),
     path(
         "fine_tuning/jobs",
         _by_method(GET=finetuning_views.jobs_list, POST=finetuning_views.jobs_create),

@@ -3,10 +3,8 @@ service; the shared guard is ``decorators.api_view``, the answers' shapes ``serv
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
-import numpy as np
 from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
@@ -42,7 +40,7 @@ from .services import (
     response_create,
     response_delete,
 )
-from .serving import encoded, serve_completion
+from .serving import embeddings_body, encoded, serve_completion
 
 
 def _model_object(model: LanguageModel) -> dict[str, Any]:
@@ -69,7 +67,7 @@ async def model_delete(request: HttpRequest, api_key: ApiKey, model_id: str) -> 
 
 @api_view("GET", scope=None)
 async def model_detail(request: HttpRequest, api_key: ApiKey, model_id: str) -> HttpResponse:
-    return JsonResponse(_model_object(await sync_to_async(model_for)(api_key, model_id)))
+    return JsonResponse(_model_object(await sync_to_async(model_for)(api_key.user, model_id)))
 
 
 @api_view("POST", scope=ApiKey.Scope.INFERENCE)
@@ -85,7 +83,9 @@ async def completions(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase
 async def _complete(
     api_key: ApiKey, body: ChatCompletionRequest | CompletionRequest
 ) -> HttpResponseBase:
-    generations = await sync_to_async(completion_start)(api_key=api_key, body=body)
+    generations = await sync_to_async(completion_start)(
+        user=api_key.user, api_key=api_key, body=body
+    )
     return await serve_completion(
         generations,
         model=body.model,
@@ -120,21 +120,9 @@ async def classifications(request: HttpRequest, api_key: ApiKey) -> HttpResponse
 @api_view("POST", scope=ApiKey.Scope.INFERENCE)
 async def embeddings(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
     body = parse(EmbeddingRequest, json_body(request))
-    batch = await encoded(await sync_to_async(embeddings_start)(api_key=api_key, body=body))
-    data = []
-    for index, vector in enumerate(batch.vectors or []):
-        value: Any = vector
-        if body.encoding_format == "float":
-            value = np.frombuffer(base64.b64decode(vector), dtype=np.float32).tolist()
-        data.append({"object": "embedding", "index": index, "embedding": value})
-    return JsonResponse(
-        {
-            "object": "list",
-            "data": data,
-            "model": body.model,
-            "usage": {"prompt_tokens": batch.prompt_tokens, "total_tokens": batch.prompt_tokens},
-        }
-    )
+    started = await sync_to_async(embeddings_start)(user=api_key.user, api_key=api_key, body=body)
+    batch = await encoded(started)
+    return JsonResponse(embeddings_body(batch, body))
 
 
 @require_GET
@@ -167,13 +155,13 @@ def _stored(api_key: ApiKey, value: str) -> StoredResponse:
         raise not_found("response", value) from None
 
 
-@api_view("GET", scope=ApiKey.Scope.INFERENCE)
+@api_view("GET", scope=ApiKey.Scope.INFERENCE, quota=False)
 async def response_detail(request: HttpRequest, api_key: ApiKey, response_id: str) -> HttpResponse:
     stored = await sync_to_async(_stored)(api_key, response_id)
     return JsonResponse(response_object(stored, stored.generation))
 
 
-@api_view("DELETE", scope=ApiKey.Scope.INFERENCE)
+@api_view("DELETE", scope=ApiKey.Scope.INFERENCE, quota=False)
 async def response_delete_view(
     request: HttpRequest, api_key: ApiKey, response_id: str
 ) -> HttpResponse:
@@ -181,7 +169,7 @@ async def response_delete_view(
     return JsonResponse({"id": response_id, "object": "response", "deleted": True})
 
 
-@api_view("POST", scope=ApiKey.Scope.INFERENCE)
+@api_view("POST", scope=ApiKey.Scope.INFERENCE, quota=False)
 async def response_cancel_view(
     request: HttpRequest, api_key: ApiKey, response_id: str
 ) -> HttpResponse:
@@ -189,7 +177,7 @@ async def response_cancel_view(
     return JsonResponse(response_object(stored, stored.generation))
 
 
-@api_view("GET", scope=ApiKey.Scope.INFERENCE)
+@api_view("GET", scope=ApiKey.Scope.INFERENCE, quota=False)
 async def response_input_items(
     request: HttpRequest, api_key: ApiKey, response_id: str
 ) -> HttpResponse:

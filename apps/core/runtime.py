@@ -7,6 +7,7 @@ without importing the layer above it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -66,3 +67,10 @@ def register_report(
 
 def applies(hook: Sweep | Hook, queues: list[str]) -> bool:
     return hook.queue is None or hook.queue in queues
+
+
+# Set while a worker of this process shuts down (cleared when one starts): long work, such as a
+# batch runner, hands its record back rather than holding the shutdown up. One flag for the
+# process: its workers stop together (and a task's ``request.hostname`` is not always the
+# worker's name under the thread pool).
+stopping = threading.Event()

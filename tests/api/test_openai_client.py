@@ -455,6 +455,133 @@ def test_responses_function_calls_round_trip(client):
     assert answer.output[0].type == "message" and answer.output_text
 
 
+COUNTRIES = ["France", "Italy", "Spain", "Japan", "Kenya", "Peru", "Canada", "Egypt"]
+
+
+def batch_line(custom_id: str, body: dict) -> str:
+    return json.dumps(
+        {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+    )
+
+
+def run_batch(client, bodies: list[dict]):
+    text = "\n".join(batch_line(f"q{i}", body) for i, body in enumerate(bodies))
+    upload = client.files.create(file=("batch.jsonl", text.encode()), purpose="batch")
+    return client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+
+
+def wait_batch(client, batch_id: str, statuses: set[str], timeout: float = 300):
+    return wait_for(
+        lambda: (b := client.batches.retrieve(batch_id)).status in statuses and b,
+        timeout=timeout,
+        interval=1,
+        what=f"the batch to be {statuses}",
+    )
+
+
+def test_a_batch_gives_each_request_the_answer_it_gets_alone(client, owner):
+    ApiKey.objects.filter(user=owner).update(requests_per_minute=10_000)  # 40 asked alone too
+    bodies = []
+    for i in range(40):
+        country = COUNTRIES[i % len(COUNTRIES)]
+        ask = [f"Name the capital of {country}.", f"Say one word about {country}."][i % 2]
+        bodies.append(
+            {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": ask}],
+                "temperature": 0,
+                "max_tokens": 6 + i % 7,
+                **({"stop": ["."]} if i % 5 == 0 else {}),
+            }
+        )
+    batch = run_batch(client, bodies)
+    done = wait_batch(client, batch.id, {"completed", "failed"})
+    assert done.status == "completed" and done.request_counts.completed == 40
+    lines = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
+    assert sorted(line["custom_id"] for line in lines) == sorted(f"q{i}" for i in range(40))
+    for line in lines:
+        body = bodies[int(line["custom_id"][1:])]
+        alone = client.chat.completions.create(**body).choices[0].message.content
+        assert line["response"]["body"]["choices"][0]["message"]["content"] == alone, line
+    assert UsageRecord.objects.filter(user=owner, source="batch").count() == 40
+
+    # A malformed file is refused by line, and nothing is kept.
+    bad = "\n".join([batch_line("a", bodies[0]), "{oops", batch_line("a", bodies[1])])
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.files.create(file=("bad.jsonl", bad.encode()), purpose="batch")
+    assert [d["line"] for d in caught.value.body["details"]] == [2, 3]
+    assert not [f for f in client.files.list() if f.filename == "bad.jsonl"]
+
+    # Cancelled, it keeps what finished.
+    long = [{**body, "max_tokens": 60} for body in bodies[:24]]
+    cancelled = client.batches.cancel(run_batch(client, long).id)
+    assert cancelled.status in ("cancelling", "cancelled")
+    ended = wait_batch(client, cancelled.id, {"cancelled"})
+    finished = ended.request_counts.completed
+    out = client.files.content(ended.output_file_id).text.splitlines() if finished else []
+    errors = client.files.content(ended.error_file_id).text.splitlines()
+    assert len(out) == finished and len(out) + len(errors) == 24
+    assert {json.loads(e)["error"]["code"] for e in errors} == {"batch_cancelled"}
+
+
+def test_an_embeddings_batch_gives_the_vectors_asked_alone(client):
+    texts = ["a red apple", "a blue sea", "a green field"]
+    lines = "\n".join(
+        json.dumps(
+            {
+                "custom_id": f"e{i}",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": "all-minilm-l6-v2", "input": text},
+            }
+        )
+        for i, text in enumerate(texts)
+    )
+    upload = client.files.create(file=("emb.jsonl", lines.encode()), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    done = wait_batch(client, batch.id, {"completed", "failed"})
+    assert done.status == "completed", done
+    rows = {
+        (row := json.loads(x))["custom_id"]: row
+        for x in client.files.content(done.output_file_id).text.splitlines()
+    }
+    for i, text in enumerate(texts):
+        alone = client.embeddings.create(model="all-minilm-l6-v2", input=text).data[0].embedding
+        vector = rows[f"e{i}"]["response"]["body"]["data"][0]["embedding"]
+        assert np.allclose(vector, alone, atol=1e-5)
+
+
+def test_an_interactive_request_overtakes_a_running_batch(client):
+    bodies = [
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": f"Say the number {i}."}],
+            "temperature": 0,
+            "max_tokens": 4,
+        }
+        for i in range(200)
+    ]
+    batch = run_batch(client, bodies)
+    wait_for(
+        lambda: client.batches.retrieve(batch.id).request_counts.completed >= 8,
+        timeout=120,
+        interval=0.5,
+        what="the batch under way",
+    )
+    answer = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, temperature=0, max_tokens=24
+    )
+    assert "Paris" in answer.choices[0].message.content
+    # Served while the batch still ran: it did not wait behind the 200.
+    assert client.batches.retrieve(batch.id).status == "in_progress"
+    client.batches.cancel(batch.id)
+    wait_batch(client, batch.id, {"cancelled"})
+
+
 def test_an_unsupported_schema_keyword_is_400_naming_it_and_writes_nothing(client):
     schema = {
         "type": "object",

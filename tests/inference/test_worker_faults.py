@@ -212,3 +212,75 @@ def test_a_worker_stopped_for_a_deploy_finishes_what_it_runs(owner, chat_model, 
         assert Worker.objects.get(hostname="deploy@tests").state == "stopped"
     finally:
         worker.stop(signal.SIGKILL)
+
+
+def test_a_worker_killed_mid_batch_leaves_a_batch_that_completes_each_request_once(
+    owner, chat_model, tmp_path
+):
+    """The batch runner and its requests are work records: killed with the worker that held
+    them, they are taken up by the next worker where the rows stand (the fake engine, so that
+    only the recovery is under test; the real model runs batches in test_openai_client.py)."""
+    from apps.accounts.services import api_key_issue
+    from apps.api.batches import batch_create, batch_file_create
+    from apps.api.models import Batch, BatchRequest
+
+    key = api_key_issue(user=owner, name="batch", scopes=["inference"])[0]
+    words = " ".join(["word"] * 30)
+    lines = [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": chat_model.slug,
+                "messages": [{"role": "user", "content": f"{i} {words}"}],
+                "max_tokens": 40,
+            },
+        }
+        for i in range(16)
+    ]
+    data = "\n".join(json.dumps(line) for line in lines).encode()
+    fake = {"INFERENCE_ENGINE": "fake", "BATCH_CONCURRENCY": "2"}
+    victim = celery_worker("inference", tmp_path, name="victim@tests", **fake)
+    rescuer = None
+    try:
+        upload = batch_file_create(owner=owner, filename="in.jsonl", data=data)
+        batch = batch_create(
+            api_key=key,
+            input_file_id=upload.openai_id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            metadata=None,
+        )
+        wait_for(
+            lambda: (
+                Batch.objects.get(pk=batch.pk).completed >= 3
+                and Generation.objects.filter(status="running").exists()
+            ),
+            timeout=60,
+            what="the batch under way",
+        )
+        victim.stop(signal.SIGKILL)
+        rescuer = celery_worker("inference", tmp_path, name="rescuer@tests", **fake)
+        done = wait_for(
+            lambda: (b := Batch.objects.get(pk=batch.pk)).is_finished and b,
+            timeout=120,
+            what="the batch to end",
+        )
+        assert done.status == "succeeded", (done.error_code, done.error_message)
+        assert [a["worker"] for a in done.attempt_log] == ["victim@tests", "rescuer@tests"]
+        rows = [json.loads(x) for x in done.output_file.content.splitlines()]
+        assert sorted(r["custom_id"] for r in rows) == sorted(f"r{i}" for i in range(16))
+        for row in rows:
+            i = row["custom_id"][1:]
+            text = row["response"]["body"]["choices"][0]["message"]["content"]
+            assert text == f"Echo: {i} {words}"  # resumed answers end exactly
+        # One generation per request: none ran twice; the interrupted ones were continued.
+        assert Generation.objects.count() == 16
+        assert BatchRequest.objects.filter(generation__isnull=True).count() == 0
+        assert Generation.objects.filter(attempts=2).exists()
+        assert done.error_file is None
+    finally:
+        victim.stop()
+        if rescuer is not None:
+            rescuer.stop()
