@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -65,6 +66,7 @@ def figures(values: list[float]) -> dict[str, float]:
 
 def main() -> None:
     results: dict[str, Any] = {"machine": run.machine(), "asks": ASKS, "batch": BATCH}
+    results["batch_concurrency"] = int(os.environ.get("BATCH_CONCURRENCY", "4"))
     with run.serving_platform() as (base, headers, setup):
         results.update(measure(base, headers, setup))
     OUT.write_text(json.dumps(results, indent=1))

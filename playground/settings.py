@@ -292,8 +292,11 @@ REQUEUE_SECONDS = env_float("REQUEUE_SECONDS", 60.0)
 # The Batch API: requests of one batch in flight at once (each an engine sequence; the engine's
 # other INFERENCE_MAX_BATCH sequences stay free for interactive requests, which overtake them),
 # how often its runner looks at them, and the most requests one batch holds.
-BATCH_CONCURRENCY = env_int("BATCH_CONCURRENCY", 8, minimum=1)
+BATCH_CONCURRENCY = env_int("BATCH_CONCURRENCY", 4, minimum=1)
 BATCH_POLL_SECONDS = env_float("BATCH_POLL_SECONDS", 0.5)
+# How often a batch request's text is written and published (nobody streams it): each write
+# takes CPU from the interactive requests.
+BATCH_FLUSH_SECONDS = env_float("BATCH_FLUSH_SECONDS", 1.0)
 BATCH_MAX_REQUESTS = env_int("BATCH_MAX_REQUESTS", 50000, minimum=1)
 BATCH_MAX_UPLOAD_BYTES = env_int("BATCH_MAX_UPLOAD_BYTES", 200 << 20, minimum=1)
 # A generation whose worker is lost goes back to the queue and another worker continues it, up to

@@ -313,7 +313,8 @@ class BatchingEngine(EngineThread):
     def _accept(self, sequence: Sequence, token: int) -> bool:
         """Take the sampled ``token`` into ``sequence``; True when the sequence has finished."""
         sequence.last_token = token
-        reason = sequence.answer.take(token, self.eos_ids, interval=self._interval)
+        interval = self.pacing.of(sequence.submission.request, self._interval)
+        reason = sequence.answer.take(token, self.eos_ids, interval=interval)
         return reason is not None and self._finish(sequence, reason)
 
     def _finish(self, sequence: Sequence, reason: str) -> bool:

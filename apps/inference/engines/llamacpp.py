@@ -500,7 +500,8 @@ class LlamaCppEngine(EngineThread):
     def _accept(self, request: Request, token: int) -> bool:
         """Take the sampled ``token``; True when the request has finished."""
         request.next_token = token
-        reason = request.answer.take(token, self.eog, interval=self._interval)
+        interval = self.pacing.of(request.submission.request, self._interval)
+        reason = request.answer.take(token, self.eog, interval=interval)
         return reason is not None and self._finish(request, reason)
 
     def _finish(self, request: Request, reason: str) -> bool:

@@ -315,7 +315,11 @@ def _create(spec: ModelSpec, kind: Kind) -> ModelServer:
 
         return TransformersClassifier(spec, device=device, threads=settings.INFERENCE_THREADS)
     engine = engine_for(spec)
-    pacing = Pacing(settings.STREAM_FLUSH_SECONDS, settings.STREAM_FLUSHES_PER_SECOND)
+    pacing = Pacing(
+        settings.STREAM_FLUSH_SECONDS,
+        settings.STREAM_FLUSHES_PER_SECOND,
+        settings.BATCH_FLUSH_SECONDS,
+    )
     if engine == "fake":
         from .fake import FakeEngine
 

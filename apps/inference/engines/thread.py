@@ -105,14 +105,21 @@ class Submission:
 @dataclass(frozen=True)
 class Pacing:
     """How often a stream's text goes out: at most every ``seconds``, and no more than
-    ``per_second`` deltas a second across all the engine's streams."""
+    ``per_second`` deltas a second across all the engine's streams; a Batch API request's, which
+    nobody watches, every ``batch_seconds`` (each delta is a database write and a publish that
+    would take CPU from the interactive requests)."""
 
     seconds: float = 0.1
     per_second: float = 100.0
+    batch_seconds: float = 1.0
 
     def interval(self, streams: int) -> float:
         """How long a stream's text waits at most, with ``streams`` running."""
         return max(self.seconds, streams / self.per_second)
+
+    def of(self, request: GenerationRequest, interval: float) -> float:
+        """``interval`` (the engine's now), or a batch request's longer one."""
+        return max(interval, self.batch_seconds) if request.batch else interval
 
 
 class EngineThread:
