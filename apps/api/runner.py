@@ -211,11 +211,15 @@ def batch_run(*, batch_id: str, worker: str) -> None:
             if runtime.stopping.is_set():
                 _hand_back(batch)
                 return
-            state = Batch.objects.filter(pk=batch.pk).values("cancel_requested", "status").first()
+            state = (
+                Batch.objects.filter(pk=batch.pk)
+                .values("cancel_requested", "status", "expires_at")
+                .first()
+            )
             if state is None or not this_run(batch).exists():
                 return  # deleted, or taken back
             pending, running = _tally(batch)
-            expired = timezone.now() >= batch.expires_at
+            expired = timezone.now() >= state["expires_at"]
             if state["cancel_requested"] or expired:
                 ended = "cancelled" if state["cancel_requested"] else "expired"
                 if expired and not batch.expired_at:

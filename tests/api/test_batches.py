@@ -10,6 +10,7 @@ import time
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from apps.accounts.services import api_key_issue
 from apps.api.models import ApiFile, Batch, BatchRequest
@@ -249,3 +250,21 @@ def test_a_batch_whose_lines_do_not_fit_its_endpoint_or_model_is_refused(client,
         assert refused.status_code in (400, 404) and refused.json()["error"]["param"] == param
     assert Batch.objects.count() == 0 and BatchRequest.objects.count() == 0
     assert Generation.objects.count() == 0
+
+
+@pytest.mark.usefixtures("inline_worker")
+def test_a_batch_past_its_window_expires_and_keeps_what_finished(client, auth, settings):
+    settings.BATCH_CONCURRENCY = 1
+    lines = [line(f"r{i}", " ".join(["word"] * 40), max_tokens=60) for i in range(4)]
+    batch = create(client, auth, upload(client, auth, lines).json()["id"]).json()
+    deadline = time.monotonic() + 30
+    while Batch.objects.get().completed < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    Batch.objects.update(expires_at=timezone.now())  # its 24 hours are up
+    done = wait_for_status(client, auth, batch["id"], {"expired"})
+    assert done["expired_at"] is not None and done["cancelled_at"] is None
+    out = results(client, auth, done["output_file_id"])
+    errors = results(client, auth, done["error_file_id"])
+    assert len(out) >= 1 and len(out) + len(errors) == 4
+    assert {e["error"]["code"] for e in errors.values()} == {"batch_expired"}
