@@ -9,6 +9,7 @@ object's id fails here until it is added to the sweep.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
@@ -18,12 +19,19 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
 from apps.accounts.models import ApiKey, User
+from apps.api.models import ApiFile, Batch, StoredResponse
 from apps.catalog.models import LanguageModel, ModelVersion
 from apps.chat.models import Conversation, Message, Preset
 from apps.finetuning.models import Dataset, FineTuningJob
 from apps.inference.models import Generation, UsageRecord
 from tests.chat.conftest import communicator
-from tests.factories import ApiKeyFactory, ConversationFactory, ModelVersionFactory, answered_turn
+from tests.factories import (
+    ApiKeyFactory,
+    ConversationFactory,
+    GenerationFactory,
+    ModelVersionFactory,
+    answered_turn,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -73,6 +81,37 @@ def owned(owner, chat_model) -> dict[str, object]:
     UsageRecord.objects.create(
         user=owner, model=chat_model, source="chat", kind="chat", prompt_tokens=4321
     )
+    answer = GenerationFactory(
+        user=owner,
+        model_version=version,
+        messages=[{"role": "user", "content": f"{SECRET} asked"}],
+        output=f"{SECRET} replied",
+        status="running",
+    )
+    response = StoredResponse.objects.create(
+        user=owner,
+        generation=answer,
+        model=chat_model.slug,
+        context=[{"role": "user", "content": f"{SECRET} asked"}],
+        input_items=[{"type": "message", "role": "user", "content": f"{SECRET} asked"}],
+        request={"background": True},  # so that cancel is a write the owner could make
+    )
+    batch_input = ApiFile.objects.create(
+        owner=owner,
+        purpose=ApiFile.Purpose.BATCH,
+        filename=f"{SECRET}.jsonl",
+        content=f'{{"custom_id": "{SECRET}"}}\n',
+        bytes=40,
+    )
+    batch = Batch.objects.create(
+        user=owner,
+        endpoint="/v1/chat/completions",
+        input_file=batch_input,
+        metadata={"note": SECRET},
+        expires_at=timezone.now() + timedelta(hours=24),
+        status="running",
+        total=1,
+    )
     return {
         "conversation": conversation,
         "binned": binned,
@@ -82,6 +121,9 @@ def owned(owner, chat_model) -> dict[str, object]:
         "dataset": dataset,
         "model": model,
         "job": job,
+        "response": response,
+        "batch_input": batch_input,
+        "batch": batch,
     }
 
 
@@ -97,6 +139,9 @@ def owner_state(owner) -> list[object]:
         list(LanguageModel.objects.filter(owner=owner).values("is_enabled", "visibility")),
         list(UsageRecord.objects.filter(user=owner).values()),
         list(Preset.objects.filter(owner=owner).values()),
+        list(StoredResponse.objects.filter(user=owner).values()),
+        list(ApiFile.objects.filter(owner=owner).values()),
+        list(Batch.objects.filter(user=owner).values()),
     ]
 
 
@@ -129,7 +174,8 @@ def routes_with_ids() -> set[str]:
 
 def site_attempts(o: dict[str, object]) -> dict[str, list[tuple[str, str]]]:
     conversation, dataset, job = o["conversation"], o["dataset"], o["job"]
-    key = o["key"]
+    key, batch, batch_input = o["key"], o["batch"], o["batch_input"]
+    response = f"resp_{o['response'].pk.hex}"
     return {
         "chat/<uuid:conversation_id>/": [("get", f"/chat/{conversation.pk}/")],
         "chat/<uuid:conversation_id>/rename/": [("post", f"/chat/{conversation.pk}/rename/")],
@@ -164,7 +210,24 @@ def site_attempts(o: dict[str, object]) -> dict[str, list[tuple[str, str]]]:
         "v1/files/<str:file_id>": [
             ("get", f"/v1/files/{dataset.openai_id}"),
             ("delete", f"/v1/files/{dataset.openai_id}"),
+            ("get", f"/v1/files/{batch_input.openai_id}"),
+            ("delete", f"/v1/files/{batch_input.openai_id}"),
         ],
+        "v1/files/<str:file_id>/content": [
+            ("get", f"/v1/files/{batch_input.openai_id}/content"),
+            ("get", f"/v1/files/{dataset.openai_id}/content"),
+        ],
+        "batches/files/<str:file_id>/": [("get", f"/batches/files/{batch_input.openai_id}/")],
+        "v1/batches/<str:batch_id>": [("get", f"/v1/batches/{batch.openai_id}")],
+        "v1/batches/<str:batch_id>/cancel": [("post", f"/v1/batches/{batch.openai_id}/cancel")],
+        "v1/responses/<str:response_id>": [
+            ("get", f"/v1/responses/{response}"),
+            ("delete", f"/v1/responses/{response}"),
+        ],
+        "v1/responses/<str:response_id>/input_items": [
+            ("get", f"/v1/responses/{response}/input_items")
+        ],
+        "v1/responses/<str:response_id>/cancel": [("post", f"/v1/responses/{response}/cancel")],
         "v1/fine_tuning/jobs/<str:job_id>": [("get", f"/v1/fine_tuning/jobs/{job.openai_id}")],
         "v1/fine_tuning/jobs/<str:job_id>/events": [
             ("get", f"/v1/fine_tuning/jobs/{job.openai_id}/events")
@@ -203,13 +266,14 @@ def test_every_object_route_is_404_for_another_account_and_changes_nothing(owner
 
 def test_lists_and_model_choices_show_nothing_of_another_account(owner, stranger, owned):
     site, api = as_account(stranger)
-    for page in ("/chat/", "/accounts/keys/", "/accounts/usage/", "/finetuning/", "/chat/compare/"):
+    pages = ("/chat/", "/accounts/keys/", "/accounts/usage/", "/finetuning/", "/chat/compare/")
+    for page in (*pages, "/batches/"):
         response = site.get(page)
         assert response.status_code == 200, page
         text = response.content.decode()
         assert SECRET not in text and owned["model"].slug not in text, page
         assert "4321" not in text, page  # the owner's token count
-    for path in ("/v1/models", "/v1/files", "/v1/fine_tuning/jobs"):
+    for path in ("/v1/models", "/v1/files", "/v1/fine_tuning/jobs", "/v1/batches"):
         body = api.get(path).json()
         assert SECRET not in str(body) and owned["model"].slug not in str(body), path
     before = owner_state(owner)
