@@ -90,6 +90,9 @@ def test_make_run_serves_a_streamed_chat(tmp_path):
 
         text, html = asyncio.run(chat())
         assert "Paris" in text
+        # From start to the first answer the log holds no traceback (the heartbeat thread once
+        # logged one, reading torch while another thread was importing it).
+        assert "Traceback" not in server.output(), server.output()[-6000:]
         assert text.strip().split()[0] in html and "tok/s" in html
         # Reloading the page shows the stored answer.
         with httpx.Client(
@@ -126,6 +129,45 @@ def test_make_run_serves_a_streamed_chat(tmp_path):
         assert "Paris" in "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         vectors = api.embeddings.create(model="all-minilm-l6-v2", input=["hello", "world"])
         assert [len(d.embedding) for d in vectors.data] == [384, 384]
+
+        # The Responses API's chain and a small Batch API batch, on the embedded worker.
+        first = api.responses.create(
+            model="smollm2-135m-instruct", input="Name the capital of France.", temperature=0
+        )
+        second = api.responses.create(
+            model="smollm2-135m-instruct",
+            input="And of Italy?",
+            previous_response_id=first.id,
+            temperature=0,
+            max_output_tokens=16,
+        )
+        assert second.usage.input_tokens > first.usage.input_tokens and second.output_text
+        lines = "\n".join(
+            json.dumps(
+                {
+                    "custom_id": f"q{i}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {
+                        "model": "smollm2-135m-instruct",
+                        "messages": [{"role": "user", "content": f"Say {i}."}],
+                        "max_tokens": 8,
+                    },
+                }
+            )
+            for i in range(3)
+        )
+        upload = api.files.create(file=("b.jsonl", lines.encode()), purpose="batch")
+        batch = api.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        deadline = time.monotonic() + 120
+        while (batch := api.batches.retrieve(batch.id)).status != "completed":
+            assert batch.status in ("validating", "in_progress", "finalizing"), batch
+            assert time.monotonic() < deadline, batch
+            time.sleep(1)
+        output = api.files.content(batch.output_file_id).text.splitlines()
+        assert sorted(json.loads(x)["custom_id"] for x in output) == ["q0", "q1", "q2"]
 
         # A (one-step) fine-tuning job on the embedded training worker, then its model answers.
         rows = [
