@@ -14,6 +14,17 @@
     const toggle = e.target.closest("[data-toggle]");
     if (toggle) document.getElementById("layout").classList.toggle(toggle.dataset.toggle);
   });
+  // The arrival composer (no conversation open): an ordinary form whose first message makes the
+  // conversation; Enter sends it, as in a conversation.
+  const arrival = document.getElementById("arrival-text");
+  if (arrival) {
+    arrival.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing && arrival.value.trim()) {
+        e.preventDefault();
+        arrival.form.requestSubmit();
+      }
+    });
+  }
   const chat = document.getElementById("chat");
   if (!chat) return;
   const thread = document.getElementById("thread");

@@ -26,12 +26,14 @@ from .selectors import conversation_in_flight
 TITLE_CHARS = 60
 
 
-def conversation_create(*, owner: User) -> Conversation:
-    """A new empty conversation on the default chat model (or the first one ``owner`` may use)."""
-    models = chat_models_for(owner)
-    if not models:
-        raise ServiceError(ErrorCode.MODEL_NOT_FOUND, "No chat model is available to you yet.")
-    model = next((m for m in models if m.slug == DEFAULT_CHAT_MODEL), models[0])
+def conversation_create(*, owner: User, model: LanguageModel | None = None) -> Conversation:
+    """A new empty conversation on ``model`` (precondition: from ``access_model``), or else on
+    the default chat model (or the first one ``owner`` may use)."""
+    if model is None:
+        models = chat_models_for(owner)
+        if not models:
+            raise ServiceError(ErrorCode.MODEL_NOT_FOUND, "No chat model is available to you yet.")
+        model = next((m for m in models if m.slug == DEFAULT_CHAT_MODEL), models[0])
     defaults = active_version(model).default_params
     knobs = {k: defaults[k] for k in ("temperature", "top_p", "max_tokens") if k in defaults}
     return Conversation.objects.create(owner=owner, model=model, **knobs)
@@ -196,6 +198,19 @@ def chat_message_send(*, conversation: Conversation, text: str) -> tuple[Message
     # Bumps updated_at, so the conversation moves to the top of the list.
     conversation.save(update_fields=["title", "updated_at"])
     return user_message, _start_answer(conversation, conversation.owner)
+
+
+@transaction.atomic
+def conversation_start(
+    *, owner: User, text: str, model: LanguageModel | None = None
+) -> tuple[Conversation, Message]:
+    """A conversation made by its first message (the chat page's arrival composer): created on
+    ``model`` (as ``conversation_create``), titled from ``text``, its answer started. Returns
+    the conversation and the answer's message. A refused message (blank, too long, the quota
+    used up) raises ServiceError and leaves no conversation behind."""
+    conversation = conversation_create(owner=owner, model=model)
+    _, answer = chat_message_send(conversation=conversation, text=text)
+    return conversation, answer
 
 
 @transaction.atomic

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.catalog.models import LanguageModel
-from apps.catalog.selectors import access_model, chat_models_for
+from apps.catalog.selectors import DEFAULT_CHAT_MODEL, access_model, chat_models_for
 from apps.core.errors import ErrorCode, ServiceError
 from apps.core.http import AuthedHttpRequest
 from apps.core.uploads import too_large
@@ -49,6 +49,8 @@ def _page(
     }
     if conversation is not None:
         context["messages_list"] = conversation_messages(conversation)
+    else:
+        context["default_model"] = DEFAULT_CHAT_MODEL
     return render(request, "chat/conversation.html", context, status=status)
 
 
@@ -194,11 +196,41 @@ def conversation_import(request: AuthedHttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def conversation_new(request: AuthedHttpRequest) -> HttpResponse:
+    """The arrival composer's first message (``text``, or a starter prompt's ``starter``, on
+    ``model``) makes the conversation and starts its answer; the page it opens follows the
+    answer as it streams. A refused message shows the composer again with the text kept.
+    Without ``text`` (an older client), an empty conversation is made as before."""
+    if "text" not in request.POST and "starter" not in request.POST:
+        try:
+            conversation = services.conversation_create(owner=request.user)
+        except ServiceError as exc:
+            return HttpResponse(exc.message, status=409)
+        return redirect("chat-conversation", conversation_id=conversation.pk)
+    text = request.POST.get("starter") or request.POST.get("text", "")
+    slug = request.POST.get("model", "")
     try:
-        conversation = services.conversation_create(owner=request.user)
+        model = access_model(request.user, slug, task=LanguageModel.Task.CHAT) if slug else None
+    except Http404:
+        refusal = f"There is no chat model “{slug}” for you; pick one from the list."
+        return _arrival_refused(request, text, slug, refusal, status=400)
+    try:
+        conversation, _ = services.conversation_start(owner=request.user, text=text, model=model)
     except ServiceError as exc:
-        return HttpResponse(exc.message, status=409)
+        status = {ErrorCode.QUOTA_EXCEEDED: 429, ErrorCode.MODEL_NOT_FOUND: 409}.get(exc.code, 400)
+        return _arrival_refused(request, text, slug, exc.message, status=status)
     return redirect("chat-conversation", conversation_id=conversation.pk)
+
+
+def _arrival_refused(
+    request: AuthedHttpRequest, text: str, slug: str, message: str, *, status: int
+) -> HttpResponse:
+    """The chat page's arrival composer again, with what was typed and why it was refused."""
+    extra: dict[str, object] = {
+        "arrival_error": message,
+        "arrival_text": text,
+        "arrival_model": slug,
+    }
+    return _page(request, status=status, extra=extra)
 
 
 @login_required
@@ -246,7 +278,7 @@ def conversation_settings(request: AuthedHttpRequest, conversation_id: str) -> H
             )
         except Http404:
             form.add_error(
-                "model", f"Unknown model {form.cleaned_data['model']!r}; pick one from the list."
+                "model", f"Unknown model “{form.cleaned_data['model']}”; pick one from the list."
             )
     if model is None or not form.is_valid():
         context = {"conversation": conversation, **_settings_context(request, conversation, form)}

@@ -9,6 +9,9 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
+from apps.accounts.models import User
+from apps.chat.services import conversation_create
+
 from .conftest import csp_violations
 
 pytestmark = [
@@ -28,9 +31,43 @@ def page(browser, live_server_url, chat_model) -> Iterator[Page]:
     page.fill("#id_password1", "a-long-passphrase-42")
     page.fill("#id_password2", "a-long-passphrase-42")
     page.click("button[type=submit]")
-    page.click("text=+ New chat")
+    # An empty conversation (the route an empty "new chat" post takes), so that each test can
+    # save its settings before its first message.
+    conversation = conversation_create(owner=User.objects.get(username="dana"))
+    page.goto(f"/chat/{conversation.pk}/")
     expect(page.locator("#chat.connected")).to_be_visible()
     yield page
+    context.close()
+    assert violations == []
+
+
+def test_arrival_opens_on_a_composer_and_the_first_message_makes_the_chat(
+    browser, live_server_url, chat_model
+):
+    context = browser.new_context(base_url=live_server_url)
+    page = context.new_page()
+    violations = csp_violations(page)
+    page.goto("/accounts/signup/")
+    page.fill("#id_username", "erin")
+    page.fill("#id_password1", "a-long-passphrase-42")
+    page.fill("#id_password2", "a-long-passphrase-42")
+    page.click("button[type=submit]")
+    # Signed in, the page is a composer ready to type in, the default model picked.
+    expect(page.locator("#arrival-text")).to_be_focused()
+    expect(page.locator("#arrival-model")).to_have_value(chat_model.slug)
+    expect(page.locator(".starters button")).to_have_count(4)
+    page.keyboard.type("Name the capital of France.")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/chat/[0-9a-f-]{36}/$"))
+    expect(page.locator(".message.user .body")).to_have_text("Name the capital of France.")
+    # The answer streams in (sampled at the model's default temperature: any text will do).
+    expect(page.locator(".message.assistant .stats")).to_contain_text("tok/s", timeout=60_000)
+    expect(page.locator(".message.assistant .body")).not_to_be_empty()
+    expect(page.locator(".conv-item.current")).to_contain_text("Name the capital of France.")
+    # "+ New chat" is the composer again; nothing is made until a message is sent.
+    page.click("text=+ New chat")
+    expect(page.locator("#arrival-text")).to_be_visible()
+    expect(page.locator(".conv-item")).to_have_count(1)
     context.close()
     assert violations == []
 

@@ -87,11 +87,10 @@ def test_hostile_output_stays_inert_while_streaming_and_rendered(
         ),
     )
     sign_up(page, "mallory")
-    page.click("text=+ New chat")
+    # The first message, from the arrival composer, opens the conversation as it streams.
+    page.fill("#arrival-text", payload(other))
+    page.press("#arrival-text", "Enter")
     expect(page.locator("#chat.connected")).to_be_visible()
-
-    page.fill("#composer-text", payload(other))
-    page.press("#composer-text", "Enter")
     streaming = ".message.assistant.streaming .body"
     # Mid-stream: the raw tags are there as text, with no element made of them.
     evaluate_until(

@@ -359,7 +359,7 @@ def test_settings_are_saved(owner_client, conversation):
             "Invalid value for max_tokens: Input should be greater than or equal to 1",
         ),
         ("max_tokens", "99999", "Ensure this value is less than or equal to 4096."),
-        ("model", "gpt-17", "Unknown model &#x27;gpt-17&#x27;; pick one from the list."),
+        ("model", "gpt-17", "Unknown model “gpt-17”; pick one from the list."),
         (
             "json_schema",
             "{not json",
