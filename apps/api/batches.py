@@ -16,7 +16,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from apps.accounts.models import ApiKey, User
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, quoted
 from apps.core.queues import enqueue_on_commit
 from apps.core.work import work_cancel
 
@@ -207,7 +207,9 @@ def batch_create(
         input_file = access_api_file(user, input_file_id)
     except Http404:
         raise ApiError(
-            404, f"No batch file {input_file_id!r} exists for this account.", param="input_file_id"
+            404,
+            f"No batch file {quoted(input_file_id)} exists for this account.",
+            param="input_file_id",
         ) from None
     if input_file.purpose != ApiFile.Purpose.BATCH:
         raise ApiError(400, "The input file must have purpose batch.", param="input_file_id")

@@ -16,7 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from apps.accounts.limits import LimitExceeded, Window, request_window
 from apps.accounts.models import ApiKey
-from apps.core.errors import ErrorCode, ServiceError
+from apps.core.errors import ErrorCode, ServiceError, quoted
 from apps.inference.usage import token_window
 
 from .auth import authenticate
@@ -151,7 +151,7 @@ def list_page(
     if after:
         ids = [id_of(item) for item in items]
         if after not in ids:
-            raise ApiError(400, f"There is no {what} {after!r} to list after.", param="after")
+            raise ApiError(400, f"There is no {what} {quoted(after)} to list after.", param="after")
         items = items[ids.index(after) + 1 :]
     data = [shape(item) for item in items[:limit]]
     return {

@@ -11,7 +11,7 @@ from django.http import Http404
 from apps.accounts.models import ApiKey, User
 from apps.catalog.models import LanguageModel, ModelVersion
 from apps.catalog.selectors import access_model, active_version
-from apps.core.errors import ErrorCode, ServiceError
+from apps.core.errors import ErrorCode, ServiceError, quoted
 from apps.finetuning.models import FineTuningJob
 from apps.finetuning.schemas import Hyperparameters
 from apps.finetuning.selectors import access_dataset, access_job
@@ -51,7 +51,7 @@ def model_for(user: User, slug: str) -> LanguageModel:
     except Http404:
         raise ServiceError(
             ErrorCode.MODEL_NOT_FOUND,
-            f"The model {slug!r} does not exist or you do not have access to it.",
+            f"The model {quoted(slug)} does not exist or you do not have access to it.",
             param="model",
         ) from None
 
@@ -71,7 +71,7 @@ def completion_check(
     if model.task not in expected:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            f"The model {model.slug!r} is a {model.task} model; it cannot be used here.",
+            f"The model {quoted(model.slug)} serves {model.task}; it cannot be used here.",
             param="model",
         )
     version = active_version(model)
@@ -123,7 +123,7 @@ def embeddings_check(*, user: User, body: EmbeddingRequest) -> tuple[ModelVersio
     if model.task != LanguageModel.Task.EMBEDDINGS:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            f"The model {model.slug!r} is a {model.task} model, not an embeddings model.",
+            f"The model {quoted(model.slug)} serves {model.task}, not embeddings.",
             param="model",
         )
     inputs = body.inputs()
@@ -131,7 +131,7 @@ def embeddings_check(*, user: User, body: EmbeddingRequest) -> tuple[ModelVersio
     if body.dimensions is not None and body.dimensions != native:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            f"The model {model.slug!r} gives {native}-dimensional embeddings; "
+            f"The model {quoted(model.slug)} gives {native}-dimensional embeddings; "
             "dimensions cannot be changed.",
             param="dimensions",
         )
@@ -161,7 +161,7 @@ def fine_tuned_model_retire(*, api_key: ApiKey, slug: str) -> None:
     if model is None or model.owner_id != api_key.user.pk:
         raise ApiError(
             404,
-            f"The model {slug!r} is not a fine-tuned model of this account.",
+            f"The model {quoted(slug)} is not a fine-tuned model of this account.",
             code="model_not_found",
             param="model",
         )
@@ -169,7 +169,7 @@ def fine_tuned_model_retire(*, api_key: ApiKey, slug: str) -> None:
 
 
 def not_found(what: str, value: str, param: str | None = None) -> ApiError:
-    return ApiError(404, f"No {what} {value!r} exists for this account.", param=param)
+    return ApiError(404, f"No {what} {quoted(value)} exists for this account.", param=param)
 
 
 def fine_tuning_job_start(*, api_key: ApiKey, body: FineTuningJobRequest) -> FineTuningJob:
@@ -246,7 +246,7 @@ def response_create(*, api_key: ApiKey, body: ResponseRequest) -> StoredResponse
         if not previous.generation.is_finished:
             raise ServiceError(
                 ErrorCode.INVALID_PARAMETER,
-                f"The response {body.previous_response_id!r} is still in progress; continue the "
+                f"The response {quoted(body.previous_response_id)} is still in progress; continue the "
                 "conversation once it has finished.",
                 param="previous_response_id",
             )

@@ -4,7 +4,7 @@ from typing import Any
 
 from django import forms
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, quoted
 from apps.core.sources import local_folder, packaged_source_problem
 from apps.inference.protocol import SamplingParams
 
@@ -89,7 +89,7 @@ class ModelVersionForm(forms.ModelForm):
         if unknown:
             self.add_error(
                 "default_params",
-                f"Unknown parameter {unknown[0]!r}; use any of {', '.join(DEFAULTABLE)}.",
+                f"Unknown parameter {quoted(unknown[0])}; use any of {', '.join(DEFAULTABLE)}.",
             )
             return
         try:

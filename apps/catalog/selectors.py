@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.http import Http404
 
 from apps.accounts.models import User
+from apps.core.errors import quoted
 from apps.inference.protocol import ModelSpec
 
 from .models import LanguageModel, ModelVersion
@@ -28,7 +29,7 @@ def access_model(user: User, slug: str, *, task: str | None = None) -> LanguageM
         qs = qs.for_task(task)
     model = qs.filter(slug=slug).first()
     if model is None:
-        raise Http404(f"No model {slug!r} is available to you")
+        raise Http404(f"No model {quoted(slug)} is available to you")
     return model
 
 
@@ -36,7 +37,7 @@ def active_version(model: LanguageModel) -> ModelVersion:
     """The version that serves ``model``. Precondition: the model came from ``access_model``."""
     version = model.active_version
     if version is None:
-        raise Http404(f"Model {model.slug!r} has no active version")
+        raise Http404(f"Model {quoted(model.slug)} has no active version")
     return version
 
 

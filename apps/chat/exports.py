@@ -23,7 +23,7 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.catalog.models import LanguageModel
 from apps.catalog.selectors import access_model
-from apps.core.errors import ErrorCode, ServiceError
+from apps.core.errors import ErrorCode, ServiceError, quoted
 from apps.inference.protocol import SamplingParams
 
 from .models import Conversation, Message
@@ -100,7 +100,9 @@ def conversation_import(*, owner: User, raw: bytes) -> Conversation:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise _refuse(f'Not a conversation export: expected "format": "{FORMAT}".', "format")
     if data.get("version") != VERSION:
-        raise _refuse(f"Unknown export version {data.get('version')!r}; expected 1.", "version")
+        raise _refuse(
+            f"Unknown export version {quoted(data.get('version'))}; expected 1.", "version"
+        )
     title = _text(data.get("title", ""), "title", limit=200)
     system_prompt = _text(data.get("system_prompt", ""), "system_prompt", limit=8000)
     try:
@@ -113,7 +115,7 @@ def conversation_import(*, owner: User, raw: bytes) -> Conversation:
         model = access_model(owner, str(data.get("model", "")), task=LanguageModel.Task.CHAT)
     except Http404:
         raise _refuse(
-            f'The model {data.get("model")!r} is not available to you; change the "model" '
+            f'The model {quoted(data.get("model"))} is not available to you; change the "model" '
             "field to one that is (the chat page lists them).",
             "model",
         ) from None

@@ -14,7 +14,7 @@ from apps.accounts.limits import LimitExceeded
 from apps.accounts.models import User
 from apps.catalog.models import LanguageModel
 from apps.catalog.selectors import DEFAULT_CHAT_MODEL, active_version, chat_models_for
-from apps.core.errors import ErrorCode, ServiceError
+from apps.core.errors import ErrorCode, ServiceError, quoted
 from apps.inference.models import Generation
 from apps.inference.protocol import SamplingParams
 from apps.inference.services import generation_cancel, generation_start, sampling_params_for
@@ -169,7 +169,7 @@ def _start_answer(
     if model not in chat_models_for(owner):
         raise ServiceError(
             ErrorCode.MODEL_NOT_FOUND,
-            f"The model {model.slug!r} is no longer available; pick another.",
+            f"The model {quoted(model.slug)} is no longer available; pick another.",
         )
     if again is not None:
         version, params = again.model_version, SamplingParams.model_validate(again.params)
@@ -323,7 +323,7 @@ def preset_save(*, owner: User, conversation: Conversation, name: str) -> Preset
     if Preset.objects.filter(owner__isnull=True, name__iexact=name).exists():
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            f"{name!r} is a built-in preset's name; choose another.",
+            f"{quoted(name)} is a built-in preset's name; choose another.",
             param="name",
         )
     preset, _ = Preset.objects.update_or_create(

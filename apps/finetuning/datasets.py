@@ -24,6 +24,8 @@ from typing import Any
 
 from django.conf import settings
 
+from apps.core.errors import quoted
+
 CHAT = "chat"
 PROMPT_COMPLETION = "prompt_completion"
 CLASSIFICATION = "classification"
@@ -95,7 +97,7 @@ def parse_dataset(data: bytes) -> ParsedDataset:
         labels = parsed.label_counts
         if len(labels) < 2:
             raise DatasetInvalid(
-                f"Every row has the label {next(iter(labels))!r}; a classifier needs at least "
+                f"Every row has the label {quoted(next(iter(labels)))}; a classifier needs at least "
                 "two labels."
             )
         if len(labels) > MAX_LABELS:

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from apps.catalog.models import LanguageModel, ModelVersion
 from apps.catalog.selectors import DEFAULT_CHAT_MODEL, DEFAULT_CLASSIFIER_BASE, version_spec
-from apps.core.errors import ErrorCode
+from apps.core.errors import ErrorCode, failure_for_people
 from apps.core.models import Worker
 from apps.core.work import (
     Failure,
@@ -77,7 +77,11 @@ def finetune_job_run(*, job_id: str, worker: str) -> None:
         _end(job, Status.FAILED, Failure(ErrorCode.INVALID_FILE, str(invalid)), {"errors": errors})
     except Exception as exc:
         logger.exception("fine-tuning job %s failed", job.pk)
-        _end(job, Status.FAILED, Failure(ErrorCode.INTERNAL, f"Training failed: {exc}"))
+        _end(
+            job,
+            Status.FAILED,
+            Failure(ErrorCode.INTERNAL, f"Training failed: {failure_for_people(exc)}"),
+        )
     finally:
         if not FineTuningJob.objects.filter(pk=job.pk, status=Status.SUCCEEDED).exists():
             output = _output_dir(job)

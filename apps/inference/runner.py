@@ -16,7 +16,7 @@ from django.utils import timezone
 from apps.catalog.models import LanguageModel, ModelVersion
 from apps.catalog.selectors import version_spec
 from apps.catalog.services import version_record_load
-from apps.core.errors import ErrorCode
+from apps.core.errors import ErrorCode, failure_for_people
 from apps.core.work import (
     Failure,
     this_run,
@@ -314,7 +314,7 @@ def _encode(batch: EmbeddingBatch, *, classify: bool) -> Any:
                 embedder = held.enter_context(registry.lease(spec, "embeddings"))
         except Exception as exc:  # a model that cannot load must not take the worker down
             logger.exception("encoder model for batch %s failed to load", batch.pk)
-            message = f"The model could not be loaded: {exc}"
+            message = f"The model could not be loaded: {failure_for_people(exc)}"
             _note_load(batch.model_version, message)
             return EngineError(ErrorCode.MODEL_LOAD_FAILED, message)
         try:
@@ -344,7 +344,7 @@ def version_load(*, version_id: int, timeout: float = 600) -> str:
         error = ""
     except Exception as exc:  # a model that cannot load must not take the worker down
         logger.exception("loading %s failed", spec.key)
-        error = f"The model could not be loaded: {exc}"
+        error = f"The model could not be loaded: {failure_for_people(exc)}"
     version_record_load(version_id=version_id, error=error)
     return error
 

@@ -14,7 +14,7 @@ from apps.audit.models import AuditEntry
 from apps.audit.services import audit_record
 from apps.catalog.models import LanguageModel, ModelVersion
 from apps.catalog.selectors import active_version
-from apps.core.errors import ErrorCode, ServiceError
+from apps.core.errors import ErrorCode, ServiceError, quoted
 from apps.core.models import Worker
 from apps.core.queues import Queue, enqueue_on_commit
 from apps.core.work import work_cancel
@@ -153,7 +153,7 @@ def classification_start(
     if model.task != LanguageModel.Task.CLASSIFICATION:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            f"The model {model.slug!r} is a {model.task} model, not a classifier. Train one on "
+            f"The model {quoted(model.slug)} serves {model.task}, not classification. Train one on "
             "the fine-tuning page.",
             param="model",
         )

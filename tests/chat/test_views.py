@@ -183,7 +183,7 @@ def test_export_as_markdown_and_json_then_import_the_json(owner_client, owner, c
         (b'{"format": "playground.conversation", "version": 9}', "Unknown export version"),
         (
             b'{"format": "playground.conversation", "version": 1, "model": "nope", "messages": []}',
-            "The model 'nope' is not available to you",
+            "The model “nope” is not available to you",
         ),
         (
             b'{"format": "playground.conversation", "version": 1, "model": "smollm2-135m-instruct",'

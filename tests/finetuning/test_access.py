@@ -321,5 +321,5 @@ def test_classify_tab_lists_only_the_users_classifiers(client, owner, stranger, 
     )
     assert (
         wrong_task.status_code == 400
-        and "not a classifier" in wrong_task.json()["error"]["message"]
+        and "not classification" in wrong_task.json()["error"]["message"]
     )

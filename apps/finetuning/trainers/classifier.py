@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from apps.core.errors import quoted
 from apps.finetuning.datasets import DatasetInvalid, RowError
 from apps.finetuning.schemas import Hyperparameters
 from apps.inference.engines.classifier import EncoderClassifier
@@ -100,7 +101,7 @@ class ClassifierTrainer:
                 )
             elif row["label"] not in self.label_index:
                 errors.append(
-                    RowError(line, f"the label {row['label']!r} is not in the training data")
+                    RowError(line, f"the label {quoted(row['label'])} is not in the training data")
                 )
             else:
                 examples.append(Example(line, row["text"], ids, self.label_index[row["label"]]))

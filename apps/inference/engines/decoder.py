@@ -30,6 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from apps.core.errors import quoted
+
 logger = logging.getLogger(__name__)
 
 # Cache capacity grows in these steps, so a step rarely reallocates.
@@ -119,14 +121,14 @@ def llama_unsupported(model: Any) -> str | None:
     """Why ``LlamaDecoder`` cannot run ``model`` (None when it can)."""
     config = model.config
     if config.model_type != "llama":
-        return f"architecture {config.model_type!r}"
+        return f"architecture {quoted(config.model_type)}"
     if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
         return "biases in attention or MLP"
     if config.hidden_act != "silu":
-        return f"activation {config.hidden_act!r}"
+        return f"activation {quoted(config.hidden_act)}"
     rope = getattr(config, "rope_parameters", None) or {}
     if rope.get("rope_type", "default") not in ("default", "linear", "llama3"):
-        return f"rope type {rope.get('rope_type')!r} depends on the sequence length"
+        return f"rope type {quoted(rope.get('rope_type'))} depends on the sequence length"
     return None
 
 
