@@ -161,6 +161,7 @@ STATICFILES_DIRS = [
     BASE_DIR / "static",
     ("vendor/htmx", BASE_DIR / "node_modules/htmx.org/dist"),
     ("vendor/highlight", BASE_DIR / "node_modules/@highlightjs/cdn-assets"),
+    ("vendor/uplot", BASE_DIR / "node_modules/uplot/dist"),
 ]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing one

@@ -7,45 +7,57 @@
   let state = JSON.parse(document.getElementById("job-state").textContent);
   const FINISHED = ["succeeded", "failed", "cancelled"];
   const chart = document.getElementById("loss-chart");
-  const SVG = "http://www.w3.org/2000/svg";
+  const table = document.querySelector("#loss-table tbody");
+  const { make, number } = window.playgroundCharts;
   let lastId = events.length ? events[events.length - 1].id : 0;
+  let plot = null;
 
-  function points(kind, key) {
-    return events.filter((e) => e.kind === kind && e.data[key] !== undefined)
-      .map((e) => [e.data.step, e.data[key]]);
+  // [steps, training loss, validation loss]: one x value per step that has either, the other
+  // null, as uPlot wants its series aligned.
+  function series() {
+    const byStep = new Map();
+    for (const e of events) {
+      const key = e.kind === "step" ? "train_loss" : e.kind === "eval" ? "val_loss" : null;
+      if (key === null || e.data[key] === undefined) continue;
+      const row = byStep.get(e.data.step) || { train: null, val: null };
+      row[key === "train_loss" ? "train" : "val"] = e.data[key];
+      byStep.set(e.data.step, row);
+    }
+    const steps = [...byStep.keys()].sort((a, b) => a - b);
+    return [steps, steps.map((s) => byStep.get(s).train), steps.map((s) => byStep.get(s).val)];
   }
 
   function draw() {
-    const train = points("step", "train_loss");
-    const val = points("eval", "val_loss");
-    const all = train.concat(val);
-    chart.replaceChildren();
-    if (!all.length) return;
-    const W = 600, H = 240, L = 48, B = 24, T = 8, R = 8;
-    const maxStep = Math.max(state.total_steps || 1, ...all.map((p) => p[0]), 1);
-    const maxLoss = Math.max(...all.map((p) => p[1]));
-    const minLoss = Math.min(0, ...all.map((p) => p[1]));
-    const x = (s) => L + (s / maxStep) * (W - L - R);
-    const y = (v) => T + (1 - (v - minLoss) / (maxLoss - minLoss || 1)) * (H - T - B);
-    const el = (name, attrs, text) => {
-      const node = document.createElementNS(SVG, name);
-      for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-      if (text !== undefined) node.textContent = text;
-      chart.appendChild(node);
-      return node;
-    };
-    el("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis" });
-    el("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" });
-    for (const v of [minLoss, (minLoss + maxLoss) / 2, maxLoss]) {
-      el("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end", class: "tick" }, v.toFixed(2));
+    const data = series();
+    if (plot === null) {
+      plot = make(chart, {
+        scales: {
+          x: { time: false, range: (u, min, max) => [0, Math.max(state.total_steps || 1, max || 1)] },
+          y: { range: (u, min, max) => [0, Math.max(0.1, (max || 0) * 1.1)] },
+        },
+        series: [
+          { label: "Step", value: (u, v) => (v === null ? "–" : String(v)) },
+          { label: "Training loss", stroke: "#2563eb", width: 2, value: (u, v) => number(v), spanGaps: true },
+          {
+            label: "Validation loss", stroke: "#dc2626", width: 2, value: (u, v) => number(v),
+            spanGaps: true, points: { show: true, size: 7, fill: "#dc2626" },
+          },
+        ],
+        axes: [{ label: "step" }, { label: "loss", size: 60 }],
+      }, data, 240);
+    } else {
+      plot.setData(data);
     }
-    el("text", { x: W - R, y: H - 6, "text-anchor": "end", class: "tick" }, `step ${maxStep}`);
-    const path = (pts) => pts.map((p, i) => `${i ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
-    if (train.length) el("path", { d: path(train), class: "series train" });
-    if (val.length) {
-      el("path", { d: path(val), class: "series val" });
-      for (const p of val) el("circle", { cx: x(p[0]), cy: y(p[1]), r: 3.5, class: "dot val" });
-    }
+    chart.dataset.points = String(data[1].filter((v) => v !== null).length);
+    table.replaceChildren(...data[0].map((step, i) => {
+      const row = document.createElement("tr");
+      for (const value of [String(step), number(data[1][i]), number(data[2][i])]) {
+        const cell = document.createElement("td");
+        cell.textContent = value;
+        row.appendChild(cell);
+      }
+      return row;
+    }));
   }
 
   function show() {

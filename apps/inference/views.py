@@ -13,15 +13,19 @@ from .usage import usage_by_day, usage_totals
 def usage(request: AuthedHttpRequest) -> HttpResponse:
     """The account's usage: the last 30 days by day, and totals by model, key and source."""
     days = usage_by_day(request.user, days=30)
-    peak = max((d.total for d in days), default=0) or 1
-    bars = []
-    for i, day in enumerate(days):
-        height = round(day.total / peak * 120)
-        bars.append({"day": day, "x": i * 20, "y": 130 - height, "height": height})
+    chart_days = [
+        {
+            "day": d.day.isoformat(),
+            "prompt_tokens": d.prompt_tokens,
+            "completion_tokens": d.completion_tokens,
+            "total": d.total,
+        }
+        for d in days
+    ]
     context = {
         "days": days,
-        "bars": bars,
-        "peak": peak,
+        "chart_days": chart_days,
+        "peak": max((d.total for d in days), default=0),
         "total": sum(d.total for d in days),
         "by_model": usage_totals(request.user, group="model__slug"),
         "by_key": usage_totals(request.user, group="api_key__name"),

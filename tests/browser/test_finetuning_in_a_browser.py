@@ -4,6 +4,8 @@ draws the same chart again from the stored events."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -18,7 +20,8 @@ pytestmark = [
 ]
 
 ARTIFACTS = ROOT / "test-artifacts"
-POINTS = "document.querySelector('#loss-chart path.train')?.getAttribute('d').split(/[ML]/).length - 1 || 0"
+# The training-loss points the chart holds (set each time it draws).
+POINTS = "Number(document.querySelector('#loss-chart')?.dataset.points || 0)"
 
 
 @pytest.fixture
@@ -59,6 +62,16 @@ def test_a_job_streams_its_loss_live_and_cancels(page):
     assert drawn >= 4
     page.reload()
     evaluate_until(page, f"({POINTS}) === {drawn}", timeout=5)
+    # The chart has its axes, and pointing at it gives a step's loss; the table lists each step.
+    chart = page.locator("#loss-chart")
+    expect(chart.locator(".u-axis")).to_have_count(2)  # steps and loss (drawn on the canvas)
+    over = chart.locator(".u-over")
+    box = over.bounding_box()
+    over.hover(position={"x": box["width"] * 0.02, "y": box["height"] / 2})
+    expect(chart.locator(".u-legend .u-series").nth(1)).to_contain_text(re.compile(r"\d\.\d{3}"))
+    page.click("text=The loss as a table")
+    expect(page.locator("#loss-table")).to_be_visible()
+    assert page.locator("#loss-table tbody tr").count() >= drawn  # eval-only steps add rows
     expect(page.locator("#job-log")).to_contain_text("Cancelled: what was logged is kept")
 
 

@@ -353,6 +353,36 @@ def test_keyboard_themes_phone_and_inline_errors(page):
     page.screenshot(path=ARTIFACTS / "chat-phone.png", full_page=True)
 
 
+def test_the_usage_chart_has_axes_and_shows_a_days_values_on_hover(page, chat_model):
+    from django.utils import timezone
+
+    from apps.inference.models import UsageRecord
+
+    today = timezone.now().date().isoformat()
+    UsageRecord.objects.create(
+        user=me(page),
+        model=chat_model,
+        source="chat",
+        kind="chat",
+        prompt_tokens=1200,
+        completion_tokens=34,
+    )
+    page.goto("/accounts/usage/")
+    chart = page.locator("#usage-chart")
+    expect(chart).to_have_attribute("data-points", "30")
+    expect(chart.locator(".u-axis")).to_have_count(2)  # days and tokens (drawn on the canvas)
+    # The last bar is today's: point at it and the legend gives the day and its figures.
+    over = chart.locator(".u-over")
+    box = over.bounding_box()
+    over.hover(position={"x": box["width"] - 3, "y": box["height"] - 5})
+    legend = chart.locator(".u-legend")
+    expect(legend).to_contain_text(today)
+    expect(legend).to_contain_text("1,234 tokens")
+    expect(legend).to_contain_text("1,200")
+    # The same figures are in the table beside it.
+    expect(page.locator("#usage-days")).to_contain_text("1234")
+
+
 @pytest.mark.parametrize("size", ["phone", "desktop"])
 def test_screenshots_of_the_main_pages(page, size):
     """Each main page at a phone's width and a desktop's, for people to look at; each must fit

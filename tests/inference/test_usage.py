@@ -1,5 +1,9 @@
+import json
+import re
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from apps.inference.models import UsageRecord
 
@@ -25,7 +29,16 @@ def test_usage_page_shows_your_totals_only(client, owner, stranger, chat_model):
     body = client.get(reverse("inference-usage")).content.decode()
     assert '<strong id="usage-total">20</strong>' in body
     assert "smollm2-135m-instruct" in body
-    assert "<rect" in body and "20 tokens (13 prompt, 7 completion)" in body
+    # The chart's figures (drawn by the browser) and the table of the same days.
+    today = timezone.now().date().isoformat()
+    data = json.loads(re.search(r'id="usage-data"[^>]*>(.*?)</script>', body, re.S).group(1))
+    assert len(data) == 30 and data[-1] == {
+        "day": today,
+        "prompt_tokens": 13,
+        "completion_tokens": 7,
+        "total": 20,
+    }
+    assert f"<tr><td>{today}</td><td>13</td><td>7</td><td>20</td></tr>" in body
     assert "2000" not in body
 
 
