@@ -154,7 +154,12 @@ def test_a_seed_repeats_its_sample_alone_and_beside_others(smollm_engine):
 
     alone = outcome(collect(smollm_engine, seeded()))
     others = [
-        request(messages=ask("Tell me a short story about a fox."), temperature=1.0, seed=99),
+        request(
+            messages=ask("Tell me a short story about a fox."),
+            temperature=1.0,
+            seed=99,
+            max_tokens=32,
+        ),
         request(prompt="Once upon a time", temperature=0.8, top_k=40, max_tokens=40),
         request(messages=ask("What is 2 + 2?"), temperature=0, max_tokens=20),
     ]
@@ -285,7 +290,7 @@ def test_other_architectures_share_the_scheduler_through_transformers_forward(
     )
     engine = TransformersEngine(spec, cache_dir=tmp_path, dtype="float32")
     engine.wait_loaded(timeout=60)
-    assert engine.weights.startswith("transformers forward (architecture 'mistral')")
+    assert engine.weights.startswith("transformers forward (architecture “mistral”)")
     requests = [request(prompt=f"Story number {i}", temperature=0, max_tokens=12) for i in range(3)]
     alone = [outcome(collect(engine, r)) for r in requests]
     assert [outcome(r) for r in together(engine, requests)] == alone
