@@ -14,7 +14,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from apps.catalog.models import LanguageModel
 from apps.catalog.selectors import DEFAULT_CHAT_MODEL, access_model, chat_models_for
-from apps.core.errors import ErrorCode, ServiceError
+from apps.core.errors import ErrorCode, ServiceError, quoted
 from apps.core.http import AuthedHttpRequest
 from apps.core.uploads import too_large
 
@@ -211,7 +211,7 @@ def conversation_new(request: AuthedHttpRequest) -> HttpResponse:
     try:
         model = access_model(request.user, slug, task=LanguageModel.Task.CHAT) if slug else None
     except Http404:
-        refusal = f"There is no chat model “{slug}” for you; pick one from the list."
+        refusal = f"There is no chat model {quoted(slug)} for you; pick one from the list."
         return _arrival_refused(request, text, slug, refusal, status=400)
     try:
         conversation, _ = services.conversation_start(owner=request.user, text=text, model=model)
@@ -278,7 +278,8 @@ def conversation_settings(request: AuthedHttpRequest, conversation_id: str) -> H
             )
         except Http404:
             form.add_error(
-                "model", f"Unknown model “{form.cleaned_data['model']}”; pick one from the list."
+                "model",
+                f"Unknown model {quoted(form.cleaned_data['model'])}; pick one from the list.",
             )
     if model is None or not form.is_valid():
         context = {"conversation": conversation, **_settings_context(request, conversation, form)}
