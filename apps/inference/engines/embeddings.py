@@ -37,8 +37,9 @@ class TransformersEmbedder(EncoderServer):
         tokenizer = AutoTokenizer.from_pretrained(
             location, trust_remote_code=False, **revision_of(spec)
         )
+        pinned: dict[str, Any] = revision_of(spec)  # transformers 5.25 types each keyword apart
         model = AutoModel.from_pretrained(
-            location, use_safetensors=True, trust_remote_code=False, **revision_of(spec)
+            location, use_safetensors=True, trust_remote_code=False, **pinned
         )
         return tokenizer, model
 
