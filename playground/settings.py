@@ -313,6 +313,10 @@ ADMIN_CONVERSATION_ACCESS = env_bool("ADMIN_CONVERSATION_ACCESS", False)
 API_REQUESTS_PER_MINUTE = env_int("API_REQUESTS_PER_MINUTE", 120, minimum=1)
 
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 32_000, minimum=1)
+# A document attached to a chat message (under MEDIA_ROOT/documents/): its file's bytes at most;
+# its text is bounded by the model's context, counted in tokens.
+CHAT_MAX_DOCUMENT_BYTES = env_int("CHAT_MAX_DOCUMENT_BYTES", 10 << 20, minimum=1)
+CHAT_MAX_DOCUMENTS = env_int("CHAT_MAX_DOCUMENTS", 5, minimum=1)  # per message
 
 # --- Fine-tuning ----------------------------------------------------------------------------
 # Uploaded datasets (under MEDIA_ROOT/datasets/) and trained adapters or models (under

@@ -19,12 +19,55 @@
   const arrival = document.getElementById("arrival-text");
   if (arrival) {
     arrival.addEventListener("keydown", (e) => {
-      if (e.key === "Enter" && !e.shiftKey && !e.isComposing && arrival.value.trim()) {
+      const ready = arrival.value.trim() || arrival.form.querySelector(".document-chip");
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing && ready) {
         e.preventDefault();
         arrival.form.requestSubmit();
       }
     });
   }
+  // Documents: each file chosen is sent at once and comes back as a chip (name, size, tokens)
+  // holding its id; the message takes the ids of the chips in its composer when it is sent.
+  function attachError(row, message) {
+    const box = row.querySelector(".attach-error");
+    box.textContent = message;
+    box.hidden = !message;
+  }
+  async function attach(input) {
+    const row = input.closest(".attach-row");
+    const list = row.querySelector(".attachments");
+    const csrf = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || "";
+    const picker = document.getElementById("arrival-model");
+    attachError(row, "");
+    for (const file of input.files) {
+      const body = new FormData();
+      body.append("file", file);
+      if (input.dataset.conversation) body.append("conversation", input.dataset.conversation);
+      else if (picker) body.append("model", picker.value);
+      let answer;
+      try {
+        const response = await fetch(input.dataset.url, {
+          method: "POST", body, headers: { "X-CSRFToken": csrf },
+        });
+        answer = await response.json();
+      } catch (err) {
+        answer = { error: `${file.name} could not be sent; try again.` };
+      }
+      if (answer.error) { attachError(row, answer.error); continue; }
+      const template = document.createElement("template");
+      template.innerHTML = answer.html.trim();
+      list.append(template.content.firstElementChild);
+    }
+    input.value = "";
+  }
+  document.addEventListener("change", (e) => {
+    if (e.target.matches(".attach-input")) attach(e.target);
+  });
+  document.addEventListener("click", (e) => {
+    const remove = e.target.closest(".document-remove");
+    if (remove) remove.closest(".document-chip").remove();
+  });
+
   const chat = document.getElementById("chat");
   if (!chat) return;
   const thread = document.getElementById("thread");
@@ -183,8 +226,14 @@
   composer.addEventListener("submit", (e) => {
     e.preventDefault();
     const text = input.value;
-    if (!text.trim()) { showError("Type a message first."); return; }
-    if (act({ action: "send", text })) input.value = "";
+    const chips = [...composer.querySelectorAll(".attachments .document-chip")];
+    const documents = chips.map((chip) => chip.dataset.document);
+    if (!text.trim() && !documents.length) { showError("Type a message first."); return; }
+    if (act({ action: "send", text, documents })) {
+      input.value = "";
+      chips.forEach((chip) => chip.remove());
+      attachError(composer.querySelector(".attach-row"), "");
+    }
   });
   input.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {

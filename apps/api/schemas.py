@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Any, Literal
 
+from django.conf import settings
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from apps.core.documents import DocumentText, document_text, with_documents
 from apps.core.errors import ErrorCode, ServiceError, invalid_input
 from apps.inference.grammars import json_object_grammar, json_schema_grammar
 from apps.inference.models import MAX_END_USER
@@ -34,6 +40,93 @@ class TextPart(_Strict):
     text: str
 
 
+def read_file_data(
+    filename: str | None, file_data: str | None, file_id: str | None
+) -> DocumentText:
+    """The document a request carries in a content part (OpenAI's ``file`` and ``input_file``
+    shapes): ``file_data`` as base64 or a ``data:`` URL, with its ``filename``, whose extension
+    says how to read it (``apps.core.documents``). ValueError, saying what to send instead, for
+    a ``file_id`` (files uploaded for this use are not kept here), no data, bad base64, a file
+    over CHAT_MAX_DOCUMENT_BYTES, or a file that is not a readable document."""
+    if file_id is not None:
+        raise ValueError(
+            "file_id is not supported here: send the file itself as file_data (base64, or a "
+            "data: URL) with its filename"
+        )
+    if not file_data or not filename:
+        raise ValueError(
+            "send the file as file_data (base64, or a data: URL) with its filename, whose "
+            "extension (.txt, .md, .csv, .html or .pdf) says how to read it"
+        )
+    encoded = file_data.split(",", 1)[1] if file_data.startswith("data:") else file_data
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise ValueError("file_data is not valid base64") from None
+    limit = settings.CHAT_MAX_DOCUMENT_BYTES
+    if len(data) > limit:
+        raise ValueError(f"the file has {len(data)} bytes; the limit is {limit}")
+    try:
+        return document_text(filename, data)
+    except ServiceError as refused:
+        raise ValueError(refused.message) from None
+
+
+class FileContent(_Strict):
+    filename: str | None = None
+    file_data: str | None = None
+    file_id: str | None = None
+
+
+class FilePart(_Strict):
+    """A document in a chat message (OpenAI's ``{"type": "file", "file": {...}}``): its text goes
+    before the message's own text, in ``apps.core.documents``' form."""
+
+    type: Literal["file"]
+    file: FileContent
+    _document: DocumentText = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _read(self) -> FilePart:
+        self._document = read_file_data(self.file.filename, self.file.file_data, self.file.file_id)
+        return self
+
+    @property
+    def document(self) -> DocumentText:
+        return self._document
+
+
+def _by_type(classes: dict[str, type[BaseModel]], expected: str) -> Discriminator:
+    """A union of content parts chosen by their ``type``, tagged with class names (which error
+    locations leave out, as they do pydantic's own union tags); another type is refused with
+    "Input should be a part of type ``expected``"."""
+
+    def tag(value: Any) -> str | None:
+        kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+        found = classes.get(str(kind))
+        return found.__name__ if found else None
+
+    return Discriminator(
+        tag,
+        custom_error_type="content_part_type",
+        custom_error_message=f"Input should be a part of type {expected} (the models here read text)",
+    )
+
+
+ChatPart = Annotated[
+    Annotated[TextPart, Tag("TextPart")] | Annotated[FilePart, Tag("FilePart")],
+    _by_type({"text": TextPart, "file": FilePart}, "text or file"),
+]
+
+
+def joined_text(parts: list[Any]) -> str:
+    """A message's text from its parts: the documents' blocks first, then its text parts."""
+    files = [p.document for p in parts if isinstance(p, FilePart | InputFilePart)]
+    text = "".join(p.text for p in parts if not isinstance(p, FilePart | InputFilePart))
+    documents = [(document.name, document.text) for document in files]
+    return with_documents(text, documents)
+
+
 FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
 
 
@@ -50,10 +143,18 @@ class ToolCall(_Strict):
 
 class ChatMessage(_Strict):
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[TextPart] | None = None  # None: an assistant turn that only called
+    # A string arrives as one text part; None: an assistant turn that only called.
+    content: list[ChatPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None  # an assistant turn's calls
     tool_call_id: str | None = None  # a tool message: the call it answers
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parts_of_content(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("content"), str):
+            return {**data, "content": [{"type": "text", "text": data["content"]}]}
+        return data
 
     @model_validator(mode="after")
     def _fields_of_its_role(self) -> ChatMessage:
@@ -66,11 +167,7 @@ class ChatMessage(_Strict):
         return self
 
     def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
+        return "" if self.content is None else joined_text(self.content)
 
 
 class FunctionDefinition(_Strict):
@@ -435,7 +532,7 @@ class FineTuningJobRequest(_Strict):
 
 MAX_METADATA = 16  # OpenAI's bounds on metadata: pairs, key and value lengths
 MAX_METADATA_KEY, MAX_METADATA_VALUE = 64, 512
-_NOT_TEXT = ("input_image", "input_file", "input_audio")
+_NOT_TEXT = ("input_image", "input_audio")
 
 
 class ContentPart(_Strict):
@@ -457,10 +554,46 @@ class ContentPart(_Strict):
         return data
 
 
+class InputFilePart(_Strict):
+    """A document in a Responses input message (OpenAI's ``input_file``), read as ``FilePart``."""
+
+    type: Literal["input_file"]
+    filename: str | None = None
+    # Read once, and not kept: a stored response lists the part by its filename.
+    file_data: str | None = Field(None, exclude=True)
+    file_id: str | None = None
+    _document: DocumentText = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _read(self) -> InputFilePart:
+        self._document = read_file_data(self.filename, self.file_data, self.file_id)
+        return self
+
+    @property
+    def document(self) -> DocumentText:
+        return self._document
+
+
+InputPart = Annotated[
+    Annotated[ContentPart, Tag("ContentPart")] | Annotated[InputFilePart, Tag("InputFilePart")],
+    _by_type(
+        {
+            "input_text": ContentPart,
+            "output_text": ContentPart,
+            "input_file": InputFilePart,
+            # Refused by ContentPart, which says why.
+            **dict.fromkeys(_NOT_TEXT, ContentPart),
+        },
+        "input_text, output_text or input_file",
+    ),
+]
+
+
 class MessageItem(_Strict):
     type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system", "developer"]
-    content: list[ContentPart]  # a string arrives as one part
+    # A string arrives as one part.
+    content: list[InputPart]
     id: str | None = None
     status: str | None = None
 
@@ -473,7 +606,7 @@ class MessageItem(_Strict):
         return data
 
     def text(self) -> str:
-        return "".join(part.text for part in self.content)
+        return joined_text(self.content)
 
 
 class FunctionCallItem(_Strict):

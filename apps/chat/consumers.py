@@ -1,6 +1,7 @@
 """The chat WebSocket: one connection per open conversation.
 
-Client → server actions: ``send`` {text}, ``stop``, ``regenerate``, ``rerun`` (the last answer
+Client → server actions: ``send`` {text, documents?} (the ids of documents attached through
+``chat-document-attach``), ``stop``, ``regenerate``, ``rerun`` (the last answer
 again with its model version, parameters and seed), ``edit`` {message, text} (a past user message
 changed; the turns after it are replaced).
 Server → client events: ``message`` {html, replaces?} for a new or replaced turn, ``removed``
@@ -139,7 +140,7 @@ class ChatConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
             return
         try:
             if action == "send":
-                await self._send_message(content.get("text"))
+                await self._send_message(content.get("text"), content.get("documents", []))
             elif action == "regenerate":
                 await self._regenerate()
             elif action == "rerun":
@@ -160,13 +161,18 @@ class ChatConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
         except ServiceError as exc:
             await self.send_json({"type": "error", "message": exc.message})
 
-    async def _send_message(self, text: Any) -> None:
+    async def _send_message(self, text: Any, documents: Any) -> None:
         if not isinstance(text, str):
             raise ServiceError(ErrorCode.INVALID_PARAMETER, "Type a message first.")
+        if not isinstance(documents, list):
+            raise ServiceError(
+                ErrorCode.INVALID_PARAMETER,
+                "Send documents as a list of the ids their attaching returned.",
+            )
 
         def send() -> tuple[str, str, str, str]:
             user_message, answer = services.chat_message_send(
-                conversation=self.conversation, text=text
+                conversation=self.conversation, text=text, documents=documents
             )
             item = render_to_string(
                 ITEM_PARTIAL, {"item": self.conversation, "conversation": self.conversation}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import PurePath
 
 from django.conf import settings
 from django.db import models
@@ -87,6 +88,44 @@ class Message(models.Model):
         if self.role == self.Role.ASSISTANT and self.generation is not None:
             return self.generation.output
         return self.content
+
+
+def _document_path(instance: Document, filename: str) -> str:
+    # Generated names only: the client's file name is kept for display, never used as a path.
+    return f"documents/{instance.owner_id}/{instance.id}{PurePath(instance.name).suffix.lower()}"
+
+
+class Document(models.Model):
+    """A file brought into a chat: kept under MEDIA_ROOT/documents/<owner>/ with the text read
+    from it (what the prompt holds, in ``apps.core.documents``' form) and that text's tokens on
+    the model it was attached for. Attached before its message is sent (``message`` is empty
+    until then); reachable only by its owner."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="documents"
+    )
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, null=True, blank=True, related_name="documents"
+    )
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20)
+    file = models.FileField(upload_to=_document_path, max_length=500)
+    bytes = models.PositiveBigIntegerField()
+    text = models.TextField()
+    # The tokens of its block in the prompt, as the model it was attached for counts them (None:
+    # that model's vocabulary is not readable from the web; the worker's count still applies).
+    tokens = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    # Documents attached and never sent are removed after this long.
+    UNSENT_SECONDS = 24 * 3600
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"document {self.pk}"
 
 
 class Preset(models.Model):

@@ -11,7 +11,7 @@ from apps.accounts.models import User
 from apps.catalog.models import LanguageModel
 from apps.inference.models import Generation
 
-from .models import Conversation, Message, Preset
+from .models import Conversation, Document, Message, Preset
 
 
 def access_conversation(user: User, conversation_id: object) -> Conversation:
@@ -76,7 +76,42 @@ def deleted_conversation(user: User, conversation_id: object) -> Conversation:
 
 
 def conversation_messages(conversation: Conversation) -> list[Message]:
-    return list(conversation.messages.select_related("generation__model_version__model"))
+    return list(
+        conversation.messages.select_related("generation__model_version__model").prefetch_related(
+            "documents"
+        )
+    )
+
+
+def access_document(user: User, document_id: object) -> Document:
+    """The document ``document_id`` if ``user`` attached it (and its conversation is not
+    deleted); 404 for missing and not-yours."""
+    try:
+        key = uuid.UUID(str(document_id))
+    except ValueError:
+        raise Http404("No such document") from None
+    document = (
+        Document.objects.filter(pk=key, owner_id=user.pk)
+        .exclude(message__conversation__deleted_at__isnull=False)
+        .first()
+        if user.is_authenticated
+        else None
+    )
+    if document is None:
+        raise Http404("No such document")
+    return document
+
+
+def unsent_documents(user: User, ids: list[str]) -> list[Document]:
+    """Those of ``ids`` that are ``user``'s documents not yet sent, in the order attached (the
+    arrival composer shows them again when its message is refused)."""
+    keys = []
+    for value in ids:
+        try:
+            keys.append(uuid.UUID(value))
+        except ValueError:
+            continue
+    return list(Document.objects.filter(owner_id=user.pk, message__isnull=True, pk__in=keys))
 
 
 def conversation_in_flight(conversation: Conversation) -> Generation | None:

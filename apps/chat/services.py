@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.files.base import ContentFile
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from apps.accounts.limits import LimitExceeded
 from apps.accounts.models import User
 from apps.catalog.models import LanguageModel
-from apps.catalog.selectors import DEFAULT_CHAT_MODEL, active_version, chat_models_for
+from apps.catalog.selectors import (
+    DEFAULT_CHAT_MODEL,
+    active_version,
+    chat_models_for,
+    version_spec,
+)
+from apps.core.documents import document_text, with_documents
 from apps.core.errors import ErrorCode, ServiceError, quoted
 from apps.inference.models import Generation
 from apps.inference.protocol import SamplingParams
 from apps.inference.services import generation_cancel, generation_start, sampling_params_for
+from apps.inference.tokens import token_count
 from apps.inference.usage import token_window
 
-from .models import Conversation, Message, Preset
+from .models import Conversation, Document, Message, Preset
 from .selectors import conversation_in_flight
 
 TITLE_CHARS = 60
@@ -55,10 +65,12 @@ def conversation_delete(*, conversation: Conversation) -> None:
         generation_cancel(generation=in_flight)
     now = timezone.now()
     Conversation.objects.filter(pk=conversation.pk).update(deleted_at=now)
-    Conversation.objects.filter(
+    purged = Conversation.objects.filter(
         owner_id=conversation.owner_id,
         deleted_at__lt=now - timedelta(seconds=Conversation.UNDO_SECONDS),
-    ).delete()
+    )
+    _delete_files(Document.objects.filter(message__conversation__in=purged))
+    purged.delete()
 
 
 def conversation_restore(*, conversation: Conversation) -> Conversation:
@@ -145,17 +157,123 @@ def _ensure_idle(conversation: Conversation) -> None:
 
 
 def _prompt_messages(conversation: Conversation) -> list[dict[str, str]]:
-    """The conversation as chat-template messages; failed and empty answers are left out."""
+    """The conversation as chat-template messages; failed and empty answers are left out. A
+    user message's documents come before its text, in ``apps.core.documents``' form."""
     messages = []
     if conversation.system_prompt.strip():
         messages.append({"role": "system", "content": conversation.system_prompt.strip()})
-    for message in conversation.messages.select_related("generation"):
+    turns = conversation.messages.select_related("generation").prefetch_related("documents")
+    for message in turns:
         if message.role == Message.Role.ASSISTANT and (
             (message.generation is not None and message.generation.is_failed) or not message.text
         ):
             continue
-        messages.append({"role": message.role, "content": message.text})
+        documents = [(d.name, d.text) for d in message.documents.all()]
+        messages.append({"role": message.role, "content": with_documents(message.text, documents)})
     return messages
+
+
+def _delete_files(documents: QuerySet[Document]) -> None:
+    """Remove the files of ``documents`` (whose rows the caller deletes) once the transaction
+    commits: a rollback keeps both."""
+    names = list(documents.values_list("file", flat=True))
+    if names:
+        storage = Document._meta.get_field("file").storage  # type: ignore[union-attr]
+
+        def delete() -> None:
+            for name in names:
+                storage.delete(name)
+
+        transaction.on_commit(delete)
+
+
+def _doesnt_fit(name: str, tokens: int, max_tokens: int, model: LanguageModel) -> ServiceError:
+    context = active_version(model).context_length
+    return ServiceError(
+        ErrorCode.CONTEXT_LENGTH_EXCEEDED,
+        f"{name} is {tokens:,} tokens; {quoted(model.display_name)} reads {context:,} at most, "
+        f"{max_tokens:,} of them kept for the answer. Attach a shorter document, or a part of it.",
+        param="documents",
+    )
+
+
+@transaction.atomic
+def document_attach(
+    *, owner: User, model: LanguageModel, filename: str, data: bytes, max_tokens: int
+) -> Document:
+    """A document for ``owner``'s next message to ``model`` (precondition: from
+    ``access_model``), whose answer may take ``max_tokens``: its file kept under the media root,
+    its text read and its tokens counted. Raises ServiceError, keeping nothing, for a file the
+    chat cannot read (``apps.core.documents.document_text``) and for one whose text would not
+    leave ``max_tokens`` of the model's context for the answer. Documents the owner attached
+    and never sent are removed after ``Document.UNSENT_SECONDS``."""
+    read = document_text(filename, data)
+    tokens = token_count(
+        version_spec(active_version(model)), with_documents("", [(read.name, read.text)])
+    )
+    if tokens is not None and tokens + max_tokens > active_version(model).context_length:
+        raise _doesnt_fit(quoted(read.name), tokens, max_tokens, model)
+    stale = Document.objects.filter(
+        owner=owner,
+        message__isnull=True,
+        created_at__lt=timezone.now() - timedelta(seconds=Document.UNSENT_SECONDS),
+    )
+    _delete_files(stale)
+    stale.delete()
+    document = Document(
+        owner=owner, name=read.name, kind=read.kind, bytes=len(data), text=read.text, tokens=tokens
+    )
+    document.file.save(read.name, ContentFile(data), save=False)
+    try:
+        document.save()
+    except BaseException:
+        document.file.delete(save=False)
+        raise
+    return document
+
+
+def _take_documents(conversation: Conversation, ids: Sequence[object]) -> list[Document]:
+    """The owner's unsent documents ``ids``, in the order they were attached; ServiceError when
+    one is not theirs or not unsent any more, when there are too many, or when together they
+    would not leave the conversation's ``max_tokens`` for the answer."""
+    if not ids:
+        return []
+    limit = settings.CHAT_MAX_DOCUMENTS
+    if len(ids) > limit:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            f"The message has {len(ids)} documents; the limit is {limit}.",
+            param="documents",
+        )
+    keys = {_uuid_or_none(i) for i in ids}
+    valid = {key for key in keys if key is not None}
+    found = list(
+        Document.objects.select_for_update().filter(
+            owner_id=conversation.owner_id, message__isnull=True, pk__in=valid
+        )
+    )
+    if len(found) != len(keys):
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            "An attached document is no longer there (sent already, or removed); attach it again.",
+            param="documents",
+        )
+    counted = [d.tokens for d in found if d.tokens is not None]
+    if counted:
+        total, context = sum(counted), active_version(conversation.model).context_length
+        if total + conversation.max_tokens > context:
+            what = (
+                quoted(found[0].name) if len(found) == 1 else f"Together the {len(found)} documents"
+            )
+            raise _doesnt_fit(what, total, conversation.max_tokens, conversation.model)
+    return sorted(found, key=lambda d: (d.created_at, str(d.pk)))
+
+
+def _uuid_or_none(value: object) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
 
 
 def _start_answer(
@@ -185,16 +303,22 @@ def _start_answer(
 
 
 @transaction.atomic
-def chat_message_send(*, conversation: Conversation, text: str) -> tuple[Message, Message]:
-    """Add the user's turn and start the answer. Raises ServiceError, writing nothing, on bad input."""
-    text = _check_text(text)
+def chat_message_send(
+    *, conversation: Conversation, text: str, documents: Sequence[object] = ()
+) -> tuple[Message, Message]:
+    """Add the user's turn, with the unsent ``documents`` (ids from ``document_attach``) the
+    owner attached to it, and start the answer. A message with documents may have no text of
+    its own. Raises ServiceError, writing nothing, on bad input."""
+    text = _check_text(text) if text.strip() or not documents else ""
     _lock(conversation)
     _ensure_idle(conversation)
+    attached = _take_documents(conversation, documents)
     user_message = Message.objects.create(
         conversation=conversation, role=Message.Role.USER, content=text
     )
+    Document.objects.filter(pk__in=[d.pk for d in attached]).update(message=user_message)
     if not conversation.title:
-        conversation.title = text[:TITLE_CHARS]
+        conversation.title = (text or attached[0].name)[:TITLE_CHARS]
     # Bumps updated_at, so the conversation moves to the top of the list.
     conversation.save(update_fields=["title", "updated_at"])
     return user_message, _start_answer(conversation, conversation.owner)
@@ -202,14 +326,19 @@ def chat_message_send(*, conversation: Conversation, text: str) -> tuple[Message
 
 @transaction.atomic
 def conversation_start(
-    *, owner: User, text: str, model: LanguageModel | None = None
+    *,
+    owner: User,
+    text: str,
+    model: LanguageModel | None = None,
+    documents: Sequence[object] = (),
 ) -> tuple[Conversation, Message]:
     """A conversation made by its first message (the chat page's arrival composer): created on
-    ``model`` (as ``conversation_create``), titled from ``text``, its answer started. Returns
-    the conversation and the answer's message. A refused message (blank, too long, the quota
-    used up) raises ServiceError and leaves no conversation behind."""
+    ``model`` (as ``conversation_create``), titled from ``text``, its answer started; the message
+    carries the ``documents`` as ``chat_message_send``'s do. Returns the conversation and the
+    answer's message. A refused message (blank, too long, the quota used up) raises ServiceError
+    and leaves no conversation behind."""
     conversation = conversation_create(owner=owner, model=model)
-    _, answer = chat_message_send(conversation=conversation, text=text)
+    _, answer = chat_message_send(conversation=conversation, text=text, documents=documents)
     return conversation, answer
 
 
@@ -265,6 +394,7 @@ def chat_message_edit(
         Q(created_at__gt=message.created_at) | Q(created_at=message.created_at, pk__gt=message.pk)
     )
     removed = list(later.values_list("pk", flat=True))
+    _delete_files(Document.objects.filter(message__in=later))
     later.delete()  # their generations stay on record for usage
     message.content = text
     message.save(update_fields=["content"])

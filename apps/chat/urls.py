@@ -9,6 +9,8 @@ urlpatterns = [
     path("classify/", tool_views.classify, name="chat-classify"),
     path("complete/", tool_views.complete, name="chat-complete"),
     path("search/", views.conversation_search, name="chat-search"),
+    path("documents/", views.document_attach, name="chat-document-attach"),
+    path("documents/<uuid:document_id>/", views.document_file, name="chat-document"),
     path("import/", views.conversation_import, name="chat-conversation-import"),
     path("<uuid:conversation_id>/", views.conversation_detail, name="chat-conversation"),
     path(

@@ -3,8 +3,9 @@ from __future__ import annotations
 import contextlib
 import json
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -13,22 +14,33 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.catalog.models import LanguageModel
-from apps.catalog.selectors import DEFAULT_CHAT_MODEL, access_model, chat_models_for
+from apps.catalog.selectors import (
+    DEFAULT_CHAT_MODEL,
+    access_model,
+    active_version,
+    chat_models_for,
+)
+from apps.core.documents import ACCEPT
 from apps.core.errors import ErrorCode, ServiceError, quoted
 from apps.core.http import AuthedHttpRequest
 from apps.core.uploads import too_large
+from apps.inference.protocol import SamplingParams
 
 from . import exports, services
 from .forms import RenameForm, SettingsForm
 from .models import Conversation
 from .selectors import (
     access_conversation,
+    access_document,
     access_preset,
     conversation_messages,
     conversations_for,
     deleted_conversation,
     presets_for,
+    unsent_documents,
 )
+
+DOCUMENT_CHIP = "chat/conversation.html#document-chip"
 
 
 def _page(
@@ -44,6 +56,7 @@ def _page(
         "conversations": conversations_for(request.user, query),
         "query": query,
         "conversation": conversation,
+        "document_accept": ACCEPT,
         **_settings_context(request, conversation, form),
         **(extra or {}),
     }
@@ -208,29 +221,93 @@ def conversation_new(request: AuthedHttpRequest) -> HttpResponse:
         return redirect("chat-conversation", conversation_id=conversation.pk)
     text = request.POST.get("starter") or request.POST.get("text", "")
     slug = request.POST.get("model", "")
+    documents = request.POST.getlist("documents")
     try:
         model = access_model(request.user, slug, task=LanguageModel.Task.CHAT) if slug else None
     except Http404:
         refusal = f"There is no chat model {quoted(slug)} for you; pick one from the list."
-        return _arrival_refused(request, text, slug, refusal, status=400)
+        return _arrival_refused(request, text, slug, documents, refusal, status=400)
     try:
-        conversation, _ = services.conversation_start(owner=request.user, text=text, model=model)
+        conversation, _ = services.conversation_start(
+            owner=request.user, text=text, model=model, documents=documents
+        )
     except ServiceError as exc:
         status = {ErrorCode.QUOTA_EXCEEDED: 429, ErrorCode.MODEL_NOT_FOUND: 409}.get(exc.code, 400)
-        return _arrival_refused(request, text, slug, exc.message, status=status)
+        return _arrival_refused(request, text, slug, documents, exc.message, status=status)
     return redirect("chat-conversation", conversation_id=conversation.pk)
 
 
 def _arrival_refused(
-    request: AuthedHttpRequest, text: str, slug: str, message: str, *, status: int
+    request: AuthedHttpRequest,
+    text: str,
+    slug: str,
+    documents: list[str],
+    message: str,
+    *,
+    status: int,
 ) -> HttpResponse:
-    """The chat page's arrival composer again, with what was typed and why it was refused."""
+    """The chat page's arrival composer again, with what was typed and attached, and why it
+    was refused."""
     extra: dict[str, object] = {
         "arrival_error": message,
         "arrival_text": text,
         "arrival_model": slug,
+        "arrival_documents": unsent_documents(request.user, documents),
     }
     return _page(request, status=status, extra=extra)
+
+
+@login_required
+@require_POST
+def document_attach(request: AuthedHttpRequest) -> JsonResponse:
+    """A document for the next message: ``file`` (multipart), for the open ``conversation``'s
+    model and answer length, or (the arrival composer) for ``model``'s. Answers
+    ``{"id", "html"}`` (the chip the composer shows, which names the document to send with the
+    message) or ``{"error"}`` with a 400 (413 for a file over CHAT_MAX_DOCUMENT_BYTES)."""
+    upload = request.FILES.get("file")
+    if upload is None:
+        return JsonResponse({"error": "Choose a file to attach."}, status=400)
+    refusal = too_large(upload, settings.CHAT_MAX_DOCUMENT_BYTES)
+    if refusal:
+        return JsonResponse({"error": f"{quoted(upload.name or '')}: {refusal}"}, status=413)
+    if request.POST.get("conversation"):
+        conversation = access_conversation(request.user, request.POST["conversation"])
+        model, max_tokens = conversation.model, conversation.max_tokens
+    else:
+        slug = request.POST.get("model") or DEFAULT_CHAT_MODEL
+        try:
+            model = access_model(request.user, slug, task=LanguageModel.Task.CHAT)
+        except Http404:
+            refusal = f"There is no chat model {quoted(slug)} for you; pick one from the list."
+            return JsonResponse({"error": refusal}, status=400)
+        defaults = active_version(model).default_params
+        max_tokens = int(defaults.get("max_tokens", SamplingParams().max_tokens))
+    try:
+        document = services.document_attach(
+            owner=request.user,
+            model=model,
+            filename=upload.name or "",
+            data=upload.read(),
+            max_tokens=max_tokens,
+        )
+    except ServiceError as exc:
+        return JsonResponse({"error": exc.message}, status=400)
+    html = render_to_string(DOCUMENT_CHIP, {"document": document, "removable": True})
+    return JsonResponse({"id": str(document.pk), "html": html})
+
+
+@login_required
+@require_GET
+def document_file(request: AuthedHttpRequest, document_id: str) -> FileResponse:
+    """The attached file, to its owner only, always as a download (an HTML document opened in
+    the page would run in the site's origin)."""
+    document = access_document(request.user, document_id)
+    return FileResponse(
+        document.file.open("rb"),
+        as_attachment=True,
+        filename=document.name,
+        content_type="application/octet-stream",
+    )
 
 
 @login_required

@@ -11,8 +11,12 @@ from playwright.sync_api import Page, expect
 
 from apps.accounts.models import User
 from apps.chat.services import conversation_create
+from apps.inference.models import Generation
+from tests.helpers import ROOT
 
 from .conftest import csp_violations, sign_up
+
+ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = [
     pytest.mark.model,
@@ -102,3 +106,48 @@ def test_stop_keeps_the_partial_answer(page):
     completion = int(re.search(r"\+ (\d+) completion", stats.inner_text()).group(1))
     assert 0 < completion < 400
     expect(page.locator(".message.assistant .body")).not_to_be_empty()
+
+
+OTTERS = (
+    b"# Sea otters\n\nSea otters live along the coasts of the North Pacific. They float on their "
+    b"backs, eat sea urchins and crabs, and hold hands while they sleep so that they do not "
+    b"drift apart.\n"
+)
+
+
+def test_a_document_attached_to_a_message_is_read_by_the_model(page):
+    """The packaged 135M model answers questions about a short document well; asked for a
+    summary of this one it answers "A helpful AI assistant." (its default system prompt), so
+    the test asks what only the document says."""
+    save_settings(page, temperature="0", max_tokens="60")
+    page.set_input_files(
+        "#composer .attach-input",
+        files=[{"name": "otters.md", "mimeType": "text/markdown", "buffer": OTTERS}],
+    )
+    chip = page.locator("#composer .document-chip")
+    expect(chip).to_contain_text("otters.md")
+    expect(chip).to_contain_text(re.compile(r"Markdown · \d+\s*bytes · \d+ tokens"))
+    # A file that is not a document is refused where it was attached, and no chip is added.
+    page.set_input_files(
+        "#composer .attach-input",
+        files=[{"name": "deck.pptx", "mimeType": "application/octet-stream", "buffer": b"PK"}],
+    )
+    expect(page.locator("#composer .attach-error")).to_contain_text("“deck.pptx” is not a kind")
+    expect(chip).to_have_count(1)
+    page.fill("#composer-text", "What do sea otters hold while they sleep?")
+    page.press("#composer-text", "Enter")
+    # The message carries the document as a chip (a link to its file) above its text.
+    sent = page.locator(".message.user")
+    expect(sent.locator(".document-chip a")).to_have_text("otters.md")
+    expect(sent.locator(".body")).to_have_text("What do sea otters hold while they sleep?")
+    expect(page.locator("#composer .document-chip")).to_have_count(0)
+    expect(page.locator(".message.assistant .stats")).to_contain_text("tok/s", timeout=60_000)
+    expect(page.locator(".message.assistant .body")).to_contain_text("hands")
+    # What the model read: the document's block, then the question.
+    [prompt] = Generation.objects.get().messages[-1:]
+    assert prompt["content"] == (
+        f'<document name="otters.md">\n{OTTERS.decode().strip()}\n</document>\n\n'
+        "What do sea otters hold while they sleep?"
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "chat-document-desktop.png", full_page=True)

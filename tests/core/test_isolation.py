@@ -21,7 +21,7 @@ from django.utils import timezone
 from apps.accounts.models import ApiKey, User
 from apps.api.models import ApiFile, Batch, StoredResponse
 from apps.catalog.models import LanguageModel, ModelVersion
-from apps.chat.models import Conversation, Message, Preset
+from apps.chat.models import Conversation, Document, Message, Preset
 from apps.finetuning.models import Dataset, FineTuningJob
 from apps.inference.models import Generation, UsageRecord
 from tests.chat.conftest import communicator
@@ -78,6 +78,17 @@ def owned(owner, chat_model) -> dict[str, object]:
     )
     binned = ConversationFactory(owner=owner, title=f"{SECRET} deleted", deleted_at=timezone.now())
     preset = Preset.objects.create(owner=owner, name=f"{SECRET} preset", system_prompt=SECRET)
+    document = Document(
+        owner=owner,
+        message=conversation.messages.filter(role="user").first(),
+        name=f"{SECRET}.md",
+        kind="Markdown",
+        bytes=len(SECRET),
+        text=SECRET,
+        tokens=3,
+    )
+    document.file.save("notes.md", ContentFile(SECRET.encode()), save=False)
+    document.save()
     UsageRecord.objects.create(
         user=owner, model=chat_model, source="chat", kind="chat", prompt_tokens=4321
     )
@@ -116,6 +127,7 @@ def owned(owner, chat_model) -> dict[str, object]:
         "conversation": conversation,
         "binned": binned,
         "preset": preset,
+        "document": document,
         "generation": generation,
         "key": key,
         "dataset": dataset,
@@ -139,6 +151,7 @@ def owner_state(owner) -> list[object]:
         list(LanguageModel.objects.filter(owner=owner).values("is_enabled", "visibility")),
         list(UsageRecord.objects.filter(user=owner).values()),
         list(Preset.objects.filter(owner=owner).values()),
+        list(Document.objects.filter(owner=owner).values()),
         list(StoredResponse.objects.filter(user=owner).values()),
         list(ApiFile.objects.filter(owner=owner).values()),
         list(Batch.objects.filter(user=owner).values()),
@@ -193,6 +206,7 @@ def site_attempts(o: dict[str, object]) -> dict[str, list[tuple[str, str]]]:
         "chat/<uuid:conversation_id>/presets/save/": [
             ("post", f"/chat/{conversation.pk}/presets/save/")
         ],
+        "chat/documents/<uuid:document_id>/": [("get", f"/chat/documents/{o['document'].pk}/")],
         "accounts/keys/<int:api_key_id>/revoke/": [("post", f"/accounts/keys/{key.pk}/revoke/")],
         "finetuning/datasets/<uuid:dataset_id>/": [("get", f"/finetuning/datasets/{dataset.pk}/")],
         "finetuning/datasets/<uuid:dataset_id>/delete/": [

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import json
+import logging
 import os
 import shutil
 import threading
@@ -20,6 +21,20 @@ from apps.core.sources import local_folder, packaged_path
 from apps.inference.protocol import ModelSpec
 
 from .gguf_export import ADAPTER_FILE, MODEL_FILE, ExportError, export_lora
+
+logger = logging.getLogger("apps.inference.engines.llamacpp")
+_WARN = 3  # ggml's log level for warnings (errors are 4); below it llama.cpp is chatty
+
+
+@llama.llama_log_callback
+def _log(level: int, text: bytes, user_data: Any) -> None:
+    if level in (_WARN, _WARN + 1):
+        logger.warning("llama.cpp: %s", text.decode(errors="replace").rstrip())
+
+
+# Whoever imports llama.cpp through this module (the engine, the web's token counter) gets its
+# warnings in our log and nothing of its chatter.
+llama.llama_log_set(_log, None)
 
 # The instruction sets llama.cpp's build reports, by the flag /proc/cpuinfo shows for each.
 _INSTRUCTIONS = {

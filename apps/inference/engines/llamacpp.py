@@ -56,16 +56,6 @@ from .thread import EngineThread, Pacing, Submission
 logger = logging.getLogger(__name__)
 
 PREFIX_MIN_TOKENS = 16  # a shorter common start is not worth choosing a slot for
-_WARN = 3  # ggml's log level for warnings (errors are 4); below it llama.cpp is chatty
-
-
-@llama.llama_log_callback
-def _log(level: int, text: bytes, user_data: Any) -> None:
-    if level in (_WARN, _WARN + 1):
-        logger.warning("llama.cpp: %s", text.decode(errors="replace").rstrip())
-
-
-llama.llama_log_set(_log, None)
 
 
 @dataclass
