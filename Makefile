@@ -11,10 +11,12 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/playground
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 INSTALLED := $(VENV)/.installed
 FRONTEND := node_modules/.installed
+# The compiled translations (locale/*/LC_MESSAGES/*.po, kept up to date by `manage.py messages`).
+CATALOGUES := $(patsubst %.po,%.mo,$(wildcard locale/*/LC_MESSAGES/*.po))
 
-.PHONY: install chromium run test lint format migrations-check prod worker worker-training bench bench-adapters bench-structured bench-batch loadtest
+.PHONY: install chromium gettext run test lint format migrations-check prod worker worker-training bench bench-adapters bench-structured bench-batch loadtest
 
-install: $(INSTALLED) $(FRONTEND)
+install: $(INSTALLED) $(FRONTEND) $(CATALOGUES)
 
 $(INSTALLED): pyproject.toml scripts/install_llamacpp.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,9 +37,19 @@ $(FRONTEND): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# GNU gettext compiles the catalogues (msgfmt) and the translation test reads the templates
+# and code for strings (xgettext, through makemessages).
+gettext:
+	@command -v msgfmt >/dev/null || (apt-get update -qq && apt-get install -y -qq gettext)
+
+%.mo: %.po | gettext
+	msgfmt --check -o $@ $<
+
 # The browser tests drive Debian's Chromium (Playwright cannot download its own browsers here).
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	@# A font with Chinese glyphs, for the pages' Chinese screenshots (1.6 MB).
+	@fc-list :lang=zh | grep -q . || (apt-get update -qq && apt-get install -y -qq fonts-wqy-microhei)
 
 run: install
 	$(PY) manage.py migrate --noinput

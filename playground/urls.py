@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.i18n import JavaScriptCatalog
 
 from apps.api import site_views as api_site_views
 from apps.api import views as api_views
@@ -22,6 +23,8 @@ urlpatterns = [
         api_site_views.batch_file_download,
         name="api-batch-file",
     ),
+    # The scripts' translated strings (gettext and friends, from locale/*/djangojs.po).
+    path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
     path("healthz", ops.healthz, name="ops-healthz"),
     path("readyz", ops.readyz, name="ops-readyz"),
     path("metrics", ops.metrics, name="ops-metrics"),

@@ -1,6 +1,7 @@
 // Shared by every page.
 (function () {
   "use strict";
+  const _ = window.gettext || ((text) => text); // the catalogue at /jsi18n/, when it loaded
   // Forms with data-confirm ask before they submit (inline handlers are not allowed by the
   // Content-Security-Policy).
   document.addEventListener("submit", (event) => {
@@ -18,8 +19,8 @@
   }
   function label(button) {
     const next = current() === "dark" ? "light" : "dark";
-    button.textContent = next === "dark" ? "Dark theme" : "Light theme";
-    button.setAttribute("aria-label", `Switch to the ${next} theme`);
+    button.textContent = next === "dark" ? _("Dark theme") : _("Light theme");
+    button.setAttribute("aria-label", next === "dark" ? _("Switch to the dark theme") : _("Switch to the light theme"));
   }
   document.querySelectorAll("[data-theme-toggle]").forEach((button) => {
     label(button);

@@ -3,6 +3,8 @@
 // server rendered from Markdown and sanitised. Code blocks get highlight.js and a copy button.
 (function () {
   "use strict";
+  const _ = window.gettext || ((text) => text); // the catalogue at /jsi18n/, when it loaded
+  const format = (text, values) => (window.interpolate ? window.interpolate(text, values, true) : text.replace(/%\((\w+)\)s/g, (m, k) => values[k]));
   const search = document.getElementById("search");
   document.addEventListener("keydown", (e) => {
     if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "k" && search) {
@@ -51,7 +53,7 @@
         });
         answer = await response.json();
       } catch (err) {
-        answer = { error: `${file.name} could not be sent; try again.` };
+        answer = { error: format(_("%(name)s could not be sent; try again."), { name: file.name }) };
       }
       if (answer.error) { attachError(row, answer.error); continue; }
       const template = document.createElement("template");
@@ -123,7 +125,7 @@
       const button = document.createElement("button");
       button.type = "button";
       button.className = "copy copy-code";
-      button.textContent = "Copy code";
+      button.textContent = _("Copy code");
       code.parentElement.prepend(button);
     });
   }
@@ -204,7 +206,7 @@
     };
     socket.onclose = () => {
       if (chat.classList.contains("connected") && errorBox.hidden) {
-        showError("Connection lost; reconnecting…");
+        showError(_("Connection lost; reconnecting…"));
       }
       lost = lost || chat.classList.contains("connected");
       chat.classList.remove("connected");
@@ -216,7 +218,7 @@
   function act(payload) {
     showError("");
     if (!socket || socket.readyState !== WebSocket.OPEN) {
-      showError("Not connected yet; try again in a moment.");
+      showError(_("Not connected yet; try again in a moment."));
       return false;
     }
     socket.send(JSON.stringify(payload));
@@ -228,7 +230,7 @@
     const text = input.value;
     const chips = [...composer.querySelectorAll(".attachments .document-chip")];
     const documents = chips.map((chip) => chip.dataset.document);
-    if (!text.trim() && !documents.length) { showError("Type a message first."); return; }
+    if (!text.trim() && !documents.length) { showError(_("Type a message first.")); return; }
     if (act({ action: "send", text, documents })) {
       input.value = "";
       chips.forEach((chip) => chip.remove());
@@ -261,8 +263,8 @@
       ? button.parentElement.querySelector("code").innerText
       : button.closest(".message").querySelector(".body").innerText;
     navigator.clipboard.writeText(text).then(
-      () => { button.textContent = "Copied"; setTimeout(() => { button.textContent = button.classList.contains("copy-code") ? "Copy code" : "Copy"; }, 1500); },
-      () => showError("Copying was not allowed by the browser; select the text instead."),
+      () => { button.textContent = _("Copied"); setTimeout(() => { button.textContent = button.classList.contains("copy-code") ? _("Copy code") : _("Copy"); }, 1500); },
+      () => showError(_("Copying was not allowed by the browser; select the text instead.")),
     );
   }
 
@@ -275,13 +277,13 @@
     const box = document.createElement("textarea");
     box.value = body.textContent;
     box.rows = Math.min(10, box.value.split("\n").length + 1);
-    box.setAttribute("aria-label", "Edit message");
+    box.setAttribute("aria-label", _("Edit message"));
     const save = document.createElement("button");
     save.type = "submit";
-    save.textContent = "Save and resend";
+    save.textContent = _("Save and resend");
     const cancel = document.createElement("button");
     cancel.type = "button";
-    cancel.textContent = "Cancel";
+    cancel.textContent = _("Cancel");
     form.append(box, save, cancel);
     body.hidden = true;
     body.after(form);
@@ -291,7 +293,7 @@
     form.addEventListener("keydown", (e) => { if (e.key === "Escape") { e.stopPropagation(); close(); } });
     form.addEventListener("submit", (e) => {
       e.preventDefault();
-      if (!box.value.trim()) { showError("Type a message first."); return; }
+      if (!box.value.trim()) { showError(_("Type a message first.")); return; }
       if (act({ action: "edit", message: Number(message.dataset.message), text: box.value })) close();
     });
   }

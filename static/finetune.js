@@ -1,6 +1,14 @@
 // The job page: draws the loss chart from the stored events, then follows new ones over the
 // WebSocket (see apps/finetuning/consumers.py). A reload redraws everything from the rows.
 (function () {
+  "use strict";
+  const _ = window.gettext || ((text) => text); // the catalogue at /jsi18n/, when it loaded
+  const format = (text, values) => (window.interpolate ? window.interpolate(text, values, true) : text.replace(/%\((\w+)\)s/g, (m, k) => values[k]));
+  // A job's states as the page names them (the job model's own labels).
+  const STATUS = {
+    queued: _("Queued"), validating: _("Validating"), running: _("Running"),
+    succeeded: _("Succeeded"), failed: _("Failed"), cancelled: _("Cancelled"),
+  };
   const page = document.getElementById("job");
   if (!page) return;
   const events = JSON.parse(document.getElementById("job-events").textContent);
@@ -36,14 +44,14 @@
           y: { range: (u, min, max) => [0, Math.max(0.1, (max || 0) * 1.1)] },
         },
         series: [
-          { label: "Step", value: (u, v) => (v === null ? "–" : String(v)) },
-          { label: "Training loss", stroke: "#2563eb", width: 2, value: (u, v) => number(v), spanGaps: true },
+          { label: _("Step"), value: (u, v) => (v === null ? "–" : String(v)) },
+          { label: _("Training loss"), stroke: "#2563eb", width: 2, value: (u, v) => number(v), spanGaps: true },
           {
-            label: "Validation loss", stroke: "#dc2626", width: 2, value: (u, v) => number(v),
+            label: _("Validation loss"), stroke: "#dc2626", width: 2, value: (u, v) => number(v),
             spanGaps: true, points: { show: true, size: 7, fill: "#dc2626" },
           },
         ],
-        axes: [{ label: "step" }, { label: "loss", size: 60 }],
+        axes: [{ label: _("step") }, { label: _("loss"), size: 60 }],
       }, data, 240);
     } else {
       plot.setData(data);
@@ -62,14 +70,14 @@
 
   function show() {
     const status = document.getElementById("job-status");
-    status.textContent = state.status.charAt(0).toUpperCase() + state.status.slice(1);
+    status.textContent = STATUS[state.status] || state.status;
     status.className = `status status-${state.status}`;
     const progress = document.getElementById("job-progress");
     progress.max = state.total_steps || 1;
     progress.value = state.step;
-    document.getElementById("job-steps").textContent = `step ${state.step} of ${state.total_steps || "?"}`;
+    document.getElementById("job-steps").textContent = format(_("step %(step)s of %(total)s"), { step: state.step, total: state.total_steps || "?" });
     document.getElementById("job-eta").textContent =
-      state.eta_seconds !== null && state.eta_seconds !== undefined ? `about ${state.eta_seconds} s left` : "";
+      state.eta_seconds !== null && state.eta_seconds !== undefined ? format(_("about %(seconds)s s left"), { seconds: state.eta_seconds }) : "";
     const error = document.getElementById("job-error");
     error.textContent = state.error || "";
     error.hidden = !state.error;

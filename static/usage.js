@@ -2,6 +2,8 @@
 // with the day's prompt and completion tokens in the legend under the cursor.
 (function () {
   "use strict";
+  const _ = window.gettext || ((text) => text); // the catalogue at /jsi18n/, when it loaded
+  const format = (text, values) => (window.interpolate ? window.interpolate(text, values, true) : text.replace(/%\((\w+)\)s/g, (m, k) => values[k]));
   const el = document.getElementById("usage-chart");
   if (!el) return;
   const days = JSON.parse(document.getElementById("usage-data").textContent);
@@ -16,9 +18,9 @@
       tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC"),
       scales: { y: { range: (u, min, max) => [0, Math.max(10, max * 1.1)] } },
       series: [
-        { label: "Day (UTC)", value: (u, v) => (v === null ? "–" : day(v)) },
+        { label: _("Day (UTC)"), value: (u, v) => (v === null ? "–" : day(v)) },
         {
-          label: "Total",
+          label: _("Total"),
           value: (u, v) => `${number(v)} tokens`,
           fill: "rgba(37, 99, 235, 0.75)",
           stroke: "rgb(37, 99, 235)",
@@ -26,12 +28,12 @@
           paths: uPlot.paths.bars({ size: [0.7, 40] }),
           points: { show: false },
         },
-        { label: "Prompt", value: (u, v) => number(v), stroke: "#64748b", ...legendOnly },
-        { label: "Completion", value: (u, v) => number(v), stroke: "#64748b", ...legendOnly },
+        { label: _("Prompt"), value: (u, v) => number(v), stroke: "#64748b", ...legendOnly },
+        { label: _("Completion"), value: (u, v) => number(v), stroke: "#64748b", ...legendOnly },
       ],
       axes: [
         { values: (u, ticks) => ticks.map((t) => day(t).slice(5)) },
-        { label: "tokens", size: 70, values: (u, ticks) => ticks.map(number) },
+        { label: _("tokens"), size: 70, values: (u, ticks) => ticks.map(number) },
       ],
     },
     [x, only("total"), only("prompt_tokens"), only("completion_tokens")],

@@ -6,6 +6,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext, gettext_lazy
 
 from apps.audit.admin import AuditedAdmin
 from apps.audit.models import AuditEntry
@@ -98,11 +99,12 @@ class ApiKeyAdmin(AuditedAdmin):
         obj.pk = api_key.pk
         self.message_user(
             request,
-            f"The new key for {obj.user}: {key} (copy it now: it is not shown again).",
+            gettext("The new key for %(user)s: %(key)s (copy it now: it is not shown again).")
+            % {"user": obj.user, "key": key},
             level=messages.WARNING,
         )
 
-    @admin.action(description="Revoke the selected keys", permissions=["change"])
+    @admin.action(description=gettext_lazy("Revoke the selected keys"), permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for api_key in queryset:
             api_key_revoke(api_key=api_key, actor=request.user)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from .models import ApiKey, User
 
@@ -16,14 +17,19 @@ class SignUpForm(UserCreationForm):
 
 
 class ApiKeyForm(forms.Form):
-    name = forms.CharField(max_length=100)
+    name = forms.CharField(label=_("Name"), max_length=100)
     scopes = forms.MultipleChoiceField(
+        label=_("Scopes"),
         choices=ApiKey.Scope.choices,
         initial=[ApiKey.Scope.INFERENCE],
         widget=forms.CheckboxSelectMultiple,
     )
     expires_in_days = forms.IntegerField(
-        min_value=1, max_value=3650, required=False, help_text="Leave empty for no expiry."
+        label=_("Expires in days"),
+        min_value=1,
+        max_value=3650,
+        required=False,
+        help_text=_("Leave empty for no expiry."),
     )
 
     def expires_at(self) -> datetime | None:

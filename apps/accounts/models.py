@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class User(AbstractUser):
@@ -10,7 +12,11 @@ class User(AbstractUser):
 
     # Tokens (prompt + completion, chat and API together) the account may use per UTC day.
     daily_token_quota = models.PositiveBigIntegerField(
-        null=True, blank=True, help_text="Empty: no limit."
+        null=True, blank=True, help_text=_("Empty: no limit.")
+    )
+    # The site's language for this account (the top bar's switch); empty: the browser's.
+    language = models.CharField(
+        max_length=10, blank=True, choices=settings.LANGUAGES, verbose_name=_("language")
     )
 
 
@@ -27,9 +33,9 @@ class ApiKey(models.Model):
     of the whole key to check it; the key itself is shown once, when it is issued."""
 
     class Scope(models.TextChoices):
-        INFERENCE = "inference", "Inference"
-        FINE_TUNING = "fine-tuning", "Fine-tuning"
-        READ_ONLY = "read-only", "Read only"
+        INFERENCE = "inference", _("Inference")
+        FINE_TUNING = "fine-tuning", _("Fine-tuning")
+        READ_ONLY = "read-only", _("Read only")
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100)
@@ -57,6 +63,12 @@ class ApiKey(models.Model):
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or self.expires_at > timezone.now()
+
+    @property
+    def scope_labels(self) -> list[str]:
+        """The key's scopes as people read them, in the page's language."""
+        labels = dict(self.Scope.choices)
+        return [str(labels.get(scope, scope)) for scope in self.scopes]
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes

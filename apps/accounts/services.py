@@ -18,6 +18,12 @@ def user_sign_up(*, username: str, password: str) -> User:
     return User.objects.create_user(username=username, password=password)
 
 
+def user_language_set(*, user: User, language: str) -> None:
+    """Remember ``language`` (one of LANGUAGES, or "" for the browser's) as ``user``'s."""
+    User.objects.filter(pk=user.pk).update(language=language)
+    user.language = language
+
+
 @transaction.atomic
 def api_key_issue(
     *,

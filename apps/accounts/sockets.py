@@ -5,13 +5,48 @@ restarting), at the socket's next look at the account."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from http.cookies import SimpleCookie
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import translation
+from django.utils.translation import trans_real
 
 from apps.core.channel_layers import Listener, publish_to
 
 from .models import User
+
+
+def scope_language(scope: dict[str, Any]) -> str:
+    """The language a socket speaks, chosen as for a page: the account's own, else the language
+    cookie, else the browser's Accept-Language, else LANGUAGE_CODE."""
+    user = scope.get("user")
+    if user is not None and user.is_authenticated and getattr(user, "language", ""):
+        return str(user.language)
+    headers = dict(scope.get("headers") or [])
+    cookies = SimpleCookie(headers.get(b"cookie", b"").decode("latin-1"))
+    chosen = cookies.get(settings.LANGUAGE_COOKIE_NAME)
+    if chosen is not None and chosen.value in dict(settings.LANGUAGES):
+        return chosen.value
+    accept = headers.get(b"accept-language", b"").decode("latin-1")
+    for code, _ in trans_real.parse_accept_lang_header(accept):
+        with contextlib.suppress(LookupError):
+            return translation.get_supported_language_variant(code)
+    return str(settings.LANGUAGE_CODE)
+
+
+class InTheirLanguage:
+    """Mixin for a consumer: each event is handled, and its messages and partials rendered, in
+    ``scope_language`` (tasks it starts inherit it)."""
+
+    scope: Any
+
+    async def dispatch(self, message: Any) -> None:
+        with translation.override(scope_language(self.scope)):
+            await super().dispatch(message)  # type: ignore[misc]
+
 
 # While the channel layer is away, a socket looks at its account this often.
 ACCOUNT_CHECK_SECONDS = 5.0

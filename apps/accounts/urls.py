@@ -5,6 +5,7 @@ from . import views
 
 urlpatterns = [
     path("signup/", views.signup, name="accounts-signup"),
+    path("language/", views.language_set, name="accounts-language"),
     path(
         "login/",
         auth_views.LoginView.as_view(

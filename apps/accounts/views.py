@@ -1,14 +1,42 @@
+from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.core.http import AuthedHttpRequest
 
 from .forms import ApiKeyForm, SignUpForm
 from .selectors import access_api_key, api_keys_for
-from .services import api_key_issue, api_key_revoke, user_sign_up
+from .services import api_key_issue, api_key_revoke, user_language_set, user_sign_up
+
+
+@require_POST
+def language_set(request: HttpRequest) -> HttpResponse:
+    """The top bar's language switch: ``language`` (one of LANGUAGES) is kept in the language
+    cookie, and on the account when one is signed in (so it follows them to another browser);
+    then back to ``next``, a page of this site. An unknown language changes nothing."""
+    language = request.POST.get("language", "")
+    following = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        following, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        following = "/"
+    response = HttpResponseRedirect(following)
+    if language not in dict(settings.LANGUAGES):
+        return response
+    if request.user.is_authenticated:
+        user_language_set(user=request.user, language=language)  # type: ignore[arg-type]
+    response.set_cookie(
+        settings.LANGUAGE_COOKIE_NAME,
+        language,
+        max_age=365 * 24 * 3600,
+        samesite="Lax",
+        secure=settings.SESSION_COOKIE_SECURE,
+    )
+    return response
 
 
 @require_http_methods(["GET", "POST"])

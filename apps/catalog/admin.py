@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext, gettext_lazy
 
 from apps.audit.admin import AuditedAdmin
 
@@ -75,18 +76,18 @@ class LanguageModelAdmin(AuditedAdmin):
     inlines = [ModelVersionInline]
     actions = ["enable", "disable"]
 
-    @admin.display(description="active version")
+    @admin.display(description=gettext_lazy("active version"))
     def active_version_label(self, obj: LanguageModel) -> str:
         version = obj.active_version
         return version.label if version else "—"
 
-    @admin.action(description="Enable the selected models", permissions=["change"])
+    @admin.action(description=gettext_lazy("Enable the selected models"), permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[LanguageModel]) -> None:
         for model in queryset:
             model_set_enabled(model=model, enabled=True, actor=request.user)  # type: ignore[arg-type]
 
     @admin.action(
-        description="Disable the selected models (they leave every list at once)",
+        description=gettext_lazy("Disable the selected models (they leave every list at once)"),
         permissions=["change"],
     )
     def disable(self, request: HttpRequest, queryset: QuerySet[LanguageModel]) -> None:
@@ -120,21 +121,26 @@ class ModelVersionAdmin(AuditedAdmin):
         readonly = list(self.readonly_fields)
         return ["model", *readonly] if obj is not None else readonly
 
-    @admin.display(description="load error")
+    @admin.display(description=gettext_lazy("load error"))
     def load_error_short(self, obj: ModelVersion) -> str:
         return obj.load_error[:80]
 
     # -- actions -------------------------------------------------------------------------
     @admin.action(
-        description="Activate the selected version (roll forward or back)", permissions=["change"]
+        description=gettext_lazy("Activate the selected version (roll forward or back)"),
+        permissions=["change"],
     )
     def activate(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         chosen = list(queryset.select_related("model"))
         if len({v.model_id for v in chosen}) != len(chosen):
             self.message_user(
-                request, "Choose at most one version per model.", level=messages.ERROR
+                request, gettext("Choose at most one version per model."), level=messages.ERROR
             )
             return
         for version in chosen:
             if version_activate(version=version, actor=request.user):  # type: ignore[arg-type]
-                self.message_user(request, f"{version} now answers for {version.model.slug}.")
+                self.message_user(
+                    request,
+                    gettext("%(version)s now answers for %(model)s.")
+                    % {"version": version, "model": version.model.slug},
+                )

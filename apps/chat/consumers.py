@@ -26,8 +26,9 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.http import Http404
 from django.template.loader import render_to_string
+from django.utils.translation import gettext as _
 
-from apps.accounts.sockets import ClosedOnDeactivation
+from apps.accounts.sockets import ClosedOnDeactivation, InTheirLanguage
 from apps.core.errors import ErrorCode, ServiceError
 from apps.inference.models import Generation
 from apps.inference.selectors import access_generation
@@ -53,7 +54,7 @@ def _render(message: Message) -> str:
     return render_to_string(MESSAGE_PARTIAL, {"message": message})
 
 
-class ChatConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
+class ChatConsumer(InTheirLanguage, ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
     # No channel of its own: each answer is followed by a relay task, the account's deactivation
     # by another, each listening on a channel of its own.
     channel_layer_alias = None  # type: ignore[assignment]
@@ -94,12 +95,12 @@ class ChatConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
             recent.popleft()
         if len(recent) >= FLOOD_FRAMES:
             await self.send_json(
-                {"type": "error", "message": "Too many messages at once; wait a moment."}
+                {"type": "error", "message": _("Too many messages at once; wait a moment.")}
             )
             return
         recent.append(now)
         if text_data is None:
-            await self.send_json({"type": "error", "message": "Send text frames of JSON."})
+            await self.send_json({"type": "error", "message": _("Send text frames of JSON.")})
             return
         # A frame holds one action; the longest is a message of CHAT_MAX_MESSAGE_CHARS,
         # each character JSON-escaped to at most six.
@@ -108,7 +109,8 @@ class ChatConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
             await self.send_json(
                 {
                     "type": "error",
-                    "message": f"The frame has {len(text_data)} characters; the limit is {limit}.",
+                    "message": _("The frame has %(count)s characters; the limit is %(limit)s.")
+                    % {"count": len(text_data), "limit": limit},
                 }
             )
             return
@@ -116,7 +118,10 @@ class ChatConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
             content = await self.decode_json(text_data)
         except ValueError:
             await self.send_json(
-                {"type": "error", "message": 'Send JSON, such as {"action": "send", "text": "Hi"}.'}
+                {
+                    "type": "error",
+                    "message": _('Send JSON, such as {"action": "send", "text": "Hi"}.'),
+                }
             )
             return
         await self.receive_json(content)
@@ -135,7 +140,7 @@ class ChatConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
                 self.scope["user"], self.conversation.pk
             )
         except Http404:
-            await self.send_json({"type": "error", "message": "This conversation was deleted."})
+            await self.send_json({"type": "error", "message": _("This conversation was deleted.")})
             await self.close()
             return
         try:
@@ -155,7 +160,7 @@ class ChatConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
                 await self.send_json(
                     {
                         "type": "error",
-                        "message": "Unknown action; use send, stop, regenerate, rerun or edit.",
+                        "message": _("Unknown action; use send, stop, regenerate, rerun or edit."),
                     }
                 )
         except ServiceError as exc:
@@ -163,11 +168,11 @@ class ChatConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
 
     async def _send_message(self, text: Any, documents: Any) -> None:
         if not isinstance(text, str):
-            raise ServiceError(ErrorCode.INVALID_PARAMETER, "Type a message first.")
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, _("Type a message first."))
         if not isinstance(documents, list):
             raise ServiceError(
                 ErrorCode.INVALID_PARAMETER,
-                "Send documents as a list of the ids their attaching returned.",
+                _("Send documents as a list of the ids their attaching returned."),
             )
 
         def send() -> tuple[str, str, str, str]:
@@ -200,7 +205,7 @@ class ChatConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
 
     async def _edit(self, message_id: Any, text: Any) -> None:
         if not isinstance(text, str):
-            raise ServiceError(ErrorCode.INVALID_PARAMETER, "Type a message first.")
+            raise ServiceError(ErrorCode.INVALID_PARAMETER, _("Type a message first."))
 
         def edit() -> tuple[str, int, list[int], str, str]:
             edited, removed, answer = services.chat_message_edit(
@@ -252,7 +257,7 @@ def _event_json(event: Delta | Waiting | Done) -> dict[str, Any]:
     }
 
 
-class GenerationConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
+class GenerationConsumer(InTheirLanguage, ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
     """Follows one generation the user started: ``ws/generations/<id>/`` (the compare and
     completion panes). Sends ``delta`` {generation, offset, text} as text arrives (the first
     carries all text so far), ``waiting`` {generation, waiting}, then ``done`` {generation,
@@ -286,4 +291,4 @@ class GenerationConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
             self.relay.cancel()
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        await self.send_json({"type": "error", "message": "This socket only sends."})
+        await self.send_json({"type": "error", "message": _("This socket only sends.")})

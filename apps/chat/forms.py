@@ -4,6 +4,8 @@ import json
 from typing import Any
 
 from django import forms
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from apps.core.errors import ServiceError
 from apps.inference.grammars import json_schema_grammar
@@ -11,7 +13,7 @@ from apps.inference.protocol import MAX_NEW_TOKENS, SamplingParams
 
 
 class RenameForm(forms.Form):
-    title = forms.CharField(max_length=200, required=False)
+    title = forms.CharField(label=gettext_lazy("Title"), max_length=200, required=False)
 
 
 class SamplingForm(forms.Form):
@@ -40,12 +42,16 @@ class SettingsForm(SamplingForm):
 
     sampling_fields = ("temperature", "top_p", "max_tokens")
 
-    model = forms.CharField(max_length=200)
-    system_prompt = forms.CharField(max_length=8000, required=False, widget=forms.Textarea)
-    temperature = forms.FloatField()
-    top_p = forms.FloatField()
-    max_tokens = forms.IntegerField(max_value=MAX_NEW_TOKENS)
-    json_schema = forms.CharField(max_length=20000, required=False, widget=forms.Textarea)
+    model = forms.CharField(label=gettext_lazy("Model"), max_length=200)
+    system_prompt = forms.CharField(
+        label=gettext_lazy("System prompt"), max_length=8000, required=False, widget=forms.Textarea
+    )
+    temperature = forms.FloatField(label=gettext_lazy("Temperature"))
+    top_p = forms.FloatField(label=gettext_lazy("Top p"))
+    max_tokens = forms.IntegerField(label=gettext_lazy("Max tokens"), max_value=MAX_NEW_TOKENS)
+    json_schema = forms.CharField(
+        label=gettext_lazy("JSON schema"), max_length=20000, required=False, widget=forms.Textarea
+    )
 
     def clean_json_schema(self) -> dict[str, Any] | None:
         """The schema answers must follow (None when the box is empty), checked as the API
@@ -57,8 +63,10 @@ class SettingsForm(SamplingForm):
             schema = json.loads(text)
         except json.JSONDecodeError as exc:
             raise forms.ValidationError(
-                f"The JSON schema is not valid JSON ({exc.msg} at line {exc.lineno}, column "
-                f"{exc.colno})."
+                _(
+                    "The JSON schema is not valid JSON (%(reason)s at line %(line)s, column %(column)s)."
+                )
+                % {"reason": exc.msg, "line": exc.lineno, "column": exc.colno}
             ) from None
         try:
             json_schema_grammar(schema, param="the JSON schema")
@@ -72,13 +80,15 @@ class CompareForm(SamplingForm):
 
     sampling_fields = ("temperature", "max_tokens")
 
-    a = forms.CharField(max_length=200, label="Model A")
-    b = forms.CharField(max_length=200, label="Model B")
+    a = forms.CharField(max_length=200, label=gettext_lazy("Model A"))
+    b = forms.CharField(max_length=200, label=gettext_lazy("Model B"))
     text = forms.CharField(
-        max_length=32000, widget=forms.Textarea(attrs={"rows": 3}), label="Prompt"
+        max_length=32000, widget=forms.Textarea(attrs={"rows": 3}), label=gettext_lazy("Prompt")
     )
-    temperature = forms.FloatField(initial=0.0)
-    max_tokens = forms.IntegerField(initial=128, max_value=MAX_NEW_TOKENS)
+    temperature = forms.FloatField(label=gettext_lazy("Temperature"), initial=0.0)
+    max_tokens = forms.IntegerField(
+        label=gettext_lazy("Max tokens"), initial=128, max_value=MAX_NEW_TOKENS
+    )
 
 
 class CompleteForm(SamplingForm):
@@ -86,23 +96,29 @@ class CompleteForm(SamplingForm):
 
     sampling_fields = ("temperature", "max_tokens", "seed")
 
-    model = forms.CharField(max_length=200)
+    model = forms.CharField(label=gettext_lazy("Model"), max_length=200)
     prompt = forms.CharField(
+        label=gettext_lazy("Prompt"),
         max_length=32000,
         strip=False,  # a raw prompt is continued as typed: a trailing space or newline counts
         widget=forms.Textarea(attrs={"rows": 6}),
-        error_messages={"required": "Type a prompt first."},
+        error_messages={"required": gettext_lazy("Type a prompt first.")},
     )
-    temperature = forms.FloatField(initial=0.7)
-    max_tokens = forms.IntegerField(initial=128, max_value=MAX_NEW_TOKENS)
+    temperature = forms.FloatField(label=gettext_lazy("Temperature"), initial=0.7)
+    max_tokens = forms.IntegerField(
+        label=gettext_lazy("Max tokens"), initial=128, max_value=MAX_NEW_TOKENS
+    )
     seed = forms.IntegerField(
+        label=gettext_lazy("Seed"),
         required=False,
         min_value=0,
-        widget=forms.NumberInput(attrs={"placeholder": "random"}),
-        help_text="Empty: a new one each time",
+        widget=forms.NumberInput(attrs={"placeholder": gettext_lazy("random")}),
+        help_text=gettext_lazy("Empty: a new one each time"),
     )
 
 
 class ClassifyForm(forms.Form):
-    model = forms.CharField(max_length=200)
-    text = forms.CharField(max_length=4000, widget=forms.Textarea(attrs={"rows": 3}))
+    model = forms.CharField(label=gettext_lazy("Classifier"), max_length=200)
+    text = forms.CharField(
+        label=gettext_lazy("Text"), max_length=4000, widget=forms.Textarea(attrs={"rows": 3})
+    )

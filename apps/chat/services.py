@@ -12,6 +12,8 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from apps.accounts.limits import LimitExceeded
 from apps.accounts.models import User
@@ -42,7 +44,9 @@ def conversation_create(*, owner: User, model: LanguageModel | None = None) -> C
     if model is None:
         models = chat_models_for(owner)
         if not models:
-            raise ServiceError(ErrorCode.MODEL_NOT_FOUND, "No chat model is available to you yet.")
+            raise ServiceError(
+                ErrorCode.MODEL_NOT_FOUND, _("No chat model is available to you yet.")
+            )
         model = next((m for m in models if m.slug == DEFAULT_CHAT_MODEL), models[0])
     defaults = active_version(model).default_params
     knobs = {k: defaults[k] for k in ("temperature", "top_p", "max_tokens") if k in defaults}
@@ -109,6 +113,10 @@ def conversation_update_settings(
     return conversation
 
 
+# What _check_text calls the text it checks, in the page's language.
+_WHAT = {"message": gettext_lazy("message"), "prompt": gettext_lazy("prompt")}
+
+
 def _check_text(
     text: str, *, what: str = "message", param: str = "text", strip: bool = True
 ) -> str:
@@ -117,18 +125,24 @@ def _check_text(
     if strip:
         text = text.strip()
     if not text.strip():
-        raise ServiceError(ErrorCode.INVALID_PARAMETER, f"Type a {what} first.", param=param)
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            _("Type a %(what)s first.") % {"what": _WHAT[what]},
+            param=param,
+        )
     if "\x00" in text:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            f"The {what} contains a NUL character, which text cannot hold; remove it.",
+            _("The %(what)s contains a NUL character, which text cannot hold; remove it.")
+            % {"what": _WHAT[what]},
             param=param,
         )
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if len(text) > limit:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            f"The {what} has {len(text)} characters; the limit is {limit}. Shorten it.",
+            _("The %(what)s has %(count)s characters; the limit is %(limit)s. Shorten it.")
+            % {"what": _WHAT[what], "count": len(text), "limit": limit},
             param=param,
         )
     return text
@@ -152,7 +166,7 @@ def _ensure_idle(conversation: Conversation) -> None:
     if conversation_in_flight(conversation) is not None:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            "An answer is still being written: wait for it or stop it first.",
+            _("An answer is still being written: wait for it or stop it first."),
         )
 
 
@@ -191,8 +205,17 @@ def _doesnt_fit(name: str, tokens: int, max_tokens: int, model: LanguageModel) -
     context = active_version(model).context_length
     return ServiceError(
         ErrorCode.CONTEXT_LENGTH_EXCEEDED,
-        f"{name} is {tokens:,} tokens; {quoted(model.display_name)} reads {context:,} at most, "
-        f"{max_tokens:,} of them kept for the answer. Attach a shorter document, or a part of it.",
+        _(
+            "%(name)s is %(tokens)s tokens; %(model)s reads %(context)s at most, %(kept)s of them "
+            "kept for the answer. Attach a shorter document, or a part of it."
+        )
+        % {
+            "name": name,
+            "tokens": f"{tokens:,}",
+            "model": quoted(model.display_name),
+            "context": f"{context:,}",
+            "kept": f"{max_tokens:,}",
+        },
         param="documents",
     )
 
@@ -242,7 +265,8 @@ def _take_documents(conversation: Conversation, ids: Sequence[object]) -> list[D
     if len(ids) > limit:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            f"The message has {len(ids)} documents; the limit is {limit}.",
+            _("The message has %(count)s documents; the limit is %(limit)s.")
+            % {"count": len(ids), "limit": limit},
             param="documents",
         )
     keys = {_uuid_or_none(i) for i in ids}
@@ -255,7 +279,10 @@ def _take_documents(conversation: Conversation, ids: Sequence[object]) -> list[D
     if len(found) != len(keys):
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            "An attached document is no longer there (sent already, or removed); attach it again.",
+            _(
+                "An attached document is no longer there (sent already, or removed); "
+                "attach it again."
+            ),
             param="documents",
         )
     counted = [d.tokens for d in found if d.tokens is not None]
@@ -263,7 +290,9 @@ def _take_documents(conversation: Conversation, ids: Sequence[object]) -> list[D
         total, context = sum(counted), active_version(conversation.model).context_length
         if total + conversation.max_tokens > context:
             what = (
-                quoted(found[0].name) if len(found) == 1 else f"Together the {len(found)} documents"
+                quoted(found[0].name)
+                if len(found) == 1
+                else _("Together the %(count)s documents") % {"count": len(found)}
             )
             raise _doesnt_fit(what, total, conversation.max_tokens, conversation.model)
     return sorted(found, key=lambda d: (d.created_at, str(d.pk)))
@@ -287,7 +316,8 @@ def _start_answer(
     if model not in chat_models_for(owner):
         raise ServiceError(
             ErrorCode.MODEL_NOT_FOUND,
-            f"The model {quoted(model.slug)} is no longer available; pick another.",
+            _("The model %(model)s is no longer available; pick another.")
+            % {"model": quoted(model.slug)},
         )
     if again is not None:
         version, params = again.model_version, SamplingParams.model_validate(again.params)
@@ -338,7 +368,7 @@ def conversation_start(
     answer's message. A refused message (blank, too long, the quota used up) raises ServiceError
     and leaves no conversation behind."""
     conversation = conversation_create(owner=owner, model=model)
-    _, answer = chat_message_send(conversation=conversation, text=text, documents=documents)
+    _question, answer = chat_message_send(conversation=conversation, text=text, documents=documents)
     return conversation, answer
 
 
@@ -357,10 +387,10 @@ def chat_answer_regenerate(
     _ensure_idle(conversation)
     last = conversation.messages.select_related("generation__model_version__model").last()
     if last is None:
-        raise ServiceError(ErrorCode.INVALID_PARAMETER, "There is nothing to regenerate yet.")
+        raise ServiceError(ErrorCode.INVALID_PARAMETER, _("There is nothing to regenerate yet."))
     again = last.generation if same_settings and last.role == Message.Role.ASSISTANT else None
     if same_settings and again is None:
-        raise ServiceError(ErrorCode.INVALID_PARAMETER, "There is no answer to run again yet.")
+        raise ServiceError(ErrorCode.INVALID_PARAMETER, _("There is no answer to run again yet."))
     replaced = None
     if last.role == Message.Role.ASSISTANT:
         replaced_pk = last.pk
@@ -388,7 +418,7 @@ def chat_message_edit(
     message = conversation.messages.filter(pk=pk, role=Message.Role.USER).first() if pk else None
     if message is None:
         raise ServiceError(
-            ErrorCode.INVALID_PARAMETER, "Only your own messages in this chat can be edited."
+            ErrorCode.INVALID_PARAMETER, _("Only your own messages in this chat can be edited.")
         )
     later = conversation.messages.filter(
         Q(created_at__gt=message.created_at) | Q(created_at=message.created_at, pk__gt=message.pk)
@@ -443,20 +473,20 @@ def preset_save(*, owner: User, conversation: Conversation, name: str) -> Preset
     (replacing their own preset of that name)."""
     name = name.strip()
     if not name:
-        raise ServiceError(ErrorCode.INVALID_PARAMETER, "Give the preset a name.", param="name")
+        raise ServiceError(ErrorCode.INVALID_PARAMETER, _("Give the preset a name."), param="name")
     if len(name) > 80:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            f"The name has {len(name)} characters; the limit is 80.",
+            _("The name has %(count)s characters; the limit is 80.") % {"count": len(name)},
             param="name",
         )
     if Preset.objects.filter(owner__isnull=True, name__iexact=name).exists():
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            f"{quoted(name)} is a built-in preset's name; choose another.",
+            _("%(name)s is a built-in preset's name; choose another.") % {"name": quoted(name)},
             param="name",
         )
-    preset, _ = Preset.objects.update_or_create(
+    preset, _created = Preset.objects.update_or_create(
         owner=owner,
         name=name,
         defaults={

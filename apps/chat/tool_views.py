@@ -9,6 +9,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from apps.accounts.models import User
@@ -41,7 +42,7 @@ def complete(request: AuthedHttpRequest) -> HttpResponse:
     try:
         model = next(m for m in models if m.slug == form.cleaned_data["model"])
     except StopIteration:
-        form.add_error("model", "Pick a model from the list.")
+        form.add_error("model", _("Pick a model from the list."))
         return render(request, template, context, status=400)
     try:
         context["generation"] = services.completion_mode_start(
@@ -117,7 +118,7 @@ async def classify(request: AuthedHttpRequest) -> HttpResponse:
     try:
         batch = await sync_to_async(start)()
     except Http404:
-        context["error"] = "That classifier is not available to you."
+        context["error"] = _("That classifier is not available to you.")
         return await sync_to_async(render)(request, template, context, status=404)
     batch = await finished(EmbeddingBatch, batch.pk)
     if batch.status == EmbeddingBatch.Status.FAILED:

@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.text import slugify
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -174,7 +175,7 @@ def conversation_export(request: AuthedHttpRequest, conversation_id: str) -> Htt
         response = HttpResponse(body, content_type="text/markdown; charset=utf-8")
         extension = "md"
     else:
-        return HttpResponse("Ask for format=md or format=json.", status=400)
+        return HttpResponse(_("Ask for format=md or format=json."), status=400)
     response["Content-Disposition"] = f'attachment; filename="{name}.{extension}"'
     return response
 
@@ -187,7 +188,7 @@ def conversation_import(request: AuthedHttpRequest) -> HttpResponse:
     try:
         if upload is None:
             raise ServiceError(
-                ErrorCode.INVALID_PARAMETER, "Choose a JSON export to import.", param="file"
+                ErrorCode.INVALID_PARAMETER, _("Choose a JSON export to import."), param="file"
             )
         refusal = too_large(upload, exports.MAX_IMPORT_BYTES)
         if refusal:
@@ -225,10 +226,12 @@ def conversation_new(request: AuthedHttpRequest) -> HttpResponse:
     try:
         model = access_model(request.user, slug, task=LanguageModel.Task.CHAT) if slug else None
     except Http404:
-        refusal = f"There is no chat model {quoted(slug)} for you; pick one from the list."
+        refusal = _("There is no chat model %(model)s for you; pick one from the list.") % {
+            "model": quoted(slug)
+        }
         return _arrival_refused(request, text, slug, documents, refusal, status=400)
     try:
-        conversation, _ = services.conversation_start(
+        conversation, _answer = services.conversation_start(
             owner=request.user, text=text, model=model, documents=documents
         )
     except ServiceError as exc:
@@ -266,7 +269,7 @@ def document_attach(request: AuthedHttpRequest) -> JsonResponse:
     message) or ``{"error"}`` with a 400 (413 for a file over CHAT_MAX_DOCUMENT_BYTES)."""
     upload = request.FILES.get("file")
     if upload is None:
-        return JsonResponse({"error": "Choose a file to attach."}, status=400)
+        return JsonResponse({"error": _("Choose a file to attach.")}, status=400)
     refusal = too_large(upload, settings.CHAT_MAX_DOCUMENT_BYTES)
     if refusal:
         return JsonResponse({"error": f"{quoted(upload.name or '')}: {refusal}"}, status=413)
@@ -278,7 +281,9 @@ def document_attach(request: AuthedHttpRequest) -> JsonResponse:
         try:
             model = access_model(request.user, slug, task=LanguageModel.Task.CHAT)
         except Http404:
-            refusal = f"There is no chat model {quoted(slug)} for you; pick one from the list."
+            refusal = _("There is no chat model %(model)s for you; pick one from the list.") % {
+                "model": quoted(slug)
+            }
             return JsonResponse({"error": refusal}, status=400)
         defaults = active_version(model).default_params
         max_tokens = int(defaults.get("max_tokens", SamplingParams().max_tokens))
@@ -356,7 +361,8 @@ def conversation_settings(request: AuthedHttpRequest, conversation_id: str) -> H
         except Http404:
             form.add_error(
                 "model",
-                f"Unknown model {quoted(form.cleaned_data['model'])}; pick one from the list.",
+                _("Unknown model %(model)s; pick one from the list.")
+                % {"model": quoted(form.cleaned_data["model"])},
             )
     if model is None or not form.is_valid():
         context = {"conversation": conversation, **_settings_context(request, conversation, form)}
@@ -368,7 +374,7 @@ def conversation_settings(request: AuthedHttpRequest, conversation_id: str) -> H
         json_schema=form.cleaned_data["json_schema"],
         **form.cleaned_data["settings"],
     )
-    return _settings_partial(request, conversation, saved="Saved.")
+    return _settings_partial(request, conversation, saved=_("Saved."))
 
 
 def _settings_partial(
@@ -394,7 +400,9 @@ def preset_apply(request: AuthedHttpRequest, conversation_id: str) -> HttpRespon
     conversation = access_conversation(request.user, conversation_id)
     preset = access_preset(request.user, request.POST.get("preset", ""))
     services.preset_apply(conversation=conversation, preset=preset)
-    return _settings_partial(request, conversation, saved=f"Applied {preset.name}.")
+    return _settings_partial(
+        request, conversation, saved=_("Applied %(name)s.") % {"name": preset.name}
+    )
 
 
 @login_required
@@ -407,4 +415,6 @@ def preset_save(request: AuthedHttpRequest, conversation_id: str) -> HttpRespons
         )
     except ServiceError as exc:
         return _settings_partial(request, conversation, preset_error=exc.message, status=400)
-    return _settings_partial(request, conversation, saved=f"Saved as preset {preset.name}.")
+    return _settings_partial(
+        request, conversation, saved=_("Saved as preset %(name)s.") % {"name": preset.name}
+    )

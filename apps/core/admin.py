@@ -6,6 +6,7 @@ from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
+from django.utils.translation import gettext_lazy
 
 from .models import Worker
 
@@ -32,16 +33,16 @@ class WorkerAdmin(admin.ModelAdmin):
     def lost_after(self) -> float:
         return settings.WORKER_LOST_SECONDS
 
-    @admin.display(description="state")
+    @admin.display(description=gettext_lazy("state"))
     def state_badge(self, obj: Worker) -> str:
         colour = {"live": "#2e7d32", "lost": "#c62828", "stopped": "#757575"}[obj.state]
         return format_html('<strong style="color: {}">{}</strong>', colour, obj.state)
 
-    @admin.display(description="queues")
+    @admin.display(description=gettext_lazy("queues"))
     def queue_names(self, obj: Worker) -> str:
         return ", ".join(obj.queues)
 
-    @admin.display(description="loaded models")
+    @admin.display(description=gettext_lazy("loaded models"))
     def loaded_models(self, obj: Worker) -> str:
         if not obj.loaded:
             return "—"
@@ -60,7 +61,7 @@ class WorkerAdmin(admin.ModelAdmin):
             ),
         )
 
-    @admin.display(description="memory")
+    @admin.display(description=gettext_lazy("memory"))
     def memory(self, obj: Worker) -> str:
         text = f"{filesizeformat(obj.memory_bytes)} resident, models {filesizeformat(obj.models_bytes)}"
         if obj.memory_budget_bytes:

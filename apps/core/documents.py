@@ -23,12 +23,16 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
+
 from .errors import ErrorCode, ServiceError, quoted
 
 # The file types a document may have, by extension, with what people call them.
+# (The names are translated where they are shown.)
 KINDS = {
-    ".txt": "text",
-    ".text": "text",
+    ".txt": gettext_noop("text"),
+    ".text": gettext_noop("text"),
     ".md": "Markdown",
     ".markdown": "Markdown",
     ".csv": "CSV",
@@ -71,8 +75,11 @@ def document_text(filename: str, data: bytes, *, param: str = "file") -> Documen
     kind = KINDS.get(extension)
     if kind is None:
         raise _refused(
-            f"{quoted(name)} is not a kind of document read here: use a text, Markdown, CSV, "
-            "HTML or PDF file (.txt, .md, .csv, .html or .pdf).",
+            _(
+                "%(name)s is not a kind of document read here: use a text, Markdown, CSV, "
+                "HTML or PDF file (.txt, .md, .csv, .html or .pdf)."
+            )
+            % {"name": quoted(name)},
             param,
         )
     if kind == "PDF":
@@ -82,13 +89,15 @@ def document_text(filename: str, data: bytes, *, param: str = "file") -> Documen
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise _refused(
-                f"{quoted(name)} is not UTF-8 text; save it as UTF-8 and try again.", param
+                _("%(name)s is not UTF-8 text; save it as UTF-8 and try again.")
+                % {"name": quoted(name)},
+                param,
             ) from None
         if kind == "HTML":
             text = _html_text(text)
     text = text.replace("\r\n", "\n").replace("\x00", "").strip()
     if not text:
-        raise _refused(f"{quoted(name)} has no text in it.", param)
+        raise _refused(_("%(name)s has no text in it.") % {"name": quoted(name)}, param)
     return DocumentText(name=name, kind=kind, text=text)
 
 
@@ -111,17 +120,22 @@ def _pdf_text(name: str, data: bytes, param: str) -> str:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise _refused(
-                f"{quoted(name)} is protected by a password; use an unlocked copy.", param
+                _("%(name)s is protected by a password; use an unlocked copy.")
+                % {"name": quoted(name)},
+                param,
             )
         pages = [page.extract_text() or "" for page in reader.pages]
     except ServiceError:
         raise
     except Exception:  # a damaged file raises errors of many kinds from pypdf's parser
-        raise _refused(f"{quoted(name)} could not be read as a PDF file.", param) from None
+        raise _refused(
+            _("%(name)s could not be read as a PDF file.") % {"name": quoted(name)}, param
+        ) from None
     text = "\n\n".join(page.strip() for page in pages if page.strip())
     if not text:
         raise _refused(
-            f"{quoted(name)} has no text layer (a scanned PDF?): the models here read text only.",
+            _("%(name)s has no text layer (a scanned PDF?): the models here read text only.")
+            % {"name": quoted(name)},
             param,
         )
     return text

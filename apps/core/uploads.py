@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from django.core.files.uploadedfile import UploadedFile
+from django.utils.translation import gettext as _
 
 
 def too_large(upload: UploadedFile, limit: int) -> str:
     """What to tell the sender of ``upload`` when it has more than ``limit`` bytes, else ""."""
     size = upload.size or 0
-    return f"The file has {size} bytes; the limit is {limit}." if size > limit else ""
+    if size <= limit:
+        return ""
+    return _("The file has %(size)s bytes; the limit is %(limit)s.") % {
+        "size": size,
+        "limit": limit,
+    }

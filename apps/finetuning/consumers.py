@@ -16,8 +16,9 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.http import Http404
+from django.utils.translation import gettext
 
-from apps.accounts.sockets import ClosedOnDeactivation
+from apps.accounts.sockets import ClosedOnDeactivation, InTheirLanguage
 from apps.core.channel_layers import Listener
 
 from .selectors import access_job, job_events
@@ -26,7 +27,7 @@ from .streaming import job_group, job_state
 RECHECK_SECONDS = 5.0
 
 
-class JobConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
+class JobConsumer(InTheirLanguage, ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
     # No channel of its own: the relay listens on one, and reads the rows while the layer is away.
     channel_layer_alias = None  # type: ignore[assignment]
     relay: asyncio.Task[None] | None = None
@@ -76,4 +77,4 @@ class JobConsumer(ClosedOnDeactivation, AsyncJsonWebsocketConsumer):
             self.relay.cancel()
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        await self.send_json({"type": "error", "message": "This socket only sends."})
+        await self.send_json({"type": "error", "message": gettext("This socket only sends.")})

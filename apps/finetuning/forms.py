@@ -3,6 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from apps.core.errors import ServiceError
 
@@ -11,33 +13,51 @@ from .schemas import Hyperparameters
 
 
 class DatasetUploadForm(forms.Form):
-    file = forms.FileField(help_text="JSONL (chat, prompt/completion or text/label rows) or CSV")
+    file = forms.FileField(
+        label=gettext_lazy("File"),
+        help_text=gettext_lazy("JSONL (chat, prompt/completion or text/label rows) or CSV"),
+    )
 
 
 class JobForm(forms.Form):
     """A new job. The choices are filled per user; bounds come from Hyperparameters."""
 
-    model = forms.ChoiceField(label="Base model")
-    training_file = forms.ChoiceField()
+    model = forms.ChoiceField(label=gettext_lazy("Base model"))
+    training_file = forms.ChoiceField(label=gettext_lazy("Training file"))
     validation_file = forms.ChoiceField(
-        required=False, help_text="Optional; otherwise a share of the training rows is held out"
-    )
-    method = forms.ChoiceField(choices=FineTuningJob.Method.choices)
-    suffix = forms.CharField(max_length=32, required=False, help_text="Part of the model's name")
-    n_epochs = forms.IntegerField(required=False, label="Epochs", initial=3)
-    learning_rate = forms.FloatField(
+        label=gettext_lazy("Validation file"),
         required=False,
-        help_text="Empty: chat 2e-3 LoRA, 5e-5 full; classifier 1e-4 full, 1e-2 head",
+        help_text=gettext_lazy("Optional; otherwise a share of the training rows is held out"),
     )
-    batch_size = forms.IntegerField(required=False, initial=8)
-    lora_rank = forms.IntegerField(required=False, label="LoRA rank", initial=16)
-    lora_alpha = forms.IntegerField(required=False, label="LoRA alpha", initial=32)
-    max_seq_length = forms.IntegerField(required=False, label="Max sequence length", initial=512)
-    validation_fraction = forms.FloatField(required=False, initial=0.1)
+    method = forms.ChoiceField(label=gettext_lazy("Method"), choices=FineTuningJob.Method.choices)
+    suffix = forms.CharField(
+        label=gettext_lazy("Suffix"),
+        max_length=32,
+        required=False,
+        help_text=gettext_lazy("Part of the model's name"),
+    )
+    n_epochs = forms.IntegerField(required=False, label=gettext_lazy("Epochs"), initial=3)
+    learning_rate = forms.FloatField(
+        label=gettext_lazy("Learning rate"),
+        required=False,
+        help_text=gettext_lazy("Empty: chat 2e-3 LoRA, 5e-5 full; classifier 1e-4 full, 1e-2 head"),
+    )
+    batch_size = forms.IntegerField(label=gettext_lazy("Batch size"), required=False, initial=8)
+    lora_rank = forms.IntegerField(required=False, label=gettext_lazy("LoRA rank"), initial=16)
+    lora_alpha = forms.IntegerField(required=False, label=gettext_lazy("LoRA alpha"), initial=32)
+    max_seq_length = forms.IntegerField(
+        required=False, label=gettext_lazy("Max sequence length"), initial=512
+    )
+    validation_fraction = forms.FloatField(
+        label=gettext_lazy("Validation fraction"), required=False, initial=0.1
+    )
     test_fraction = forms.FloatField(
-        required=False, initial=0.2, help_text="Classifiers: held out for the test"
+        label=gettext_lazy("Test fraction"),
+        required=False,
+        initial=0.2,
+        help_text=gettext_lazy("Classifiers: held out for the test"),
     )
-    seed = forms.IntegerField(required=False, initial=42)
+    seed = forms.IntegerField(label=gettext_lazy("Seed"), required=False, initial=42)
 
     HYPERPARAMETERS = (
         "n_epochs",
@@ -53,11 +73,14 @@ class JobForm(forms.Form):
 
     def __init__(self, *args: Any, models: list[Any], datasets: list[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        files = [(str(d.pk), f"{d.filename} ({d.rows} rows)") for d in datasets]
+        files = [
+            (str(d.pk), _("%(name)s (%(rows)s rows)") % {"name": d.filename, "rows": d.rows})
+            for d in datasets
+        ]
         choices = {
             "model": [(m.slug, m.display_name) for m in models],
             "training_file": files,
-            "validation_file": [("", "— hold out part of the training rows —"), *files],
+            "validation_file": [("", _("— hold out part of the training rows —")), *files],
         }
         for name, options in choices.items():
             field = self.fields[name]

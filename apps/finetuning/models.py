@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from apps.core.models import WorkRecord, WorkStatus
 
@@ -24,9 +25,9 @@ class Dataset(models.Model):
     worker, which has the model's tokenizer and chat template."""
 
     class Format(models.TextChoices):
-        CHAT = "chat", "Chat messages"
-        PROMPT_COMPLETION = "prompt_completion", "Prompt and completion"
-        CLASSIFICATION = "classification", "Text and label"
+        CHAT = "chat", _("Chat messages")
+        PROMPT_COMPLETION = "prompt_completion", _("Prompt and completion")
+        CLASSIFICATION = "classification", _("Text and label")
 
     # A label with this many times fewer rows than the most frequent one gets a warning.
     IMBALANCE_RATIO = 5
@@ -85,21 +86,21 @@ class FineTuningJob(WorkRecord):
     deployed. Not resumable: a job whose worker is lost fails (``worker_lost``)."""
 
     class Status(models.TextChoices):
-        QUEUED = WorkStatus.QUEUED.value, "Queued"
-        VALIDATING = "validating", "Validating"
-        RUNNING = WorkStatus.RUNNING.value, "Running"
-        SUCCEEDED = WorkStatus.SUCCEEDED.value, "Succeeded"
-        FAILED = WorkStatus.FAILED.value, "Failed"
-        CANCELLED = WorkStatus.CANCELLED.value, "Cancelled"
+        QUEUED = WorkStatus.QUEUED.value, _("Queued")
+        VALIDATING = "validating", _("Validating")
+        RUNNING = WorkStatus.RUNNING.value, _("Running")
+        SUCCEEDED = WorkStatus.SUCCEEDED.value, _("Succeeded")
+        FAILED = WorkStatus.FAILED.value, _("Failed")
+        CANCELLED = WorkStatus.CANCELLED.value, _("Cancelled")
 
     class Kind(models.TextChoices):
-        CHAT = "chat", "Chat model"
-        CLASSIFICATION = "classification", "Text classifier"
+        CHAT = "chat", _("Chat model")
+        CLASSIFICATION = "classification", _("Text classifier")
 
     class Method(models.TextChoices):
-        LORA = "lora", "LoRA adapter (chat)"
-        FULL = "full", "Full fine-tuning"
-        HEAD = "head", "Frozen encoder, trained head (classifier)"
+        LORA = "lora", _("LoRA adapter (chat)")
+        FULL = "full", _("Full fine-tuning")
+        HEAD = "head", _("Frozen encoder, trained head (classifier)")
 
     METHODS = {
         Kind.CHAT: (Method.LORA, Method.FULL),

@@ -9,6 +9,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.catalog.models import LanguageModel
@@ -248,17 +249,18 @@ def _classification_tables(evaluation: dict[str, Any]) -> dict[str, object]:
     """The job page's tables: metrics beside the baselines, per label, and the confusion matrix."""
     labels = evaluation["labels"]
     baselines = evaluation["baselines"]
-    columns = [("Fine-tuned", evaluation["test"])]
+    columns = [(gettext("Fine-tuned"), evaluation["test"])]
     if baselines["tfidf_logreg"]:
-        columns.append(("TF-IDF + logistic regression", baselines["tfidf_logreg"]))
-    columns.append((f"Majority class ({baselines['majority']['label']})", baselines["majority"]))
+        columns.append((gettext("TF-IDF + logistic regression"), baselines["tfidf_logreg"]))
+    majority = gettext("Majority class (%(label)s)") % {"label": baselines["majority"]["label"]}
+    columns.append((majority, baselines["majority"]))
     rows = [
         (name, [metrics[key] for _, metrics in columns])
         for key, name in (
-            ("accuracy", "Accuracy"),
-            ("macro_precision", "Macro precision"),
-            ("macro_recall", "Macro recall"),
-            ("macro_f1", "Macro F1"),
+            ("accuracy", gettext("Accuracy")),
+            ("macro_precision", gettext("Macro precision")),
+            ("macro_recall", gettext("Macro recall")),
+            ("macro_f1", gettext("Macro F1")),
         )
     ]
     confusion = evaluation["test"]["confusion"]

@@ -13,6 +13,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext, gettext_lazy
 
 from apps.audit.admin import PrivateContentAdmin
 from apps.catalog.admin import ModelVersionAdmin
@@ -102,15 +103,16 @@ class ServedModelVersionAdmin(ModelVersionAdmin):
     readonly_fields = [*ModelVersionAdmin.readonly_fields, "test_link"]
     actions = [*ModelVersionAdmin.actions, "load_on_workers", "unload_from_workers"]
 
-    @admin.display(description="test")
+    @admin.display(description=gettext_lazy("test"))
     def test_link(self, obj: ModelVersion) -> str:
         return format_html(
-            '<a href="{}">Send a test prompt</a>',
+            '<a href="{}">{}</a>',
             reverse("admin:catalog_modelversion_test", args=[obj.pk]),
+            gettext("Send a test prompt"),
         )
 
     @admin.action(
-        description="Load the selected versions on every live inference worker",
+        description=gettext_lazy("Load the selected versions on every live inference worker"),
         permissions=["change"],
     )
     def load_on_workers(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
@@ -122,17 +124,19 @@ class ServedModelVersionAdmin(ModelVersionAdmin):
                 return
             self.message_user(
                 request,
-                f"{version}: {_answers(answers)}. The worker list shows when it is ready.",
+                gettext("%(version)s: %(answers)s. The worker list shows when it is ready.")
+                % {"version": version, "answers": _answers(answers)},
             )
 
     @admin.action(
-        description="Unload the selected versions from every live inference worker",
+        description=gettext_lazy("Unload the selected versions from every live inference worker"),
         permissions=["change"],
     )
     def unload_from_workers(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         for version in queryset.select_related("model"):
             answers = version_unload_from_workers(version=version, actor=request.user)  # type: ignore[arg-type]
-            self.message_user(request, f"{version}: {_answers(answers) or 'no live worker'}")
+            answered = _answers(answers) or gettext("no live worker")
+            self.message_user(request, f"{version}: {answered}")
 
     # -- the test prompt -----------------------------------------------------------------
     def get_urls(self) -> list[Any]:

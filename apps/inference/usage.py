@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
+from django.utils.translation import gettext as _
 
 from apps.accounts.limits import LimitExceeded, Window
 from apps.accounts.models import User
@@ -62,8 +63,11 @@ def token_window(user: User) -> Window | None:
     window = Window(user.daily_token_quota, max(0, user.daily_token_quota - used), reset)
     if window.exhausted:
         raise LimitExceeded(
-            f"Daily token quota reached: {used} of {user.daily_token_quota} tokens used today "
-            f"(UTC). It resets in {reset} s.",
+            _(
+                "Daily token quota reached: %(used)s of %(quota)s tokens used today (UTC). "
+                "It resets in %(reset)s s."
+            )
+            % {"used": used, "quota": user.daily_token_quota, "reset": reset},
             window,
         )
     return window

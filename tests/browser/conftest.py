@@ -29,7 +29,7 @@ def sign_up(page: Page, username: str) -> None:
     page.fill("#id_username", username)
     page.fill("#id_password1", "a-long-passphrase-42")
     page.fill("#id_password2", "a-long-passphrase-42")
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     expect(page.locator(".who")).to_have_text(username)
 
 

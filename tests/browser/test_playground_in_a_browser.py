@@ -11,11 +11,13 @@ directly, for the account the browser signed up, to keep the model's time for wh
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.utils import translation
 from playwright.sync_api import Page, expect
 
 from apps.accounts.models import User
@@ -383,12 +385,63 @@ def test_the_usage_chart_has_axes_and_shows_a_days_values_on_hover(page, chat_mo
     expect(page.locator("#usage-days")).to_contain_text("1234")
 
 
+def test_the_language_switch_in_the_top_bar(page):
+    """中文 in the top bar turns the site Chinese, for this account wherever it signs in, and
+    English turns it back."""
+    page.goto("/chat/")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    page.click(".language-switch button")
+    expect(page).to_have_url(re.compile(r"/chat/$"))
+    expect(page.locator("html")).to_have_attribute("lang", "zh-hans")
+    expect(page.locator(".arrival h1")).to_have_text(chinese("What would you like to ask?"))
+    expect(page.locator("#arrival-send")).to_have_text(chinese("Send"))
+    expect(page.locator(".language-switch button")).to_have_text("English")
+    # The account keeps it: signed out and in again, with the cookie gone, still Chinese.
+    name = page.locator(".who").inner_text()
+    page.click(f"text={chinese('Log out')}")
+    page.context.clear_cookies()
+    page.goto("/accounts/login/")
+    expect(page.locator("html")).to_have_attribute("lang", "en")  # the browser asks for English
+    page.fill("#id_username", name)
+    page.fill("#id_password", "a-long-passphrase-42")
+    page.click("main button[type=submit]")
+    expect(page.locator("html")).to_have_attribute("lang", "zh-hans")
+    # The scripts speak it too: the theme button's label comes from the JavaScript catalogue.
+    expect(page.locator("[data-theme-toggle]")).to_have_text(
+        re.compile(f"{chinese_js('Dark theme')}|{chinese_js('Light theme')}")
+    )
+    page.click(".language-switch button")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(page.locator(".arrival h1")).to_have_text("What would you like to ask?")
+
+
+def chinese(text: str) -> str:
+    with translation.override("zh-hans"):
+        translated = translation.gettext(text)
+    assert translated != text
+    return translated
+
+
+def chinese_js(text: str) -> str:
+    """``text`` as the JavaScript catalogue (djangojs) has it in Chinese."""
+    from django.utils.translation.trans_real import DjangoTranslation
+
+    translated = DjangoTranslation("zh-hans", domain="djangojs").gettext(text)
+    assert translated != text
+    return translated
+
+
 @pytest.mark.parametrize("size", ["phone", "desktop"])
-def test_screenshots_of_the_main_pages(page, size):
-    """Each main page at a phone's width and a desktop's, for people to look at; each must fit
-    its width (no sideways scrolling)."""
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+def test_screenshots_of_the_main_pages(page, size, language):
+    """Each main page at a phone's width and a desktop's, in English and in Chinese, for people
+    to look at; each must fit its width (no sideways scrolling)."""
     viewport = PHONE if size == "phone" else DESKTOP
     page.set_viewport_size(viewport)
+    if language != "en":
+        page.goto("/chat/")
+        page.click(".language-switch button")
+        expect(page.locator("html")).to_have_attribute("lang", language)
     chat = conversation_with(
         me(page),
         "Shapes of code",
@@ -412,6 +465,7 @@ def test_screenshots_of_the_main_pages(page, size):
         if name == "chat":
             expect(page.locator("#chat.connected")).to_be_visible()
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 0, (name, size, overflow)
-        page.screenshot(path=ARTIFACTS / f"{name}-{size}.png", full_page=True)
+        assert overflow <= 0, (name, size, language, overflow)
+        expect(page.locator("html")).to_have_attribute("lang", language)
+        page.screenshot(path=ARTIFACTS / f"{name}-{language}-{size}.png", full_page=True)
     evaluate_until(page, "document.readyState === 'complete'", timeout=5)
