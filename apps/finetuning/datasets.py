@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 
 from apps.core.errors import quoted
 
@@ -41,7 +42,7 @@ class RowError:
     message: str
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
+        return _("line %(line)s: %(message)s") % {"line": self.line, "message": self.message}
 
 
 class DatasetInvalid(Exception):
@@ -54,7 +55,11 @@ class DatasetInvalid(Exception):
 
     def __str__(self) -> str:
         details = "; ".join(str(e) for e in self.errors[:5])
-        more = f" (and {len(self.errors) - 5} more)" if len(self.errors) > 5 else ""
+        more = (
+            _(" (and %(count)s more)") % {"count": len(self.errors) - 5}
+            if len(self.errors) > 5
+            else ""
+        )
         return f"{self.summary}{': ' + details + more if details else ''}"
 
 
@@ -74,40 +79,47 @@ class ParsedDataset:
 def parse_dataset(data: bytes) -> ParsedDataset:
     """Every row of ``data`` checked; raise DatasetInvalid listing each bad row's line number."""
     if not data.strip():
-        raise DatasetInvalid("The file is empty.")
+        raise DatasetInvalid(_("The file is empty."))
     if len(data) > settings.FINETUNE_MAX_UPLOAD_BYTES:
         raise DatasetInvalid(
-            f"The file has {len(data)} bytes; the limit is {settings.FINETUNE_MAX_UPLOAD_BYTES}."
+            _("The file has %(size)s bytes; the limit is %(limit)s.")
+            % {"size": len(data), "limit": settings.FINETUNE_MAX_UPLOAD_BYTES}
         )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise DatasetInvalid(
-            "The file is not UTF-8 text.", [RowError(line, "bytes that are not UTF-8")]
+            _("The file is not UTF-8 text."), [RowError(line, _("bytes that are not UTF-8"))]
         ) from None
     header = text.lstrip().split("\n", 1)[0].lower()
     looks_csv = not header.startswith("{") and "text" in header and "label" in header
     parsed = _parse_csv(text) if looks_csv else _parse_jsonl(text)
     if len(parsed.rows) > settings.FINETUNE_MAX_ROWS:
         raise DatasetInvalid(
-            f"The file has {len(parsed.rows)} rows; the limit is {settings.FINETUNE_MAX_ROWS}."
+            _("The file has %(count)s rows; the limit is %(limit)s.")
+            % {"count": len(parsed.rows), "limit": settings.FINETUNE_MAX_ROWS}
         )
     if parsed.format == CLASSIFICATION:
         labels = parsed.label_counts
         if len(labels) < 2:
             raise DatasetInvalid(
-                f"Every row has the label {quoted(next(iter(labels)))}; a classifier needs at least "
-                "two labels."
+                _("Every row has the label %(label)s; a classifier needs at least two labels.")
+                % {"label": quoted(next(iter(labels)))}
             )
         if len(labels) > MAX_LABELS:
-            raise DatasetInvalid(f"The file has {len(labels)} labels; the limit is {MAX_LABELS}.")
+            raise DatasetInvalid(
+                _("The file has %(count)s labels; the limit is %(limit)s.")
+                % {"count": len(labels), "limit": MAX_LABELS}
+            )
     return parsed
 
 
 def _refuse(errors: list[RowError]) -> DatasetInvalid:
     count = f"{len(errors)}{'+' if len(errors) >= MAX_REPORTED_ERRORS else ''}"
-    return DatasetInvalid(f"{count} rows are not valid; fix them and upload again", errors)
+    return DatasetInvalid(
+        _("%(count)s rows are not valid; fix them and upload again") % {"count": count}, errors
+    )
 
 
 def _parse_jsonl(text: str) -> ParsedDataset:
@@ -135,12 +147,15 @@ def _parse_csv(text: str) -> ParsedDataset:
     try:
         header = [name.strip().lower() for name in next(reader)]
     except (StopIteration, csv.Error):
-        raise DatasetInvalid("The file is neither JSONL nor a CSV file with a header.") from None
+        raise DatasetInvalid(_("The file is neither JSONL nor a CSV file with a header.")) from None
     if sorted(header) != ["label", "text"]:
         raise DatasetInvalid(
-            "A CSV file needs a header line with exactly the columns text and label "
-            f"(found: {', '.join(header) or 'nothing'}).",
-            [RowError(1, "the header must be text,label")],
+            _(
+                "A CSV file needs a header line with exactly the columns text and label "
+                "(found: %(found)s)."
+            )
+            % {"found": ", ".join(header) or _("nothing")},
+            [RowError(1, _("the header must be text,label"))],
         )
     text_at, label_at = header.index("text"), header.index("label")
     parsed = ParsedDataset(format=CLASSIFICATION, is_csv=True)
@@ -150,9 +165,14 @@ def _parse_csv(text: str) -> ParsedDataset:
         for record in reader:
             line, start = start, reader.line_num + 1
             if not record or all(not cell.strip() for cell in record):
-                errors.append(RowError(line, "an empty row"))
+                errors.append(RowError(line, _("an empty row")))
             elif len(record) != 2:
-                errors.append(RowError(line, f"{len(record)} columns; a row has text and label"))
+                errors.append(
+                    RowError(
+                        line,
+                        _("%(count)s columns; a row has text and label") % {"count": len(record)},
+                    )
+                )
             else:
                 problem = _check_classification(
                     {"text": record[text_at], "label": record[label_at]}
@@ -165,23 +185,26 @@ def _parse_csv(text: str) -> ParsedDataset:
             if len(errors) >= MAX_REPORTED_ERRORS:
                 break
     except csv.Error as exc:
-        errors.append(RowError(reader.line_num, f"not valid CSV ({exc})"))
+        errors.append(RowError(reader.line_num, _("not valid CSV (%(reason)s)") % {"reason": exc}))
     if errors:
         raise _refuse(errors)
     if not parsed.rows:
-        raise DatasetInvalid("The file has a header but no rows.")
+        raise DatasetInvalid(_("The file has a header but no rows."))
     return parsed
 
 
 def _check_line(line: str, parsed: ParsedDataset) -> str | None:
     if not line.strip():
-        return "an empty line; each line must hold one JSON object"
+        return _("an empty line; each line must hold one JSON object")
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
-        return f"not valid JSON ({exc.msg} at column {exc.colno})"
+        return _("not valid JSON (%(reason)s at column %(column)s)") % {
+            "reason": exc.msg,
+            "column": exc.colno,
+        }
     if not isinstance(row, dict):
-        return "not a JSON object"
+        return _("not a JSON object")
     if "messages" in row:
         kind, check = CHAT, _check_chat
     elif "prompt" in row:
@@ -189,9 +212,12 @@ def _check_line(line: str, parsed: ParsedDataset) -> str | None:
     elif "text" in row:
         kind, check = CLASSIFICATION, _check_classification
     else:
-        return 'a row needs "messages" (chat), "prompt" and "completion", or "text" and "label"'
+        return _('a row needs "messages" (chat), "prompt" and "completion", or "text" and "label"')
     if parsed.format and kind != parsed.format:
-        return f"a {kind} row in a {parsed.format} file; use one shape per file"
+        return _("a %(kind)s row in a %(format)s file; use one shape per file") % {
+            "kind": kind,
+            "format": parsed.format,
+        }
     problem = check(row)
     if problem is None:
         parsed.format = parsed.format or kind
@@ -203,49 +229,55 @@ def _check_line(line: str, parsed: ParsedDataset) -> str | None:
 
 def _check_chat(row: dict[str, Any]) -> str | None:
     if set(row) != {"messages"}:
-        return f"unknown keys {sorted(set(row) - {'messages'})}; a chat row has only messages"
+        unknown = ", ".join(quoted(k) for k in sorted(set(row) - {"messages"}))
+        return _("unknown keys %(keys)s; a chat row has only messages") % {"keys": unknown}
     messages = row["messages"]
     if not isinstance(messages, list) or not messages:
-        return '"messages" must be a non-empty list'
+        return _('"messages" must be a non-empty list')
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
         if not isinstance(message, dict) or set(message) != {"role", "content"}:
-            return f'{where} must be an object with exactly "role" and "content"'
+            return _('%(where)s must be an object with exactly "role" and "content"') % {
+                "where": where
+            }
         if message["role"] not in ROLES:
-            return f"{where}.role must be one of {', '.join(ROLES)}"
+            return _("%(where)s.role must be one of %(roles)s") % {
+                "where": where,
+                "roles": ", ".join(ROLES),
+            }
         if message["role"] == "system" and index != 0:
-            return f"{where}: a system message may only come first"
+            return _("%(where)s: a system message may only come first") % {"where": where}
         if not isinstance(message["content"], str) or not message["content"].strip():
-            return f"{where}.content must be non-empty text"
+            return _("%(where)s.content must be non-empty text") % {"where": where}
     if messages[-1]["role"] != "assistant":
-        return "the last message must be the assistant's (it is what the model learns)"
+        return _("the last message must be the assistant's (it is what the model learns)")
     first_turn = messages[1] if messages[0]["role"] == "system" else messages[0]
     if first_turn["role"] != "user":
-        return "the conversation must start with a user message (after an optional system one)"
+        return _("the conversation must start with a user message (after an optional system one)")
     return None
 
 
 def _check_prompt_completion(row: dict[str, Any]) -> str | None:
     if set(row) != {"prompt", "completion"}:
-        return 'a prompt row has exactly "prompt" and "completion"'
+        return _('a prompt row has exactly "prompt" and "completion"')
     for key in ("prompt", "completion"):
         if not isinstance(row[key], str) or not row[key].strip():
-            return f'"{key}" must be non-empty text'
+            return _('"%(key)s" must be non-empty text') % {"key": key}
     return None
 
 
 def _check_classification(row: dict[str, Any]) -> str | None:
     if set(row) != {"text", "label"}:
-        return 'a classification row has exactly "text" and "label"'
+        return _('a classification row has exactly "text" and "label"')
     if not isinstance(row["text"], str) or not row["text"].strip():
-        return '"text" must be non-empty text'
+        return _('"text" must be non-empty text')
     label = row["label"]
     if isinstance(label, bool) or not isinstance(label, str | int):
-        return '"label" must be text or a whole number'
+        return _('"label" must be text or a whole number')
     if not str(label).strip():
-        return '"label" must not be empty'
+        return _('"label" must not be empty')
     if len(str(label)) > MAX_LABEL_CHARS:
-        return f'"label" must be at most {MAX_LABEL_CHARS} characters'
+        return _('"label" must be at most %(limit)s characters') % {"limit": MAX_LABEL_CHARS}
     return None
 
 

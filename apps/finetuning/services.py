@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import ProtectedError, Q
+from django.utils.translation import gettext as _
 
 from apps.accounts.models import User
 from apps.catalog.models import LanguageModel, ModelVersion
@@ -78,14 +79,17 @@ def finetune_job_create(
     if method not in methods:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            f"method must be {' or '.join(methods)} for a {kind} job on {base_version.model.slug}",
+            _("method must be %(methods)s for a %(kind)s job on %(model)s")
+            % {"methods": " or ".join(methods), "kind": kind, "model": base_version.model.slug},
             param="method",
         )
     if validation_file is not None and validation_file.pk == training_file.pk:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            "The validation file is the training file: its loss would say nothing. Pick another "
-            "file, or none to hold out part of the training rows.",
+            _(
+                "The validation file is the training file: its loss would say nothing. Pick "
+                "another file, or none to hold out part of the training rows."
+            ),
             param="validation_file",
         )
     formats = _FORMATS[kind]
@@ -93,20 +97,27 @@ def finetune_job_create(
         if dataset is not None and dataset.format not in formats:
             raise ServiceError(
                 ErrorCode.INVALID_PARAMETER,
-                f"{dataset.filename} holds {dataset.get_format_display().lower()} rows; a {kind} "
-                f"job on {base_version.model.slug} needs "
-                f"{' or '.join(Dataset.Format(f).label.lower() for f in formats)} rows.",
+                _(
+                    "%(name)s holds %(shape)s rows; a %(kind)s job on %(model)s needs %(shapes)s rows."
+                )
+                % {
+                    "name": dataset.filename,
+                    "shape": str(dataset.get_format_display()).lower(),
+                    "kind": kind,
+                    "model": base_version.model.slug,
+                    "shapes": " or ".join(str(Dataset.Format(f).label).lower() for f in formats),
+                },
                 param=param,
             )
     if suffix and not all(c.isascii() and (c.isalnum() or c == "-") for c in suffix):
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            "suffix may hold only letters, digits and '-'",
+            _("suffix may hold only letters, digits and '-'"),
             param="suffix",
         )
     if len(suffix) > 32:
         raise ServiceError(
-            ErrorCode.INVALID_PARAMETER, "suffix must be at most 32 characters", param="suffix"
+            ErrorCode.INVALID_PARAMETER, _("suffix must be at most 32 characters"), param="suffix"
         )
     with transaction.atomic():
         job = FineTuningJob.objects.create(
@@ -140,8 +151,11 @@ def _job_kind(base_version: ModelVersion) -> str:
             return FineTuningJob.Kind.CLASSIFICATION
     raise ServiceError(
         ErrorCode.INVALID_PARAMETER,
-        f"{base_version.model.slug} cannot be fine-tuned; pick a registered chat model, or an "
-        "embeddings model to train a classifier.",
+        _(
+            "%(model)s cannot be fine-tuned; pick a registered chat model, or an embeddings "
+            "model to train a classifier."
+        )
+        % {"model": base_version.model.slug},
         param="model",
     )
 
@@ -190,8 +204,8 @@ def dataset_delete(*, dataset: Dataset) -> None:
     if used_by is not None:
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            f"The file is used by the fine-tuning job {used_by.openai_id}; it is kept as that "
-            "job's record.",
+            _("The file is used by the fine-tuning job %(job)s; it is kept as that job's record.")
+            % {"job": used_by.openai_id},
             param="file_id",
         )
     name, storage = str(dataset.file.name), dataset.file.storage
@@ -202,7 +216,7 @@ def dataset_delete(*, dataset: Dataset) -> None:
     except ProtectedError:  # a job took it meanwhile
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER,
-            "The file is now used by a fine-tuning job; it is kept as that job's record.",
+            _("The file is now used by a fine-tuning job; it is kept as that job's record."),
             param="file_id",
         ) from None
 
@@ -213,7 +227,7 @@ def fine_tuned_model_delete(*, model: LanguageModel) -> None:
     Precondition: ``model`` came from ``access_model`` and ``model.owner`` is the caller."""
     if model.owner_id is None:
         raise ServiceError(
-            ErrorCode.INVALID_PARAMETER, "Only fine-tuned models can be deleted.", param="model"
+            ErrorCode.INVALID_PARAMETER, _("Only fine-tuned models can be deleted."), param="model"
         )
     # Only what the platform trained is removed from disk, never a folder an admin registered.
     folders = [
