@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "apps.chat",
     "apps.api",
     "apps.finetuning",
+    "apps.evals",
     "playground",
 ]
 

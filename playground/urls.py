@@ -15,6 +15,7 @@ urlpatterns = [
     path("accounts/", include("apps.inference.urls")),
     path("chat/", include("apps.chat.urls")),
     path("finetuning/", include("apps.finetuning.urls")),
+    path("evals/", include("apps.evals.urls")),
     path("v1/", include("apps.api.urls")),
     path("docs/api/", api_views.api_docs, name="api-docs"),
     path("batches/", api_site_views.batches_page, name="api-batches-page"),

@@ -458,6 +458,7 @@ def test_screenshots_of_the_main_pages(page, size, language):
         "keys": "/accounts/keys/",
         "usage": "/accounts/usage/",
         "finetuning": "/finetuning/",
+        "evals": "/evals/",
         "api-docs": "/docs/api/",
     }
     for name, path in pages.items():

@@ -22,6 +22,7 @@ from apps.accounts.models import ApiKey, User
 from apps.api.models import ApiFile, Batch, StoredResponse
 from apps.catalog.models import LanguageModel, ModelVersion
 from apps.chat.models import Conversation, Document, Message, Preset
+from apps.evals.models import EvalItem, EvalSet
 from apps.finetuning.models import Dataset, FineTuningJob
 from apps.inference.models import Generation, UsageRecord
 from tests.chat.conftest import communicator
@@ -89,6 +90,8 @@ def owned(owner, chat_model) -> dict[str, object]:
     )
     document.file.save("notes.md", ContentFile(SECRET.encode()), save=False)
     document.save()
+    eval_set = EvalSet.objects.create(owner=owner, name=f"{SECRET} eval set")
+    EvalItem.objects.create(eval_set=eval_set, line=1, input=f"{SECRET} item", ideal=[SECRET])
     UsageRecord.objects.create(
         user=owner, model=chat_model, source="chat", kind="chat", prompt_tokens=4321
     )
@@ -128,6 +131,7 @@ def owned(owner, chat_model) -> dict[str, object]:
         "binned": binned,
         "preset": preset,
         "document": document,
+        "eval_set": eval_set,
         "generation": generation,
         "key": key,
         "dataset": dataset,
@@ -152,6 +156,8 @@ def owner_state(owner) -> list[object]:
         list(UsageRecord.objects.filter(user=owner).values()),
         list(Preset.objects.filter(owner=owner).values()),
         list(Document.objects.filter(owner=owner).values()),
+        list(EvalSet.objects.filter(owner=owner).values()),
+        list(EvalItem.objects.filter(eval_set__owner=owner).values()),
         list(StoredResponse.objects.filter(user=owner).values()),
         list(ApiFile.objects.filter(owner=owner).values()),
         list(Batch.objects.filter(user=owner).values()),
@@ -207,6 +213,8 @@ def site_attempts(o: dict[str, object]) -> dict[str, list[tuple[str, str]]]:
             ("post", f"/chat/{conversation.pk}/presets/save/")
         ],
         "chat/documents/<uuid:document_id>/": [("get", f"/chat/documents/{o['document'].pk}/")],
+        "evals/<uuid:eval_set_id>/": [("get", f"/evals/{o['eval_set'].pk}/")],
+        "evals/<uuid:eval_set_id>/delete/": [("post", f"/evals/{o['eval_set'].pk}/delete/")],
         "accounts/keys/<int:api_key_id>/revoke/": [("post", f"/accounts/keys/{key.pk}/revoke/")],
         "finetuning/datasets/<uuid:dataset_id>/": [("get", f"/finetuning/datasets/{dataset.pk}/")],
         "finetuning/datasets/<uuid:dataset_id>/delete/": [
@@ -280,7 +288,14 @@ def test_every_object_route_is_404_for_another_account_and_changes_nothing(owner
 
 def test_lists_and_model_choices_show_nothing_of_another_account(owner, stranger, owned):
     site, api = as_account(stranger)
-    pages = ("/chat/", "/accounts/keys/", "/accounts/usage/", "/finetuning/", "/chat/compare/")
+    pages = (
+        "/chat/",
+        "/accounts/keys/",
+        "/accounts/usage/",
+        "/finetuning/",
+        "/chat/compare/",
+        "/evals/",
+    )
     for page in (*pages, "/batches/"):
         response = site.get(page)
         assert response.status_code == 200, page

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.index, name="evals-index"),
+    path("upload/", views.upload, name="evals-upload"),
+    path("demo/", views.demo, name="evals-demo"),
+    path("demo/demo-eval.jsonl", views.demo_file, name="evals-demo-file"),
+    path("<uuid:eval_set_id>/", views.eval_set_detail, name="evals-set"),
+    path("<uuid:eval_set_id>/delete/", views.eval_set_delete, name="evals-set-delete"),
+]
