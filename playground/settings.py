@@ -234,6 +234,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "apps.inference.tasks.*": {"queue": Queue.INFERENCE.value},
     "apps.api.tasks.run_batch": {"queue": Queue.INFERENCE.value},
+    "apps.evals.tasks.run_eval": {"queue": Queue.INFERENCE.value},
     "apps.finetuning.tasks.analyze_dataset": {"queue": Queue.INFERENCE.value},
     "apps.finetuning.tasks.run_finetune_job": {"queue": Queue.TRAINING.value},
 }
@@ -305,6 +306,11 @@ REQUEUE_SECONDS = env_float("REQUEUE_SECONDS", 60.0)
 # how often its runner looks at them, and the most requests one batch holds.
 BATCH_CONCURRENCY = env_int("BATCH_CONCURRENCY", 4, minimum=1)
 BATCH_POLL_SECONDS = env_float("BATCH_POLL_SECONDS", 0.5)
+# An eval run keeps this many of its items in flight at batch priority (the engine batches
+# them; interactive requests overtake them), and looks at them this often.
+EVAL_CONCURRENCY = env_int("EVAL_CONCURRENCY", 16, minimum=1)
+EVAL_POLL_SECONDS = env_float("EVAL_POLL_SECONDS", 0.25)
+EVAL_MAX_SECONDS = env_int("EVAL_MAX_SECONDS", 4 * 3600, minimum=60)
 # How often a batch request's text is written and published (nobody streams it): each write
 # takes CPU from the interactive requests.
 BATCH_FLUSH_SECONDS = env_float("BATCH_FLUSH_SECONDS", 1.0)

@@ -12,7 +12,8 @@ ideals are compared as written; "any ideal" means the item passes when one of th
   (``re.search``: anchor it with ``^`` and ``$`` to match the whole answer).
 - ``numeric``: the first number written in the sample (digits with an optional sign, decimal
   point and exponent; thousands separators "," are read through) is within ``tolerance`` (an
-  absolute difference, 0 by default) of an ideal read as a number.
+  absolute difference, 0 by default) of an ideal read as a number. An item none of whose
+  ideals holds a number is not graded by it (``passed`` None).
 - ``json_valid``: the whole sample is one JSON value.
 - ``json_schema``: the whole sample is JSON valid against the item's schema (draft 2020-12).
 - ``label``: the sample, ignoring case, is the item's label; a sample that is none of the set's
@@ -81,12 +82,12 @@ def first_number(text: str) -> float | None:
 
 
 def numeric(sample: str, ideals: Sequence[str], tolerance: float = 0.0) -> Grade:
+    targets = [n for n in (first_number(i) for i in ideals) if n is not None]
+    if not targets:
+        return Grade(None, 0.0, "no ideal is a number")
     value = first_number(sample)
     if value is None:
         return _grade(False, "no number in the answer")
-    targets = [n for n in (first_number(i) for i in ideals) if n is not None]
-    if not targets:
-        return _grade(False, "no ideal is a number")
     best = min(abs(value - t) for t in targets)
     ok = best <= tolerance or math.isclose(best, tolerance)
     return _grade(ok, f"{value:g} is {best:g} from the nearest ideal (tolerance {tolerance:g})")
@@ -151,3 +152,59 @@ def label_metrics(pairs: Sequence[tuple[str, str]]) -> tuple[float, dict[str, La
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         figures[name] = LabelFigures(precision, recall, f1, support)
     return accuracy, figures
+
+
+# -- graders as a run names them -----------------------------------------------------------
+GRADER_TYPES = ("string_check", "numeric", "json_valid", "json_schema", "label")
+
+
+def check_grader(config: Any) -> dict[str, Any]:
+    """``config`` as a run stores it; ValueError saying what is wrong otherwise."""
+    if not isinstance(config, dict) or config.get("type") not in GRADER_TYPES:
+        raise ValueError(f"a grader's type is one of {', '.join(GRADER_TYPES)}")
+    kind = config["type"]
+    if kind == "string_check":
+        operation = config.get("operation", "eq")
+        if operation not in STRING_OPERATIONS:
+            raise ValueError(f"a string check's operation is one of {', '.join(STRING_OPERATIONS)}")
+        return {"type": kind, "operation": operation}
+    if kind == "numeric":
+        tolerance = config.get("tolerance", 0)
+        if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance < 0:
+            raise ValueError("a numeric grader's tolerance is a number, 0 or more")
+        return {"type": kind, "tolerance": float(tolerance)}
+    return {"type": kind}
+
+
+def grader_name(config: dict[str, Any]) -> str:
+    """How a page names the grader: ``string_check (ilike)``, ``numeric (±0.5)``, ``label``."""
+    if config["type"] == "string_check":
+        return f"string_check ({config['operation']})"
+    if config["type"] == "numeric":
+        return f"numeric (±{config['tolerance']:g})"
+    return str(config["type"])
+
+
+def grade(
+    config: dict[str, Any],
+    sample: str,
+    *,
+    ideals: Sequence[str],
+    item_label: str = "",
+    schema: dict[str, Any] | None = None,
+) -> Grade:
+    """``sample`` graded by the grader ``config`` (from ``check_grader``) against its item."""
+    kind = config["type"]
+    if kind == "string_check":
+        if not ideals:
+            return Grade(None, 0.0, "the item has no ideal")
+        return string_check(sample, ideals, config["operation"])
+    if kind == "numeric":
+        if not ideals:
+            return Grade(None, 0.0, "the item has no ideal")
+        return numeric(sample, ideals, config["tolerance"])
+    if kind == "json_valid":
+        return json_valid(sample)
+    if kind == "json_schema":
+        return json_schema(sample, schema)
+    return label(sample, item_label)

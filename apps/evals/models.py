@@ -10,6 +10,8 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 
+from apps.core.models import WorkRecord
+
 
 class EvalSet(models.Model):
     """A named list of items, uploaded as JSONL (every line checked first) or made from the
@@ -67,3 +69,63 @@ class EvalItem(models.Model):
         if isinstance(self.input, str):
             return [{"role": "user", "content": self.input}]
         return list(self.input)
+
+
+class EvalRun(WorkRecord):
+    """One eval set answered by one model version with one set of sampling parameters, and
+    graded by ``graders`` (``apps.evals.graders.GRADERS`` configurations). A work record a
+    worker claims: its runner (``apps.evals.runner``) keeps some of the items in flight as
+    generations at batch priority, grades each as it ends, and at the end writes
+    ``aggregates`` (per grader: the mean score with its bootstrap interval, and the counts), which
+    ``apps.evals.runner.aggregates`` recomputes from the stored grades the same way."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="eval_runs"
+    )
+    eval_set = models.ForeignKey(EvalSet, on_delete=models.CASCADE, related_name="runs")
+    model_version = models.ForeignKey(
+        "catalog.ModelVersion", on_delete=models.PROTECT, related_name="eval_runs"
+    )
+    params = models.JSONField()  # the sampling parameters every item is answered with
+    graders = models.JSONField()
+    seed = models.PositiveIntegerField(default=0)  # the bootstrap's
+    paused = models.CharField(max_length=300, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    graded = models.PositiveIntegerField(default=0)
+    aggregates = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"eval run {self.pk}"
+
+    @property
+    def openai_id(self) -> str:
+        return f"evalrun_{self.pk.hex}"
+
+
+class EvalResult(models.Model):
+    """One item of a run: the generation that answered it (made once: ``started`` is set in the
+    same transaction) and, once it ended, its grades, one per grader in the run's order
+    (``{"passed", "score", "reason"}``), written once (``graded_at``)."""
+
+    run = models.ForeignKey(EvalRun, on_delete=models.CASCADE, related_name="results")
+    item = models.ForeignKey(EvalItem, on_delete=models.CASCADE, related_name="+")
+    started = models.BooleanField(default=False)
+    generation = models.OneToOneField(
+        "inference.Generation", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    grades = models.JSONField(null=True, blank=True)
+    errored = models.TextField(blank=True)  # why the item has no answer to grade
+    graded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["item__line"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "item"], name="eval_result_once_per_item")
+        ]
+
+    def __str__(self) -> str:
+        return f"eval result {self.pk}"

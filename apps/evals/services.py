@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.db import transaction
 from django.utils.translation import gettext as _
 
 from apps.accounts.models import User
+from apps.catalog.models import LanguageModel
+from apps.catalog.selectors import active_version
+from apps.core.errors import ErrorCode, ServiceError
+from apps.core.queues import enqueue_on_commit
+from apps.core.work import work_cancel
+from apps.inference.services import sampling_params_for
 
+from .graders import check_grader
 from .items import EvalSetInvalid, parse_items
-from .models import EvalItem, EvalSet
+from .models import EvalItem, EvalResult, EvalRun, EvalSet
 
 DEMO = Path(__file__).parent / "demo" / "demo-eval.jsonl"
 MAX_NAME = 200
@@ -55,3 +63,53 @@ def eval_set_add_demo(*, owner: User) -> EvalSet:
 def eval_set_delete(*, eval_set: EvalSet) -> None:
     """Precondition: ``eval_set`` came from ``access_eval_set``."""
     eval_set.delete()
+
+
+@transaction.atomic
+def eval_run_start(
+    *,
+    owner: User,
+    eval_set: EvalSet,
+    model: LanguageModel,
+    graders: list[Any],
+    settings: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> EvalRun:
+    """Run ``eval_set`` on ``model``'s active version: one result row per item, the runner
+    enqueued on commit. ``settings`` are sampling parameters over the version's defaults
+    (greedy unless they say otherwise; a seed is chosen where none is set, and kept, so the run
+    can be repeated); ``seed`` is the bootstrap's. Preconditions: the set came from
+    ``access_eval_set``, the model from ``access_model``. ServiceError, nothing written, for no
+    grader, a grader that is not one, or parameters out of bounds."""
+    from .tasks import run_eval
+
+    if not graders:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER, _("Choose at least one grader."), param="graders"
+        )
+    try:
+        checked = [check_grader(config) for config in graders]
+    except ValueError as problem:
+        raise ServiceError(ErrorCode.INVALID_PARAMETER, str(problem), param="graders") from None
+    version = active_version(model)
+    params = sampling_params_for(version, settings, fallback={"temperature": 0.0}, new_seed=True)
+    items = list(eval_set.items.all())
+    run = EvalRun.objects.create(
+        owner=owner,
+        eval_set=eval_set,
+        model_version=version,
+        params=params.model_dump(mode="json"),
+        graders=checked,
+        seed=seed,
+        total=len(items),
+    )
+    EvalResult.objects.bulk_create(EvalResult(run=run, item=item) for item in items)
+    enqueue_on_commit(run_eval, run.pk)
+    return run
+
+
+def eval_run_cancel(*, run: EvalRun) -> bool:
+    """Stop the run: one still waiting ends at once; a running one's answers in flight are
+    stopped and what was graded is summed up. False when it had already ended. Precondition:
+    ``run`` came from ``access_eval_run``."""
+    return bool(work_cancel(run))

@@ -9,4 +9,7 @@ urlpatterns = [
     path("demo/demo-eval.jsonl", views.demo_file, name="evals-demo-file"),
     path("<uuid:eval_set_id>/", views.eval_set_detail, name="evals-set"),
     path("<uuid:eval_set_id>/delete/", views.eval_set_delete, name="evals-set-delete"),
+    path("<uuid:eval_set_id>/runs/", views.eval_run_create, name="evals-run-create"),
+    path("runs/<uuid:run_id>/", views.eval_run_detail, name="evals-run"),
+    path("runs/<uuid:run_id>/cancel/", views.eval_run_cancel, name="evals-run-cancel"),
 ]

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.catalog.models import LanguageModel
+from apps.catalog.selectors import DEFAULT_CHAT_MODEL, access_model, chat_models_for
+from apps.core.errors import ServiceError
 from apps.core.http import AuthedHttpRequest
 from apps.core.uploads import too_large
 
 from . import services
-from .forms import EvalSetUploadForm
+from .forms import EvalRunForm, EvalSetUploadForm
+from .graders import grader_name
 from .items import MAX_BYTES, EvalSetInvalid
-from .selectors import access_eval_set, eval_sets_for
+from .models import EvalSet
+from .selectors import access_eval_run, access_eval_set, eval_sets_for, run_results, runs_of
 
 
 def _index(
@@ -77,12 +82,81 @@ def demo_file(request: AuthedHttpRequest) -> FileResponse:
     )
 
 
+def _run_form(request: AuthedHttpRequest, data: object = None) -> EvalRunForm:
+    models = [(m.slug, m.display_name) for m in chat_models_for(request.user)]
+    return EvalRunForm(data, models=models, initial={"model": DEFAULT_CHAT_MODEL})  # type: ignore[arg-type]
+
+
+def _set_page(
+    request: AuthedHttpRequest,
+    eval_set: EvalSet,
+    *,
+    form: EvalRunForm | None = None,
+    error: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    context = {
+        "eval_set": eval_set,
+        "items": list(eval_set.items.all()),
+        "runs": runs_of(eval_set),
+        "form": form or _run_form(request),
+        "error": error,
+    }
+    return render(request, "evals/set.html", context, status=status)
+
+
 @login_required
 @require_GET
 def eval_set_detail(request: AuthedHttpRequest, eval_set_id: str) -> HttpResponse:
+    return _set_page(request, access_eval_set(request.user, eval_set_id))
+
+
+@login_required
+@require_POST
+def eval_run_create(request: AuthedHttpRequest, eval_set_id: str) -> HttpResponse:
+    """Run the set on a model with the chosen graders; a refusal shows the form again."""
     eval_set = access_eval_set(request.user, eval_set_id)
-    items = list(eval_set.items.all())
-    return render(request, "evals/set.html", {"eval_set": eval_set, "items": items})
+    form = _run_form(request, request.POST)
+    if not form.is_valid():
+        return _set_page(request, eval_set, form=form, status=400)
+    try:
+        model = access_model(request.user, form.cleaned_data["model"], task=LanguageModel.Task.CHAT)
+        run = services.eval_run_start(
+            owner=request.user,
+            eval_set=eval_set,
+            model=model,
+            graders=form.graders(),
+            settings={
+                "temperature": form.cleaned_data["temperature"],
+                "max_tokens": form.cleaned_data["max_tokens"],
+            },
+        )
+    except Http404:
+        return _set_page(request, eval_set, form=form, status=400)
+    except ServiceError as refused:
+        return _set_page(request, eval_set, form=form, error=refused.message, status=400)
+    return redirect("evals-run", run_id=run.pk)
+
+
+@login_required
+@require_GET
+def eval_run_detail(request: AuthedHttpRequest, run_id: str) -> HttpResponse:
+    """A run: its progress while it runs (the page refreshes itself), its aggregates, and
+    every item's answer and grades."""
+    run = access_eval_run(request.user, run_id)
+    results = run_results(run)
+    names = [grader_name(config) for config in run.graders]
+    rows = [(result, list(zip(names, result.grades or [], strict=False))) for result in results]
+    context = {"run": run, "rows": rows, "names": names}
+    return render(request, "evals/run.html", context)
+
+
+@login_required
+@require_POST
+def eval_run_cancel(request: AuthedHttpRequest, run_id: str) -> HttpResponse:
+    run = access_eval_run(request.user, run_id)
+    services.eval_run_cancel(run=run)
+    return redirect("evals-run", run_id=run.pk)
 
 
 @login_required

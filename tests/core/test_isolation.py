@@ -22,7 +22,7 @@ from apps.accounts.models import ApiKey, User
 from apps.api.models import ApiFile, Batch, StoredResponse
 from apps.catalog.models import LanguageModel, ModelVersion
 from apps.chat.models import Conversation, Document, Message, Preset
-from apps.evals.models import EvalItem, EvalSet
+from apps.evals.models import EvalItem, EvalRun, EvalSet
 from apps.finetuning.models import Dataset, FineTuningJob
 from apps.inference.models import Generation, UsageRecord
 from tests.chat.conftest import communicator
@@ -92,6 +92,15 @@ def owned(owner, chat_model) -> dict[str, object]:
     document.save()
     eval_set = EvalSet.objects.create(owner=owner, name=f"{SECRET} eval set")
     EvalItem.objects.create(eval_set=eval_set, line=1, input=f"{SECRET} item", ideal=[SECRET])
+    eval_run = EvalRun.objects.create(
+        owner=owner,
+        eval_set=eval_set,
+        model_version=version,
+        params={"temperature": 0.0},
+        graders=[{"type": "string_check", "operation": "eq"}],
+        status="running",
+        total=1,
+    )
     UsageRecord.objects.create(
         user=owner, model=chat_model, source="chat", kind="chat", prompt_tokens=4321
     )
@@ -132,6 +141,7 @@ def owned(owner, chat_model) -> dict[str, object]:
         "preset": preset,
         "document": document,
         "eval_set": eval_set,
+        "eval_run": eval_run,
         "generation": generation,
         "key": key,
         "dataset": dataset,
@@ -158,6 +168,7 @@ def owner_state(owner) -> list[object]:
         list(Document.objects.filter(owner=owner).values()),
         list(EvalSet.objects.filter(owner=owner).values()),
         list(EvalItem.objects.filter(eval_set__owner=owner).values()),
+        list(EvalRun.objects.filter(owner=owner).values()),
         list(StoredResponse.objects.filter(user=owner).values()),
         list(ApiFile.objects.filter(owner=owner).values()),
         list(Batch.objects.filter(user=owner).values()),
@@ -215,6 +226,9 @@ def site_attempts(o: dict[str, object]) -> dict[str, list[tuple[str, str]]]:
         "chat/documents/<uuid:document_id>/": [("get", f"/chat/documents/{o['document'].pk}/")],
         "evals/<uuid:eval_set_id>/": [("get", f"/evals/{o['eval_set'].pk}/")],
         "evals/<uuid:eval_set_id>/delete/": [("post", f"/evals/{o['eval_set'].pk}/delete/")],
+        "evals/<uuid:eval_set_id>/runs/": [("post", f"/evals/{o['eval_set'].pk}/runs/")],
+        "evals/runs/<uuid:run_id>/": [("get", f"/evals/runs/{o['eval_run'].pk}/")],
+        "evals/runs/<uuid:run_id>/cancel/": [("post", f"/evals/runs/{o['eval_run'].pk}/cancel/")],
         "accounts/keys/<int:api_key_id>/revoke/": [("post", f"/accounts/keys/{key.pk}/revoke/")],
         "finetuning/datasets/<uuid:dataset_id>/": [("get", f"/finetuning/datasets/{dataset.pk}/")],
         "finetuning/datasets/<uuid:dataset_id>/delete/": [

@@ -69,7 +69,7 @@ def test_numeric(sample, ideals, tolerance, passed):
 
 def test_numeric_reasons():
     assert graders.numeric("", ["1"]).reason == "no number in the answer"
-    assert graders.numeric("5", ["five"]).reason == "no ideal is a number"
+    assert graders.numeric("5", ["five"]) == Grade(None, 0.0, "no ideal is a number")
     assert graders.numeric("5.5", ["5"], 1).reason == (
         "5.5 is 0.5 from the nearest ideal (tolerance 1)"
     )
