@@ -12,4 +12,10 @@ urlpatterns = [
     path("<uuid:eval_set_id>/runs/", views.eval_run_create, name="evals-run-create"),
     path("runs/<uuid:run_id>/", views.eval_run_detail, name="evals-run"),
     path("runs/<uuid:run_id>/cancel/", views.eval_run_cancel, name="evals-run-cancel"),
+    path(
+        "runs/<uuid:run_id>/compare/<uuid:other_id>/",
+        views.eval_run_compare,
+        name="evals-compare",
+    ),
+    path("<uuid:eval_set_id>/compare/", views.eval_run_compare_pick, name="evals-compare-pick"),
 ]

@@ -14,6 +14,7 @@ from apps.core.http import AuthedHttpRequest
 from apps.core.uploads import too_large
 
 from . import services
+from .comparisons import compare
 from .forms import EvalRunForm, EvalSetUploadForm
 from .graders import grader_name
 from .items import MAX_BYTES, EvalSetInvalid
@@ -164,3 +165,34 @@ def eval_run_cancel(request: AuthedHttpRequest, run_id: str) -> HttpResponse:
 def eval_set_delete(request: AuthedHttpRequest, eval_set_id: str) -> HttpResponse:
     services.eval_set_delete(eval_set=access_eval_set(request.user, eval_set_id))
     return redirect("evals-index")
+
+
+@login_required
+@require_GET
+def eval_run_compare(request: AuthedHttpRequest, run_id: str, other_id: str) -> HttpResponse:
+    """Run ``other_id`` (B) against ``run_id`` (A), both the caller's and of the same set: per
+    grader the difference with its interval and McNemar's p-value, and the items that flipped
+    either way with both answers."""
+    a = access_eval_run(request.user, run_id)
+    b = access_eval_run(request.user, other_id)
+    if a.eval_set_id != b.eval_set_id:
+        raise Http404("These runs are of different eval sets")
+    graders = compare(a, b, run_results(a), run_results(b))
+    return render(request, "evals/compare.html", {"a": a, "b": b, "graders": graders})
+
+
+@login_required
+@require_GET
+def eval_run_compare_pick(request: AuthedHttpRequest, eval_set_id: str) -> HttpResponse:
+    """The set page's compare form (``a`` and ``b``, two of its runs)."""
+    eval_set = access_eval_set(request.user, eval_set_id)
+    a, b = request.GET.get("a", ""), request.GET.get("b", "")
+    return (
+        redirect(
+            "evals-compare",
+            run_id=access_eval_run(request.user, a).pk,
+            other_id=access_eval_run(request.user, b).pk,
+        )
+        if a and b
+        else redirect("evals-set", eval_set_id=eval_set.pk)
+    )

@@ -229,6 +229,12 @@ def site_attempts(o: dict[str, object]) -> dict[str, list[tuple[str, str]]]:
         "evals/<uuid:eval_set_id>/runs/": [("post", f"/evals/{o['eval_set'].pk}/runs/")],
         "evals/runs/<uuid:run_id>/": [("get", f"/evals/runs/{o['eval_run'].pk}/")],
         "evals/runs/<uuid:run_id>/cancel/": [("post", f"/evals/runs/{o['eval_run'].pk}/cancel/")],
+        "evals/runs/<uuid:run_id>/compare/<uuid:other_id>/": [
+            ("get", f"/evals/runs/{o['eval_run'].pk}/compare/{o['eval_run'].pk}/")
+        ],
+        "evals/<uuid:eval_set_id>/compare/": [
+            ("get", f"/evals/{o['eval_set'].pk}/compare/?a={o['eval_run'].pk}&b={o['eval_run'].pk}")
+        ],
         "accounts/keys/<int:api_key_id>/revoke/": [("post", f"/accounts/keys/{key.pk}/revoke/")],
         "finetuning/datasets/<uuid:dataset_id>/": [("get", f"/finetuning/datasets/{dataset.pk}/")],
         "finetuning/datasets/<uuid:dataset_id>/delete/": [
@@ -296,7 +302,7 @@ def test_every_object_route_is_404_for_another_account_and_changes_nothing(owner
         method, path = tries[0]
         if method == "get":
             reader = owner_api if path.startswith("/v1/") else owner_site
-            assert reader.get(path).status_code == 200, route
+            assert reader.get(path, follow=True).status_code == 200, route
     assert owner_state(owner) == before
 
 

@@ -148,3 +148,26 @@ def test_runs_are_their_owners_alone(owner_client, stranger):
     form = {"model": "smollm2-135m-instruct", "temperature": 0, "max_tokens": 8, "label": "on"}
     assert other.post(reverse("evals-run-create", args=[eval_set.pk]), form).status_code == 404
     assert EvalRun.objects.count() == 1
+
+
+def test_comparing_two_runs_shows_the_items_that_flipped(owner_client):
+    eval_set = make_set(owner_client)
+    a = finished(start(owner_client, eval_set, string_check="on", operation="eq"))
+    # One token of answer: "Echo:" alone, which equals no ideal.
+    form = {
+        "model": "smollm2-135m-instruct",
+        "temperature": 0,
+        "max_tokens": 1,
+        "string_check": "on",
+        "operation": "eq",
+    }
+    owner_client.post(reverse("evals-run-create", args=[eval_set.pk]), form)
+    b = finished(EvalRun.objects.latest("created_at"))
+    picked = owner_client.get(
+        reverse("evals-compare-pick", args=[eval_set.pk]), {"a": a.pk, "b": b.pk}
+    )
+    assert picked["Location"] == reverse("evals-compare", args=[a.pk, b.pk])
+    page = owner_client.get(picked["Location"]).content.decode()
+    assert 'id="comparison"' in page and "string_check (eq)" in page
+    assert page.count('class="flip"') == 1 and 'data-line="1"' in page
+    assert "Echo: alpha" in page  # both answers of the flipped item
