@@ -118,6 +118,8 @@
     });
   }
   function decorate(root) {
+    // Turns that arrive over the socket carry htmx attributes too ("Add to eval set").
+    if (window.htmx && root !== document) window.htmx.process(root);
     root.querySelectorAll(".markdown pre > code").forEach((code) => {
       if (code.dataset.decorated) return;
       code.dataset.decorated = "1";

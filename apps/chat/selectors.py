@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.catalog.models import LanguageModel
+from apps.core.documents import with_documents
 from apps.inference.models import Generation
 
 from .models import Conversation, Document, Message, Preset
@@ -72,6 +73,55 @@ def deleted_conversation(user: User, conversation_id: object) -> Conversation:
     found = Conversation.objects.filter(pk=key, owner_id=user.pk, deleted_at__gte=cutoff).first()
     if found is None:
         raise Http404("Nothing to undo: the conversation is gone")
+    return found
+
+
+def prompt_messages(
+    conversation: Conversation, *, before: Message | None = None
+) -> list[dict[str, str]]:
+    """The conversation as chat-template messages (up to ``before``, not included): failed and
+    empty answers are left out, and a user message's documents come before its text, in
+    ``apps.core.documents``' form."""
+    messages = []
+    if conversation.system_prompt.strip():
+        messages.append({"role": "system", "content": conversation.system_prompt.strip()})
+    turns = conversation.messages.select_related("generation").prefetch_related("documents")
+    if before is not None:
+        turns = turns.filter(
+            Q(created_at__lt=before.created_at) | Q(created_at=before.created_at, pk__lt=before.pk)
+        )
+    for message in turns:
+        if message.role == Message.Role.ASSISTANT and (
+            (message.generation is not None and message.generation.is_failed) or not message.text
+        ):
+            continue
+        documents = [(d.name, d.text) for d in message.documents.all()]
+        messages.append({"role": message.role, "content": with_documents(message.text, documents)})
+    return messages
+
+
+def access_answer(user: User, message_id: object) -> Message:
+    """The finished, successful answer ``message_id`` in one of ``user``'s conversations (not
+    deleted); 404 for missing and not-yours."""
+    try:
+        key = int(str(message_id))
+    except ValueError:
+        raise Http404("No such answer") from None
+    found = (
+        Message.objects.select_related("conversation", "generation")
+        .filter(
+            pk=key,
+            role=Message.Role.ASSISTANT,
+            conversation__owner_id=user.pk,
+            conversation__deleted_at__isnull=True,
+            generation__status=Generation.Status.SUCCEEDED,
+        )
+        .first()
+        if user.is_authenticated
+        else None
+    )
+    if found is None:
+        raise Http404("No such answer")
     return found
 
 

@@ -33,7 +33,7 @@ from apps.inference.tokens import token_count
 from apps.inference.usage import token_window
 
 from .models import Conversation, Document, Message, Preset
-from .selectors import conversation_in_flight
+from .selectors import conversation_in_flight, prompt_messages
 
 TITLE_CHARS = 60
 
@@ -168,23 +168,6 @@ def _ensure_idle(conversation: Conversation) -> None:
             ErrorCode.INVALID_PARAMETER,
             _("An answer is still being written: wait for it or stop it first."),
         )
-
-
-def _prompt_messages(conversation: Conversation) -> list[dict[str, str]]:
-    """The conversation as chat-template messages; failed and empty answers are left out. A
-    user message's documents come before its text, in ``apps.core.documents``' form."""
-    messages = []
-    if conversation.system_prompt.strip():
-        messages.append({"role": "system", "content": conversation.system_prompt.strip()})
-    turns = conversation.messages.select_related("generation").prefetch_related("documents")
-    for message in turns:
-        if message.role == Message.Role.ASSISTANT and (
-            (message.generation is not None and message.generation.is_failed) or not message.text
-        ):
-            continue
-        documents = [(d.name, d.text) for d in message.documents.all()]
-        messages.append({"role": message.role, "content": with_documents(message.text, documents)})
-    return messages
 
 
 def _delete_files(documents: QuerySet[Document]) -> None:
@@ -325,7 +308,7 @@ def _start_answer(
         version = active_version(model)
         params = sampling_params_for(version, conversation.sampling_settings(), new_seed=True)
     [generation] = generation_start(
-        user=owner, version=version, params=params, messages=_prompt_messages(conversation)
+        user=owner, version=version, params=params, messages=prompt_messages(conversation)
     )
     return Message.objects.create(
         conversation=conversation, role=Message.Role.ASSISTANT, generation=generation

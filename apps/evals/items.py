@@ -122,14 +122,14 @@ def _item(line: int, content: str) -> ParsedItem:
         raise ValueError(_('an item needs "input"'))
     label = _label(row.get("label"))
     schema = _schema(row.get("schema"))
-    ideal = _ideal(row.get("ideal"), required=not (label or schema is not None))
+    ideal = check_ideal(row.get("ideal"), required=not (label or schema is not None))
     metadata = row.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ValueError(_('"metadata" must be a JSON object'))
-    return ParsedItem(line, _input(row["input"]), ideal, label, schema, metadata)
+    return ParsedItem(line, check_input(row["input"]), ideal, label, schema, metadata)
 
 
-def _input(value: Any) -> str | list[dict[str, str]]:
+def check_input(value: Any) -> str | list[dict[str, str]]:
     if isinstance(value, str):
         if not value.strip():
             raise ValueError(_('"input" must not be empty'))
@@ -155,7 +155,7 @@ def _input(value: Any) -> str | list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
-def _ideal(value: Any, *, required: bool) -> list[str]:
+def check_ideal(value: Any, *, required: bool) -> list[str]:
     if value is None:
         if required:
             raise ValueError(_('an item needs "ideal" (or a "label" or "schema" to grade by)'))

@@ -17,7 +17,7 @@ from apps.core.work import work_cancel
 from apps.inference.services import sampling_params_for
 
 from .graders import check_grader
-from .items import EvalSetInvalid, parse_items
+from .items import EvalSetInvalid, check_ideal, check_input, parse_items
 from .models import EvalItem, EvalResult, EvalRun, EvalSet
 
 DEMO = Path(__file__).parent / "demo" / "demo-eval.jsonl"
@@ -113,3 +113,47 @@ def eval_run_cancel(*, run: EvalRun) -> bool:
     stopped and what was graded is summed up. False when it had already ended. Precondition:
     ``run`` came from ``access_eval_run``."""
     return bool(work_cancel(run))
+
+
+@transaction.atomic
+def eval_item_add(
+    *,
+    owner: User,
+    eval_set: EvalSet | None,
+    new_name: str,
+    messages: list[dict[str, str]],
+    ideal: str,
+) -> EvalItem:
+    """An item of ``messages`` (a conversation up to an answer) with ``ideal`` as its answer, at
+    the end of ``eval_set`` (precondition: from ``access_eval_set``), or of a new set named
+    ``new_name`` when it is None. EvalSetInvalid, nothing written, for an ideal or a name that
+    would not pass an upload's checks."""
+    try:  # the rules of an upload's lines
+        checked_input = check_input(messages)
+        checked_ideal = check_ideal(ideal.strip() or None, required=True)
+    except ValueError as problem:
+        raise EvalSetInvalid(str(problem)) from None
+    if eval_set is None:
+        name = new_name.strip()
+        if not name:
+            raise EvalSetInvalid(_("Give the new eval set a name."))
+        if len(name) > MAX_NAME:
+            raise EvalSetInvalid(
+                _("The name has %(count)s characters; the limit is %(limit)s.")
+                % {"count": len(name), "limit": MAX_NAME}
+            )
+        eval_set = EvalSet.objects.create(owner=owner, name=name)
+    last = (
+        EvalItem.objects.select_for_update()
+        .filter(eval_set=eval_set)
+        .order_by("-line")
+        .values_list("line", flat=True)
+        .first()
+    )
+    return EvalItem.objects.create(
+        eval_set=eval_set,
+        line=(last or 0) + 1,
+        input=checked_input,
+        ideal=checked_ideal,
+        metadata={"source": "chat"},
+    )

@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.catalog.models import LanguageModel
 from apps.catalog.selectors import DEFAULT_CHAT_MODEL, access_model, chat_models_for
+from apps.chat.selectors import access_answer, prompt_messages
 from apps.core.errors import ServiceError
 from apps.core.http import AuthedHttpRequest
 from apps.core.uploads import too_large
@@ -196,3 +197,45 @@ def eval_run_compare_pick(request: AuthedHttpRequest, eval_set_id: str) -> HttpR
         if a and b
         else redirect("evals-set", eval_set_id=eval_set.pk)
     )
+
+
+def _add_form(
+    request: AuthedHttpRequest, answer_id: str, *, ideal: str, error: str = "", status: int = 200
+) -> HttpResponse:
+    context = {
+        "answer_id": answer_id,
+        "eval_sets": eval_sets_for(request.user),
+        "ideal": ideal,
+        "error": error,
+    }
+    return render(request, "evals/add_form.html", context, status=status)
+
+
+@login_required
+@require_GET
+def add_from_chat(request: AuthedHttpRequest) -> HttpResponse:
+    """The chat's "Add to eval set" (an htmx partial under the answer): a set, or a new one,
+    and the ideal answer, the model's own to start with."""
+    answer = access_answer(request.user, request.GET.get("message", ""))
+    return _add_form(request, str(answer.pk), ideal=answer.text)
+
+
+@login_required
+@require_POST
+def add_from_chat_save(request: AuthedHttpRequest) -> HttpResponse:
+    """The conversation up to the answer becomes an item's input, the ideal (as corrected)
+    its answer."""
+    answer = access_answer(request.user, request.POST.get("message", ""))
+    chosen = request.POST.get("eval_set", "new")
+    ideal = request.POST.get("ideal", "")
+    try:
+        item = services.eval_item_add(
+            owner=request.user,
+            eval_set=None if chosen == "new" else access_eval_set(request.user, chosen),
+            new_name=request.POST.get("name", ""),
+            messages=prompt_messages(answer.conversation, before=answer),
+            ideal=ideal,
+        )
+    except EvalSetInvalid as refusal:
+        return _add_form(request, str(answer.pk), ideal=ideal, error=refusal.summary, status=400)
+    return render(request, "evals/add_done.html", {"item": item})
