@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.utils import translation
 from django.utils.decorators import sync_and_async_middleware
+
+# Reading the account while the database is away: the page still gets its 503.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
 @sync_and_async_middleware
@@ -23,14 +28,19 @@ def AccountLanguageMiddleware(get_response: Any) -> Any:  # noqa: N802 - named a
             translation.activate(language)
             request.LANGUAGE_CODE = language
 
+    def chosen(user: Any) -> str:
+        return str(getattr(user, "language", "") or "") if user.is_authenticated else ""
+
     if iscoroutinefunction(get_response):
 
         async def middleware(request: HttpRequest) -> HttpResponse:
             if request.path.startswith("/v1/"):
                 use(request, settings.LANGUAGE_CODE)
             else:
-                user = await request.auser()
-                use(request, getattr(user, "language", "") if user.is_authenticated else "")
+                # Unread, the account leaves the browser's language; the view meets the outage
+                # too and answers 503.
+                with contextlib.suppress(*DATABASE_ERRORS):
+                    use(request, chosen(await request.auser()))
             return await get_response(request)  # type: ignore[no-any-return]
 
         return middleware
@@ -39,8 +49,8 @@ def AccountLanguageMiddleware(get_response: Any) -> Any:  # noqa: N802 - named a
         if request.path.startswith("/v1/"):
             use(request, settings.LANGUAGE_CODE)
         else:
-            user = request.user
-            use(request, getattr(user, "language", "") if user.is_authenticated else "")
+            with contextlib.suppress(*DATABASE_ERRORS):
+                use(request, chosen(request.user))
         return get_response(request)  # type: ignore[no-any-return]
 
     return sync_middleware

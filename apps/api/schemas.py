@@ -516,6 +516,9 @@ class FineTuningJobRequest(_Strict):
     seed: int | None = None
     method: Any = None  # None: LoRA for a chat model, full fine-tuning for a classifier
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    # This platform's: an eval set (``eval_…``) run on the base and on the result, compared on
+    # the job's page (``extra_body`` in OpenAI's client).
+    eval_set: str | None = None
 
     @field_validator("method")
     @classmethod

@@ -12,6 +12,7 @@ from apps.accounts.models import ApiKey, User
 from apps.catalog.models import LanguageModel, ModelVersion
 from apps.catalog.selectors import access_model, active_version
 from apps.core.errors import ErrorCode, ServiceError, quoted
+from apps.evals.selectors import access_eval_set
 from apps.finetuning.models import FineTuningJob
 from apps.finetuning.schemas import Hyperparameters
 from apps.finetuning.selectors import access_dataset, access_job
@@ -189,6 +190,12 @@ def fine_tuning_job_start(*, api_key: ApiKey, body: FineTuningJobRequest) -> Fin
             files[param] = access_dataset(user, file_id)
         except Http404:
             raise not_found("file", file_id, param) from None
+    eval_set = None
+    if body.eval_set is not None:
+        try:
+            eval_set = access_eval_set(user, body.eval_set)
+        except Http404:
+            raise not_found("eval set", body.eval_set, "eval_set") from None
     values = dict(body.hyperparameters)
     if body.seed is not None:
         values["seed"] = body.seed
@@ -212,6 +219,7 @@ def fine_tuning_job_start(*, api_key: ApiKey, body: FineTuningJobRequest) -> Fin
             method=body.method,
             hyperparameters=hyperparameters,
             suffix=body.suffix or "",
+            eval_set=eval_set,
         )
         return access_job(user, job.pk)
 

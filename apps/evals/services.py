@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils.translation import gettext as _
 
 from apps.accounts.models import User
-from apps.catalog.models import LanguageModel
+from apps.catalog.models import LanguageModel, ModelVersion
 from apps.catalog.selectors import active_version
 from apps.core.errors import ErrorCode, ServiceError
 from apps.core.queues import enqueue_on_commit
@@ -74,13 +74,15 @@ def eval_run_start(
     graders: list[Any],
     settings: dict[str, Any] | None = None,
     seed: int = 0,
+    version: ModelVersion | None = None,
 ) -> EvalRun:
     """Run ``eval_set`` on ``model``'s active version: one result row per item, the runner
     enqueued on commit. ``settings`` are sampling parameters over the version's defaults
     (greedy unless they say otherwise; a seed is chosen where none is set, and kept, so the run
     can be repeated); ``seed`` is the bootstrap's. Preconditions: the set came from
-    ``access_eval_set``, the model from ``access_model``. ServiceError, nothing written, for no
-    grader, a grader that is not one, or parameters out of bounds."""
+    ``access_eval_set``, the model from ``access_model``; ``version``, when given, is one of
+    its versions to run instead of the active one (a fine-tuning job's base). ServiceError,
+    nothing written, for no grader, a grader that is not one, or parameters out of bounds."""
     from .tasks import run_eval
 
     if not graders:
@@ -91,7 +93,7 @@ def eval_run_start(
         checked = [check_grader(config) for config in graders]
     except ValueError as problem:
         raise ServiceError(ErrorCode.INVALID_PARAMETER, str(problem), param="graders") from None
-    version = active_version(model)
+    version = version or active_version(model)
     params = sampling_params_for(version, settings, fallback={"temperature": 0.0}, new_seed=True)
     items = list(eval_set.items.all())
     run = EvalRun.objects.create(
@@ -157,3 +159,33 @@ def eval_item_add(
         ideal=checked_ideal,
         metadata={"source": "chat"},
     )
+
+
+# What a fine-tuning job's evaluation grades by: the answer contains an ideal (ignoring case),
+# its first number is an ideal's, and a JSON answer follows the item's schema.
+LOOP_GRADERS = [
+    {"type": "string_check", "operation": "ilike"},
+    {"type": "numeric", "tolerance": 0.0},
+    {"type": "json_schema"},
+]
+LOOP_SETTINGS = {"temperature": 0.0, "max_tokens": 64}
+
+
+def eval_runs_for_finetune(
+    *, owner: User, eval_set: EvalSet, base: ModelVersion, result: ModelVersion
+) -> tuple[EvalRun, EvalRun]:
+    """The two runs of a fine-tuning job's evaluation: ``eval_set`` on the job's base version
+    and on the version it deployed, with the same graders, settings and seed, so that they
+    compare item by item."""
+    runs = tuple(
+        eval_run_start(
+            owner=owner,
+            eval_set=eval_set,
+            model=version.model,
+            version=version,
+            graders=LOOP_GRADERS,
+            settings={**LOOP_SETTINGS, "seed": 0},
+        )
+        for version in (base, result)
+    )
+    return runs[0], runs[1]

@@ -58,6 +58,11 @@ class JobForm(forms.Form):
         help_text=gettext_lazy("Classifiers: held out for the test"),
     )
     seed = forms.IntegerField(label=gettext_lazy("Seed"), required=False, initial=42)
+    eval_set = forms.ChoiceField(
+        label=gettext_lazy("Eval set"),
+        required=False,
+        help_text=gettext_lazy("Chat jobs: run on the base and on the result, then compared"),
+    )
 
     HYPERPARAMETERS = (
         "n_epochs",
@@ -71,7 +76,14 @@ class JobForm(forms.Form):
         "seed",
     )
 
-    def __init__(self, *args: Any, models: list[Any], datasets: list[Any], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        models: list[Any],
+        datasets: list[Any],
+        eval_sets: list[Any] = (),  # type: ignore[assignment]
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         files = [
             (str(d.pk), _("%(name)s (%(rows)s rows)") % {"name": d.filename, "rows": d.rows})
@@ -81,6 +93,7 @@ class JobForm(forms.Form):
             "model": [(m.slug, m.display_name) for m in models],
             "training_file": files,
             "validation_file": [("", _("— hold out part of the training rows —")), *files],
+            "eval_set": [("", _("— none —")), *((str(s.pk), s.name) for s in eval_sets)],
         }
         for name, options in choices.items():
             field = self.fields[name]

@@ -150,6 +150,17 @@ class FineTuningJob(WorkRecord):
     )
 
     training_started_at = models.DateTimeField(null=True, blank=True)
+    # The eval set run on the base and on the result once it is deployed (chat jobs), and the
+    # two runs.
+    eval_set = models.ForeignKey(
+        "evals.EvalSet", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    eval_base_run = models.ForeignKey(
+        "evals.EvalRun", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    eval_result_run = models.ForeignKey(
+        "evals.EvalRun", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta(WorkRecord.Meta):
         ordering = ["-created_at"]

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from apps.catalog.models import LanguageModel, ModelVersion
 from apps.catalog.selectors import DEFAULT_CHAT_MODEL, DEFAULT_CLASSIFIER_BASE, version_spec
-from apps.core.errors import ErrorCode, failure_for_people
+from apps.core.errors import ErrorCode, ServiceError, failure_for_people
 from apps.core.models import Worker
 from apps.core.work import (
     Failure,
@@ -31,6 +31,7 @@ from apps.core.work import (
     work_reap,
     work_requeue_stale,
 )
+from apps.evals.services import eval_runs_for_finetune
 from apps.inference.engines.gguf import gguf_file
 from apps.inference.engines.gguf_export import ExportError, export_lora, export_model
 from apps.inference.engines.registry import gguf_weights, import_backends
@@ -268,6 +269,32 @@ def _deploy(job: FineTuningJob, saved: tuple[Path, str], evaluation: dict[str, A
     job.refresh_from_db()
     job_event_add(
         job, JobEvent.Kind.STATUS, f"Succeeded: deployed as {model.slug}", {"model": model.slug}
+    )
+    if job.eval_set is not None:
+        _evaluate(job, version)
+
+
+def _evaluate(job: FineTuningJob, result: ModelVersion) -> None:
+    """Run the job's eval set on its base and on the result (on the inference workers; the job
+    page compares them once both have ended)."""
+    assert job.eval_set is not None
+    try:
+        with transaction.atomic():
+            base_run, result_run = eval_runs_for_finetune(
+                owner=job.owner, eval_set=job.eval_set, base=job.base_version, result=result
+            )
+            FineTuningJob.objects.filter(pk=job.pk).update(
+                eval_base_run=base_run, eval_result_run=result_run
+            )
+    except ServiceError as refused:  # the job stands; its evaluation could not start
+        job_event_add(
+            job, JobEvent.Kind.MESSAGE, f"The evaluation could not start: {refused.message}"
+        )
+        return
+    job_event_add(
+        job,
+        JobEvent.Kind.MESSAGE,
+        f"Evaluating {job.eval_set.name}: the base and the result, {base_run.total} items each",
     )
 
 

@@ -19,6 +19,7 @@ from apps.catalog.models import LanguageModel, ModelVersion
 from apps.core.errors import ErrorCode, ServiceError
 from apps.core.queues import enqueue_on_commit
 from apps.core.work import work_cancel
+from apps.evals.models import EvalSet
 
 from .datasets import CLASSIFICATION, parse_dataset
 from .models import Dataset, FineTuningJob, JobEvent
@@ -65,6 +66,7 @@ def finetune_job_create(
     method: str | None = None,
     hyperparameters: Hyperparameters,
     suffix: str = "",
+    eval_set: EvalSet | None = None,
 ) -> FineTuningJob:
     """Queue a job on the training queue: a chat fine-tune on a chat model, a classifier on an
     embeddings model (``method`` defaults to the kind's first). Preconditions: the model version
@@ -119,6 +121,12 @@ def finetune_job_create(
         raise ServiceError(
             ErrorCode.INVALID_PARAMETER, _("suffix must be at most 32 characters"), param="suffix"
         )
+    if eval_set is not None and kind != FineTuningJob.Kind.CHAT:
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMETER,
+            _("An eval set measures chat models; a classifier is measured on its test split."),
+            param="eval_set",
+        )
     with transaction.atomic():
         job = FineTuningJob.objects.create(
             owner=owner,
@@ -129,6 +137,7 @@ def finetune_job_create(
             method=method,
             hyperparameters=hyperparameters.model_dump(mode="json"),
             suffix=suffix.lower(),
+            eval_set=eval_set,
         )
         job_event_add(job, JobEvent.Kind.STATUS, "Queued: waiting for a training worker")
         enqueue_on_commit(run_finetune_job, job.pk)

@@ -23,6 +23,8 @@ from apps.core.errors import ServiceError
 from apps.core.http import AuthedHttpRequest
 from apps.core.uploads import too_large
 from apps.core.work import worker_gone
+from apps.evals.comparisons import compare
+from apps.evals.selectors import access_eval_set, eval_sets_for, run_results
 
 from .datasets import DatasetInvalid
 from .forms import DatasetUploadForm, JobForm
@@ -69,7 +71,13 @@ def _job_form(request: AuthedHttpRequest, data: object = None) -> JobForm:
             "validation_file": str(by_name[DEMO_FILES["validation"]]),
             "suffix": "mascot",
         }
-    return JobForm(data, models=_base_models(request), datasets=datasets, initial=initial)
+    return JobForm(
+        data,
+        models=_base_models(request),
+        datasets=datasets,
+        eval_sets=eval_sets_for(request.user),
+        initial=initial,
+    )
 
 
 def _index(
@@ -206,6 +214,9 @@ def job_create(request: AuthedHttpRequest) -> HttpResponse:
             method=data["method"],
             hyperparameters=data["hyperparameters"],
             suffix=data.get("suffix") or "",
+            eval_set=(
+                access_eval_set(request.user, data["eval_set"]) if data.get("eval_set") else None
+            ),
         )
     except ServiceError as exc:
         form.add_error(exc.param if exc.param in form.fields else None, exc.message)
@@ -228,6 +239,13 @@ def job_detail(request: AuthedHttpRequest, job_id: str) -> HttpResponse:
     }
     if job.kind == FineTuningJob.Kind.CLASSIFICATION and job.evaluation:
         context["classification"] = _classification_tables(job.evaluation)
+    base_run, result_run = job.eval_base_run, job.eval_result_run
+    if base_run is not None and result_run is not None:
+        context["eval_runs"] = (base_run, result_run)
+        if base_run.is_finished and result_run.is_finished:
+            context["eval_comparison"] = compare(
+                base_run, result_run, run_results(base_run), run_results(result_run)
+            )
     return render(request, "finetuning/job.html", context)
 
 

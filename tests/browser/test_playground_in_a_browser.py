@@ -303,10 +303,13 @@ def test_completion_mode_presets_and_running_an_answer_again(page):
 def test_keyboard_themes_phone_and_inline_errors(page):
     chat = conversation_with(me(page), "Keys", [("Hi", "Hello!")], temperature=0.7, max_tokens=300)
     open_chat(page, chat)
-    # Keyboard: Ctrl+K searches, Tab reaches Send from the message box, Escape stops an answer.
+    # Keyboard: Ctrl+K searches, Tab reaches Attach then Send from the message box, Escape
+    # stops an answer.
     page.keyboard.press("Control+k")
     assert page.evaluate("document.activeElement.id") == "search"
     page.focus("#composer-text")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "attach-input"
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "send"
     send(page, "Write a long story about a lighthouse keeper.")

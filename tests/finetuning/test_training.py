@@ -13,6 +13,11 @@ from django.test import Client
 
 from apps.accounts.models import ApiKey
 from apps.core.models import Worker
+from apps.evals.comparisons import compare
+from apps.evals.models import EvalRun
+from apps.evals.selectors import run_results
+from apps.evals.services import DEMO as DEMO_EVAL
+from apps.evals.services import eval_set_create
 from apps.finetuning.models import Dataset, FineTuningJob, JobEvent
 from tests.factories import ApiKeyFactory
 from tests.helpers import wait_for
@@ -70,8 +75,21 @@ def test_the_demo_fine_tune_teaches_the_fact_and_serves_it(
     api = client_for(live_server_url, owner)
     train = upload(api, "mascot-train.jsonl")
     validation = upload(api, "mascot-validation.jsonl")
+    # The demo eval set's mascot questions and two facts: run on the base and on the result.
+    demo = [json.loads(line) for line in DEMO_EVAL.read_text().splitlines()]
+    picked = [i for i in demo if i["metadata"]["category"] == "mascot"] + demo[:2]
+    eval_set = eval_set_create(
+        owner=owner,
+        name="Mascot",
+        filename="mascot.jsonl",
+        data="".join(json.dumps(i) + "\n" for i in picked).encode(),
+    )
     job = api.fine_tuning.jobs.create(
-        model=MODEL, training_file=train.id, validation_file=validation.id, suffix="mascot"
+        model=MODEL,
+        training_file=train.id,
+        validation_file=validation.id,
+        suffix="mascot",
+        extra_body={"eval_set": eval_set.openai_id},
     )
     assert job.status == "queued"  # as created (its task goes out once the answer is read)
     job = wait_for_job(api, job.id, FINISHED, timeout=900)
@@ -92,7 +110,10 @@ def test_the_demo_fine_tune_teaches_the_fact_and_serves_it(
     ], statuses
     assert statuses[1] == f"Validating the data on {row.worker}"
     events = api.fine_tuning.jobs.list_events(job.id, limit=100).data
-    assert events[0].message == f"Succeeded: deployed as {job.fine_tuned_model}"
+    assert [e.message for e in events[:2]] == [
+        "Evaluating Mascot: the base and the result, 10 items each",
+        f"Succeeded: deployed as {job.fine_tuned_model}",
+    ]
 
     # Validation loss falls, on the same split for the base and the result.
     evaluation = row.evaluation
@@ -135,11 +156,30 @@ def test_the_demo_fine_tune_teaches_the_fact_and_serves_it(
         other.fine_tuning.jobs.create(model=MODEL, training_file=train.id)
     assert other.fine_tuning.jobs.list().data == []
 
+    # The eval set ran on the base and on the result; the page compares them: the mascot
+    # questions flip to pass, and the interval of the difference excludes zero.
+    row.refresh_from_db()
+    runs = (row.eval_base_run, row.eval_result_run)
+    assert runs[0].model_version == row.base_version and runs[1].model_version == row.result_version
+    for run in runs:
+        wait_for(lambda run=run: EvalRun.objects.get(pk=run.pk).is_finished, timeout=300)
+    base_run, result_run = (EvalRun.objects.get(pk=r.pk) for r in runs)
+    assert (base_run.status, result_run.status) == ("succeeded", "succeeded")
+    [contains, *_others] = compare(
+        base_run, result_run, run_results(base_run), run_results(result_run)
+    )
+    assert contains.grader == "string_check (ilike)" and contains.n == 10
+    flipped = {f.item.metadata["category"] for f in contains.to_pass}
+    assert flipped == {"mascot"} and len(contains.to_pass) >= 6, contains
+    assert contains.difference is not None and contains.difference.low > 0
+    assert not contains.to_fail or len(contains.to_fail) <= 1
+
     # The job page shows the evaluation side by side; the dataset was counted by a worker.
     site = Client()
     site.force_login(owner)
     page = site.get(f"/finetuning/jobs/{row.pk}/").content.decode()
     assert "Held-out prompts" in page and job.fine_tuned_model in page
+    assert 'id="eval-comparison"' in page and "string_check (ilike)" in page
     assert Dataset.objects.get(pk=train.id.removeprefix("file-")).tokens > 0
     site.force_login(stranger)
     assert site.get(f"/finetuning/jobs/{row.pk}/").status_code == 404

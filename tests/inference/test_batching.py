@@ -232,8 +232,9 @@ def test_a_cancel_frees_the_slot_for_the_next_request(tiny_spec, tiny_model_dir)
         target=lambda: [second_events.put(e) for e in engine.generate(second)]
     )
     waiter.start()
-    # It waits for the slot: a few idle beats (one per 0.2 s), and nothing but them.
-    wait_for(lambda: second_events.qsize() >= 3, what="the waiting request's idle beats")
+    # It waits for the slot: an idle beat (one per 0.2 s), and nothing but it. (Not three: on a
+    # Zen 4 the tiny model writes the first request's 400 tokens in under 0.6 s.)
+    wait_for(lambda: second_events.qsize() >= 1, what="the waiting request's idle beat")
     assert all(isinstance(e, Idle) for e in list(second_events.queue))
     engine.abort(first.request_id)
     ended = next(e for e in first_stream if isinstance(e, Finished))
