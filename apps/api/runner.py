@@ -21,14 +21,19 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps.accounts.limits import LimitExceeded
 from apps.core import runtime
 from apps.core.errors import ServiceError
-from apps.core.queues import enqueue_on_commit
-from apps.core.work import this_run, work_claim, work_finish, work_reap, work_requeue_stale
+from apps.core.work import (
+    this_run,
+    work_claim,
+    work_finish,
+    work_hand_back,
+    work_reap,
+    work_requeue_stale,
+)
 from apps.inference.models import EmbeddingBatch, Generation, Priority
 from apps.inference.services import generation_cancel
-from apps.inference.usage import token_window
+from apps.inference.usage import quota_pause
 
 from .batches import ENDPOINTS
 from .errors import ApiError
@@ -191,15 +196,6 @@ def _finish(batch: Batch, ended: str) -> None:
             transaction.set_rollback(True)
 
 
-def _hand_back(batch: Batch) -> None:
-    """The worker is stopping: the batch goes back to waiting for the next worker."""
-    from .tasks import run_batch
-
-    with transaction.atomic():
-        if this_run(batch).update(status=Batch.Status.QUEUED, worker="", sent_at=timezone.now()):
-            enqueue_on_commit(run_batch, batch.pk)
-
-
 def batch_run(*, batch_id: str, worker: str) -> None:
     """Claim the batch and work through it (see the module's doc)."""
     batch = Batch.objects.select_related("user", "api_key").filter(pk=batch_id).first()
@@ -209,7 +205,9 @@ def batch_run(*, batch_id: str, worker: str) -> None:
     try:
         while True:
             if runtime.stopping.is_set():
-                _hand_back(batch)
+                from .tasks import run_batch
+
+                work_hand_back(batch, run_batch)
                 return
             state = (
                 Batch.objects.filter(pk=batch.pk)
@@ -249,17 +247,12 @@ def _top_up(batch: Batch, pending: list[BatchRequest], running: list[BatchReques
     room = settings.BATCH_CONCURRENCY - len(running)
     if room <= 0 or not pending:
         return
-    batch.user.refresh_from_db(fields=["daily_token_quota"])  # an admin may have raised it
-    try:
-        token_window(batch.user)
-    except LimitExceeded as exceeded:
-        if batch.paused != exceeded.message[:300]:
-            batch.paused = exceeded.message[:300]
-            this_run(batch).update(paused=batch.paused)
+    paused = quota_pause(batch.user)
+    if paused != batch.paused:
+        batch.paused = paused
+        this_run(batch).update(paused=paused)
+    if paused:
         return
-    if batch.paused:
-        batch.paused = ""
-        this_run(batch).update(paused="")
     for request in pending[:room]:
         _start(batch, request)
 

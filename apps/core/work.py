@@ -58,6 +58,19 @@ def this_run(record: WorkRecord) -> models.QuerySet[Any]:
     )
 
 
+def work_hand_back(record: WorkRecord, task: Any) -> bool:
+    """The worker is stopping: ``record`` (resumable work this run holds) goes back to waiting
+    and ``task`` is sent for it once the transaction commits, for the next worker to go on
+    where the rows stand. False when the run was no longer this one's."""
+    from .queues import enqueue_on_commit
+
+    with transaction.atomic():
+        if not this_run(record).update(status=WorkStatus.QUEUED, worker="", sent_at=timezone.now()):
+            return False
+        enqueue_on_commit(task, record.pk)
+    return True
+
+
 def work_claim(record: WorkRecord, *, worker: str, status: str = WorkStatus.RUNNING) -> bool:
     """Take the waiting ``record`` for ``worker`` (compare-and-set on its state and attempts; one
     claimant wins). On success ``record`` holds the claimed state. False when it was claimed,

@@ -22,15 +22,20 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps.accounts.limits import LimitExceeded
 from apps.core import runtime
 from apps.core.errors import ServiceError
-from apps.core.queues import enqueue_on_commit
-from apps.core.work import this_run, work_claim, work_finish, work_reap, work_requeue_stale
+from apps.core.work import (
+    this_run,
+    work_claim,
+    work_finish,
+    work_hand_back,
+    work_reap,
+    work_requeue_stale,
+)
 from apps.inference.models import Generation, Priority
 from apps.inference.protocol import SamplingParams
 from apps.inference.services import generation_cancel, generation_start
-from apps.inference.usage import token_window
+from apps.inference.usage import quota_pause
 
 from .graders import grade, grader_name
 from .models import EvalResult, EvalRun
@@ -158,15 +163,6 @@ def _finish(run: EvalRun, status: str) -> None:
             transaction.set_rollback(True)
 
 
-def _hand_back(run: EvalRun) -> None:
-    """The worker is stopping: the run goes back to waiting for the next worker."""
-    from .tasks import run_eval
-
-    with transaction.atomic():
-        if this_run(run).update(status=EvalRun.Status.QUEUED, worker="", sent_at=timezone.now()):
-            enqueue_on_commit(run_eval, run.pk)
-
-
 def eval_run_run(*, run_id: str, worker: str) -> None:
     """Claim the run and work through it (see the module's doc)."""
     run = EvalRun.objects.select_related("owner", "model_version").filter(pk=run_id).first()
@@ -175,7 +171,9 @@ def eval_run_run(*, run_id: str, worker: str) -> None:
     logger.info("eval run %s: running on %s", run.pk, worker)
     while True:
         if runtime.stopping.is_set():
-            _hand_back(run)
+            from .tasks import run_eval
+
+            work_hand_back(run, run_eval)
             return
         cancel = EvalRun.objects.filter(pk=run.pk).values_list("cancel_requested", flat=True)
         if not cancel or not this_run(run).exists():
@@ -202,17 +200,12 @@ def _top_up(run: EvalRun, pending: list[EvalResult], running: list[EvalResult]) 
     room = settings.EVAL_CONCURRENCY - len(running)
     if room <= 0 or not pending:
         return
-    run.owner.refresh_from_db(fields=["daily_token_quota"])
-    try:
-        token_window(run.owner)
-    except LimitExceeded as exceeded:
-        if run.paused != exceeded.message[:300]:
-            run.paused = exceeded.message[:300]
-            this_run(run).update(paused=run.paused)
+    paused = quota_pause(run.owner)
+    if paused != run.paused:
+        run.paused = paused
+        this_run(run).update(paused=paused)
+    if paused:
         return
-    if run.paused:
-        run.paused = ""
-        this_run(run).update(paused="")
     for result in pending[:room]:
         _start(run, result)
 

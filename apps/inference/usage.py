@@ -73,6 +73,18 @@ def token_window(user: User) -> Window | None:
     return window
 
 
+def quota_pause(user: User) -> str:
+    """Why work that waits for room in ``user``'s daily token quota (a batch, an eval run) must
+    not start more requests now, in words (at most 300 characters); "" when it may. The quota is
+    read again first: an admin may have raised it."""
+    user.refresh_from_db(fields=["daily_token_quota"])
+    try:
+        token_window(user)
+    except LimitExceeded as exceeded:
+        return exceeded.message[:300]
+    return ""
+
+
 @dataclass(frozen=True)
 class DayUsage:
     day: date
