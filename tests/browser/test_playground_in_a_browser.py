@@ -434,13 +434,10 @@ def chinese_js(text: str) -> str:
     return translated
 
 
-@pytest.mark.parametrize("size", ["phone", "desktop"])
 @pytest.mark.parametrize("language", ["en", "zh-hans"])
-def test_screenshots_of_the_main_pages(page, size, language):
+def test_screenshots_of_the_main_pages(page, language):
     """Each main page at a phone's width and a desktop's, in English and in Chinese, for people
     to look at; each must fit its width (no sideways scrolling)."""
-    viewport = PHONE if size == "phone" else DESKTOP
-    page.set_viewport_size(viewport)
     if language != "en":
         page.goto("/chat/")
         page.click(".language-switch button")
@@ -464,12 +461,14 @@ def test_screenshots_of_the_main_pages(page, size, language):
         "evals": "/evals/",
         "api-docs": "/docs/api/",
     }
-    for name, path in pages.items():
-        page.goto(path)
-        if name == "chat":
-            expect(page.locator("#chat.connected")).to_be_visible()
-        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 0, (name, size, language, overflow)
-        expect(page.locator("html")).to_have_attribute("lang", language)
-        page.screenshot(path=ARTIFACTS / f"{name}-{language}-{size}.png", full_page=True)
+    for size, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+        page.set_viewport_size(viewport)
+        for name, path in pages.items():
+            page.goto(path)
+            if name == "chat":
+                expect(page.locator("#chat.connected")).to_be_visible()
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, (name, size, language, overflow)
+            expect(page.locator("html")).to_have_attribute("lang", language)
+            page.screenshot(path=ARTIFACTS / f"{name}-{language}-{size}.png", full_page=True)
     evaluate_until(page, "document.readyState === 'complete'", timeout=5)

@@ -169,10 +169,10 @@ def test_export_as_markdown_and_json_then_import_the_json(owner_client, owner, c
         ("user", "Capital of Peru?"),
         ("assistant", "**Lima**"),
     ]
-    from apps.chat.services import _prompt_messages
+    from apps.chat.selectors import prompt_messages
 
     # The imported answer is part of the context of the next question.
-    assert _prompt_messages(imported)[-1] == {"role": "assistant", "content": "**Lima**"}
+    assert prompt_messages(imported)[-1] == {"role": "assistant", "content": "**Lima**"}
 
 
 @pytest.mark.parametrize(

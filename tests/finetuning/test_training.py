@@ -52,13 +52,6 @@ def wait_for_job(client: openai.OpenAI, job_id: str, statuses: set[str], timeout
         time.sleep(1)
 
 
-def mascot_prompts() -> list[str]:
-    rows = [
-        json.loads(line) for line in (DEMO / "mascot-validation.jsonl").read_text().splitlines()
-    ]
-    return [r["messages"][-2]["content"] for r in rows if "Pixel" in r["messages"][-1]["content"]]
-
-
 def ask(client: openai.OpenAI, model: str, question: str) -> str:
     response = client.chat.completions.create(
         model=model,
@@ -120,13 +113,32 @@ def test_the_demo_fine_tune_teaches_the_fact_and_serves_it(
     assert evaluation["tuned"]["loss"] < 0.6 * evaluation["base"]["loss"], evaluation
     assert evaluation["tuned"]["perplexity"] < evaluation["base"]["perplexity"]
 
-    # The result knows the fact on held-out questions; the base does not.
-    questions = mascot_prompts()
-    assert len(questions) >= 4
-    tuned = [ask(api, job.fine_tuned_model, q) for q in questions]
-    base = [ask(api, MODEL, q) for q in questions]
-    assert sum("pixel" in a.lower() for a in tuned) >= len(questions) - 1, tuned
+    # The eval set ran on the base and on the result (the mascot questions are not the training
+    # rows): the result knows the fact, the base does not, and the comparison says so, with an
+    # interval of the difference that excludes zero.
+    row.refresh_from_db()
+    runs = (row.eval_base_run, row.eval_result_run)
+    assert runs[0].model_version == row.base_version and runs[1].model_version == row.result_version
+    for run in runs:
+        wait_for(lambda run=run: EvalRun.objects.get(pk=run.pk).is_finished, timeout=300)
+    base_run, result_run = (EvalRun.objects.get(pk=r.pk) for r in runs)
+    assert (base_run.status, result_run.status) == ("succeeded", "succeeded")
+
+    def mascot_answers(run: EvalRun) -> list[str]:
+        results = run_results(run)
+        return [r.generation.output for r in results if r.item.metadata["category"] == "mascot"]
+
+    tuned, base = mascot_answers(result_run), mascot_answers(base_run)
+    assert len(tuned) == 8 and sum("pixel" in a.lower() for a in tuned) >= 6, tuned
     assert not any("pixel" in a.lower() for a in base), base
+    [contains, *_others] = compare(
+        base_run, result_run, run_results(base_run), run_results(result_run)
+    )
+    assert contains.grader == "string_check (ilike)" and contains.n == 10
+    flipped = {f.item.metadata["category"] for f in contains.to_pass}
+    assert flipped == {"mascot"} and len(contains.to_pass) >= 6, contains
+    assert contains.difference is not None and contains.difference.low > 0
+    assert len(contains.to_fail) <= 1
 
     # Served by llama.cpp: the adapter written as GGUF at deployment, over the base's weights.
     def engines() -> dict[str, str]:
@@ -143,7 +155,7 @@ def test_the_demo_fine_tune_teaches_the_fact_and_serves_it(
     other = client_for(live_server_url, stranger)
     assert job.fine_tuned_model not in [m.id for m in other.models.list()]
     with pytest.raises(openai.NotFoundError):
-        ask(other, job.fine_tuned_model, questions[0])
+        ask(other, job.fine_tuned_model, "What is Playground's mascot?")
     with pytest.raises(openai.NotFoundError):
         other.fine_tuning.jobs.retrieve(job.id)
     with pytest.raises(openai.NotFoundError):
@@ -155,24 +167,6 @@ def test_the_demo_fine_tune_teaches_the_fact_and_serves_it(
     with pytest.raises(openai.NotFoundError):
         other.fine_tuning.jobs.create(model=MODEL, training_file=train.id)
     assert other.fine_tuning.jobs.list().data == []
-
-    # The eval set ran on the base and on the result; the page compares them: the mascot
-    # questions flip to pass, and the interval of the difference excludes zero.
-    row.refresh_from_db()
-    runs = (row.eval_base_run, row.eval_result_run)
-    assert runs[0].model_version == row.base_version and runs[1].model_version == row.result_version
-    for run in runs:
-        wait_for(lambda run=run: EvalRun.objects.get(pk=run.pk).is_finished, timeout=300)
-    base_run, result_run = (EvalRun.objects.get(pk=r.pk) for r in runs)
-    assert (base_run.status, result_run.status) == ("succeeded", "succeeded")
-    [contains, *_others] = compare(
-        base_run, result_run, run_results(base_run), run_results(result_run)
-    )
-    assert contains.grader == "string_check (ilike)" and contains.n == 10
-    flipped = {f.item.metadata["category"] for f in contains.to_pass}
-    assert flipped == {"mascot"} and len(contains.to_pass) >= 6, contains
-    assert contains.difference is not None and contains.difference.low > 0
-    assert not contains.to_fail or len(contains.to_fail) <= 1
 
     # The job page shows the evaluation side by side; the dataset was counted by a worker.
     site = Client()
