@@ -184,9 +184,13 @@ def _delete_files(documents: QuerySet[Document]) -> None:
         transaction.on_commit(delete)
 
 
-def _doesnt_fit(name: str, tokens: int, max_tokens: int, model: LanguageModel) -> ServiceError:
+def _check_fits(name: str, tokens: int, max_tokens: int, model: LanguageModel) -> None:
+    """ServiceError (context_length_exceeded) when ``tokens`` of documents would not leave
+    ``max_tokens`` of ``model``'s context for the answer."""
     context = active_version(model).context_length
-    return ServiceError(
+    if tokens + max_tokens <= context:
+        return
+    raise ServiceError(
         ErrorCode.CONTEXT_LENGTH_EXCEEDED,
         _(
             "%(name)s is %(tokens)s tokens; %(model)s reads %(context)s at most, %(kept)s of them "
@@ -217,8 +221,8 @@ def document_attach(
     tokens = token_count(
         version_spec(active_version(model)), with_documents("", [(read.name, read.text)])
     )
-    if tokens is not None and tokens + max_tokens > active_version(model).context_length:
-        raise _doesnt_fit(quoted(read.name), tokens, max_tokens, model)
+    if tokens is not None:
+        _check_fits(quoted(read.name), tokens, max_tokens, model)
     stale = Document.objects.filter(
         owner=owner,
         message__isnull=True,
@@ -270,14 +274,12 @@ def _take_documents(conversation: Conversation, ids: Sequence[object]) -> list[D
         )
     counted = [d.tokens for d in found if d.tokens is not None]
     if counted:
-        total, context = sum(counted), active_version(conversation.model).context_length
-        if total + conversation.max_tokens > context:
-            what = (
-                quoted(found[0].name)
-                if len(found) == 1
-                else _("Together the %(count)s documents") % {"count": len(found)}
-            )
-            raise _doesnt_fit(what, total, conversation.max_tokens, conversation.model)
+        what = (
+            quoted(found[0].name)
+            if len(found) == 1
+            else _("Together the %(count)s documents") % {"count": len(found)}
+        )
+        _check_fits(what, sum(counted), conversation.max_tokens, conversation.model)
     return sorted(found, key=lambda d: (d.created_at, str(d.pk)))
 
 
